@@ -1,0 +1,179 @@
+// The node's view of the mesh: every resource of the last applied update, indexed
+// for the lookups the data plane does per connection (workload by IP, service by
+// VIP, policies by workload). Applying an update is all-or-nothing per resource;
+// listeners run after the indexes are consistent again.
+
+import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type {
+  AuthorizationPolicy, ConfigUpdate, HttpRoute, MeshSettings, Resource, Service, Workload,
+} from '../core/types.ts';
+import { DEFAULT_SETTINGS } from '../core/types.ts';
+import { logger } from '../core/log.ts';
+
+const log = logger('config');
+
+export interface ConfigSnapshot {
+  epoch: string;
+  version: number;
+  resources: Resource[];
+}
+
+export type ChangeListener = (update: ConfigUpdate) => void;
+
+export class ConfigStore {
+  readonly nodeName: string;
+  epoch = '';
+  version = 0;
+  /** True once a snapshot (from the control plane or from disk) has been applied. */
+  synced = false;
+
+  readonly #resources = new Map<string, Resource>();
+  readonly #workloadsByUid = new Map<string, Workload>();
+  readonly #workloadsByIp = new Map<string, Workload>();
+  readonly #servicesByKey = new Map<string, Service>();
+  readonly #servicesByVip = new Map<string, Service>();
+  readonly #policiesByNamespace = new Map<string, AuthorizationPolicy[]>();
+  readonly #routes = new Map<string, HttpRoute>();
+  #settings: MeshSettings = DEFAULT_SETTINGS;
+  readonly #listeners: ChangeListener[] = [];
+
+  constructor(nodeName: string) {
+    this.nodeName = nodeName;
+  }
+
+  onChange(listener: ChangeListener): void {
+    this.#listeners.push(listener);
+  }
+
+  apply(update: ConfigUpdate): void {
+    if (update.snapshot) this.#resources.clear();
+    for (const key of update.removals) this.#resources.delete(`${key.kind}:${key.key}`);
+    for (const r of update.upserts) this.#resources.set(`${r.kind}:${r.key}`, r);
+    this.epoch = update.epoch;
+    this.version = update.version;
+    if (update.snapshot) this.synced = true;
+    this.#reindex();
+    for (const l of this.#listeners) {
+      try {
+        l(update);
+      } catch (err) {
+        log.error('config listener failed', { error: String((err as Error)?.stack ?? err) });
+      }
+    }
+  }
+
+  #reindex(): void {
+    this.#workloadsByUid.clear();
+    this.#workloadsByIp.clear();
+    this.#servicesByKey.clear();
+    this.#servicesByVip.clear();
+    this.#policiesByNamespace.clear();
+    this.#routes.clear();
+    this.#settings = DEFAULT_SETTINGS;
+    for (const r of this.#resources.values()) {
+      switch (r.kind) {
+        case 'workload':
+          this.#workloadsByUid.set(r.workload.uid, r.workload);
+          if (r.workload.ip) this.#workloadsByIp.set(r.workload.ip, r.workload);
+          break;
+        case 'service':
+          this.#servicesByKey.set(r.key, r.service);
+          for (const vip of r.service.vips) this.#servicesByVip.set(vip, r.service);
+          break;
+        case 'policy': {
+          const list = this.#policiesByNamespace.get(r.policy.namespace) ?? [];
+          list.push(r.policy);
+          this.#policiesByNamespace.set(r.policy.namespace, list);
+          break;
+        }
+        case 'route':
+          this.#routes.set(r.key, r.route);
+          break;
+        case 'settings':
+          this.#settings = r.settings;
+          break;
+      }
+    }
+  }
+
+  settings(): MeshSettings {
+    return this.#settings;
+  }
+
+  workloadByIp(ip: string): Workload | undefined {
+    return this.#workloadsByIp.get(ip);
+  }
+
+  workloadByUid(uid: string): Workload | undefined {
+    return this.#workloadsByUid.get(uid);
+  }
+
+  workloads(): Workload[] {
+    return [...this.#workloadsByUid.values()];
+  }
+
+  /** Enrolled workloads scheduled on this node. */
+  localWorkloads(): Workload[] {
+    return this.workloads().filter((w) => w.node === this.nodeName && w.enrolled);
+  }
+
+  isLocalEnrolled(ip: string): Workload | undefined {
+    const w = this.#workloadsByIp.get(ip);
+    return w && w.enrolled && w.node === this.nodeName ? w : undefined;
+  }
+
+  serviceByVip(ip: string): Service | undefined {
+    return this.#servicesByVip.get(ip);
+  }
+
+  serviceByKey(namespace: string, name: string): Service | undefined {
+    return this.#servicesByKey.get(`${namespace}/${name}`);
+  }
+
+  services(): Service[] {
+    return [...this.#servicesByKey.values()];
+  }
+
+  routes(): HttpRoute[] {
+    return [...this.#routes.values()];
+  }
+
+  policies(): AuthorizationPolicy[] {
+    return [...this.#policiesByNamespace.values()].flat();
+  }
+
+  /** Policies that apply to a workload: its namespace's and the root namespace's, selector matched. */
+  policiesFor(workload: Workload): AuthorizationPolicy[] {
+    const root = this.#settings.rootNamespace;
+    const candidates = [...(this.#policiesByNamespace.get(workload.namespace) ?? [])];
+    if (root !== workload.namespace) candidates.push(...(this.#policiesByNamespace.get(root) ?? []));
+    return candidates.filter((p) => p.selector === null || Object.entries(p.selector).every(([k, v]) => workload.labels[k] === v));
+  }
+
+  snapshot(): ConfigSnapshot {
+    return { epoch: this.epoch, version: this.version, resources: [...this.#resources.values()] };
+  }
+
+  /** Writes the last-known-good config atomically, for restarts while the control plane is down. */
+  persist(path: string): void {
+    mkdirSync(dirname(path), { recursive: true });
+    const tmp = `${path}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.snapshot()));
+    renameSync(tmp, path);
+  }
+
+  /** Loads a persisted snapshot; returns false when there is none or it is unreadable. */
+  restore(path: string): boolean {
+    let snap: ConfigSnapshot;
+    try {
+      snap = JSON.parse(readFileSync(path, 'utf8')) as ConfigSnapshot;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn('ignoring unreadable last-known-good config', { path, error: String(err) });
+      return false;
+    }
+    this.apply({ epoch: snap.epoch, version: snap.version, snapshot: true, upserts: snap.resources, removals: [] });
+    log.info('restored last-known-good config', { path, version: snap.version, resources: snap.resources.length });
+    return true;
+  }
+}
