@@ -1,0 +1,266 @@
+// Enrollment: the nat rules that capture the TCP traffic of enrolled local pods.
+// Everything lives in our own NODEMESH-* chains, jumped to from the top of
+// PREROUTING so capture runs before kube-proxy's Service DNAT (the daemon sees the
+// VIP and balances itself). Traffic the node itself originates (the daemon's own
+// connections, kubelet probes) passes OUTPUT and is never touched. Only new
+// connections are captured: conntrack keeps the NAT decision of existing ones.
+
+import { isIPv4 } from 'node:net';
+import type { ConfigStore } from './config-store.ts';
+import type { ConfigUpdate } from '../core/types.ts';
+import type { CommandLine } from './iptables.ts';
+import { iptablesRestore, iptablesSave, parseSavedTable } from './iptables.ts';
+import { InvalidObjectError } from '../core/errors.ts';
+import { logger } from '../core/log.ts';
+
+const log = logger('enrollment');
+
+export const OUTBOUND_CAPTURE_PORT = 15001;
+export const INBOUND_PLAINTEXT_PORT = 15006;
+export const HBONE_PORT = 15008;
+
+const CHAIN_PREFIX = 'NODEMESH-';
+const ENTRY_CHAIN = 'NODEMESH-PREROUTING';
+const OUTBOUND_CHAIN = 'NODEMESH-OUTBOUND';
+const INBOUND_CHAIN = 'NODEMESH-INBOUND';
+const JUMP = `-A PREROUTING -j ${ENTRY_CHAIN}`;
+
+export interface CapturedPod {
+  ip: string;
+  /** For error messages only ("namespace/name"). */
+  name?: string;
+}
+
+/**
+ * The chain bodies as iptables-save prints them, so the live state can be compared
+ * line by line. Per pod: one jump for its outbound and one for its inbound traffic.
+ */
+export function captureChainRules(pods: readonly CapturedPod[]): Map<string, string[]> {
+  const ips = new Set<string>();
+  for (const pod of pods) {
+    if (!isIPv4(pod.ip)) throw new InvalidObjectError(`pod ${pod.name ?? pod.ip}`, 'ip', `${JSON.stringify(pod.ip)} is not an IPv4 address; only IPv4 pods can be captured`);
+    ips.add(pod.ip);
+  }
+  const sorted = [...ips].sort(compareIPv4);
+  return new Map([
+    [ENTRY_CHAIN, [
+      ...sorted.map((ip) => `-A ${ENTRY_CHAIN} -s ${ip}/32 -p tcp -j ${OUTBOUND_CHAIN}`),
+      ...sorted.map((ip) => `-A ${ENTRY_CHAIN} -d ${ip}/32 -p tcp -j ${INBOUND_CHAIN}`),
+    ]],
+    [OUTBOUND_CHAIN, [`-A ${OUTBOUND_CHAIN} -p tcp -j REDIRECT --to-ports ${OUTBOUND_CAPTURE_PORT}`]],
+    [INBOUND_CHAIN, [
+      `-A ${INBOUND_CHAIN} -p tcp -m tcp --dport ${HBONE_PORT} -j REDIRECT --to-ports ${HBONE_PORT}`,
+      `-A ${INBOUND_CHAIN} -p tcp -j REDIRECT --to-ports ${INBOUND_PLAINTEXT_PORT}`,
+    ]],
+  ]);
+}
+
+/**
+ * `iptables-restore --noflush` input for table nat. Declaring a chain flushes it
+ * (and only it) under --noflush, so the result replaces exactly our chains.
+ * `preroutingEdits` are extra lines (moving our jump) applied in the same transaction.
+ */
+export function renderCaptureRules(pods: readonly CapturedPod[], preroutingEdits: readonly string[] = []): string {
+  const chains = captureChainRules(pods);
+  return [
+    '*nat',
+    ...[...chains.keys()].map((chain) => `:${chain} - [0:0]`),
+    ...[...chains.values()].flat(),
+    ...preroutingEdits,
+    'COMMIT',
+    '',
+  ].join('\n');
+}
+
+/** Edits that leave exactly one jump to our entry chain, as rule 1 of PREROUTING. */
+export function planJumpEdits(natSave: string): string[] {
+  const prerouting = parseSavedTable(natSave, 'nat').rules.get('PREROUTING') ?? [];
+  const jumps = prerouting.filter((rule) => rule === JUMP).length;
+  if (jumps === 1 && prerouting[0] === JUMP) return [];
+  return [...Array.from({ length: jumps }, () => `-D PREROUTING -j ${ENTRY_CHAIN}`), `-I PREROUTING 1 -j ${ENTRY_CHAIN}`];
+}
+
+function compareIPv4(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < 4; i++) if (pa[i] !== pb[i]) return pa[i]! - pb[i]!;
+  return 0;
+}
+
+export interface IptablesCommands {
+  /** Default "iptables-restore". */
+  iptablesRestore?: CommandLine;
+  /** Default "iptables-save". */
+  iptablesSave?: CommandLine;
+}
+
+function commandsOf(opts: IptablesCommands | undefined): { restore: CommandLine; save: CommandLine } {
+  return { restore: opts?.iptablesRestore ?? 'iptables-restore', save: opts?.iptablesSave ?? 'iptables-save' };
+}
+
+/** Keeps the node's capture rules equal to a set of pods; a no-op when the live rules already match. */
+export class CaptureReconciler {
+  readonly #restore: CommandLine;
+  readonly #save: CommandLine;
+  /** Serializes reconciles so two transactions never race on the same plan. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts?: IptablesCommands) {
+    const { restore, save } = commandsOf(opts);
+    this.#restore = restore;
+    this.#save = save;
+  }
+
+  /** Pods with an address that cannot be captured are left out (and logged); the rest are applied. */
+  reconcile(pods: readonly CapturedPod[]): Promise<void> {
+    return this.#serialized(() => this.#reconcile(pods));
+  }
+
+  uninstall(): Promise<void> {
+    return this.#serialized(() => removeCapture({ iptablesRestore: this.#restore, iptablesSave: this.#save }));
+  }
+
+  #serialized(task: () => Promise<void>): Promise<void> {
+    const run = this.#queue.then(task, task);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #reconcile(pods: readonly CapturedPod[]): Promise<void> {
+    const capturable: CapturedPod[] = [];
+    for (const pod of pods) {
+      try {
+        captureChainRules([pod]);
+        capturable.push(pod);
+      } catch (err) {
+        log.warn('pod not captured', { error: (err as Error).message });
+      }
+    }
+    const save = await iptablesSave(this.#save, 'nat');
+    const live = parseSavedTable(save, 'nat');
+    const desired = captureChainRules(capturable);
+    const jumpEdits = planJumpEdits(save);
+    const chainsMatch = [...desired].every(([chain, rules]) => live.chains.includes(chain) && sameRules(live.rules.get(chain) ?? [], rules));
+    if (chainsMatch && jumpEdits.length === 0) return;
+    await iptablesRestore(this.#restore, renderCaptureRules(capturable, jumpEdits));
+    log.info('capture rules applied', { pods: capturable.length, jumpRepaired: jumpEdits.length > 0 });
+  }
+}
+
+function sameRules(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((rule, i) => rule === b[i]);
+}
+
+/** Removes the PREROUTING jump, every other rule jumping to our chains, and all NODEMESH-* chains. */
+async function removeCapture(opts: IptablesCommands): Promise<void> {
+  const { restore, save } = commandsOf(opts);
+  const live = parseSavedTable(await iptablesSave(save, 'nat'), 'nat');
+  const ours = live.chains.filter((chain) => chain.startsWith(CHAIN_PREFIX));
+  const references: string[] = [];
+  for (const [chain, rules] of live.rules) {
+    if (chain.startsWith(CHAIN_PREFIX)) continue;
+    for (const rule of rules) if (rule.includes(` -j ${CHAIN_PREFIX}`) || rule.includes(` -g ${CHAIN_PREFIX}`)) references.push(`-D${rule.slice(2)}`);
+  }
+  if (ours.length === 0 && references.length === 0) return;
+  const input = [
+    '*nat',
+    // Flush first: a chain can only be deleted once nothing jumps to it.
+    ...ours.map((chain) => `:${chain} - [0:0]`),
+    ...references,
+    ...ours.map((chain) => `-X ${chain}`),
+    'COMMIT',
+    '',
+  ].join('\n');
+  await iptablesRestore(restore, input);
+  log.info('capture rules removed', { chains: ours });
+}
+
+/** `nodemesh node --uninstall`: leaves no NODEMESH rule or chain in the nat table. */
+export async function uninstallCapture(opts?: IptablesCommands): Promise<void> {
+  await removeCapture(opts ?? {});
+}
+
+export interface EnrollmentLoop {
+  /** Resolves once no reconcile is running or pending. */
+  settled(): Promise<void>;
+  /** The error of the last reconcile, undefined once one succeeded. */
+  readonly lastError: Error | undefined;
+  stop(): void;
+}
+
+export interface EnrollmentOptions {
+  /** Re-checks the live rules this often, to repair drift such as a jump inserted above ours. Default 60 s. */
+  resyncIntervalMs?: number;
+  /** First retry delay after a failed reconcile; doubles up to 30 s. Default 1 s. */
+  retryDelayMs?: number;
+}
+
+const MAX_RETRY_DELAY_MS = 30_000;
+
+/**
+ * Reconciles capture with the store's enrolled local workloads on every change that
+ * touches workloads. A burst of changes while a reconcile runs costs one more
+ * reconcile, not one per change; failures are retried with backoff.
+ */
+export function enrollmentFromConfig(store: ConfigStore, reconciler: CaptureReconciler, opts: EnrollmentOptions = {}): EnrollmentLoop {
+  const baseRetry = opts.retryDelayMs ?? 1000;
+  let running: Promise<void> | undefined;
+  let pending = false;
+  let stopped = false;
+  let lastError: Error | undefined;
+  let retryDelay = baseRetry;
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  const runOnce = async (): Promise<void> => {
+    const pods = store.localWorkloads().map((w) => ({ ip: w.ip, name: `${w.namespace}/${w.name}` }));
+    try {
+      await reconciler.reconcile(pods);
+      lastError = undefined;
+      retryDelay = baseRetry;
+    } catch (err) {
+      lastError = err as Error;
+      log.error('capture reconcile failed; retrying', { error: lastError.message, retryInMs: retryDelay });
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(trigger, retryDelay);
+      retryTimer.unref();
+      retryDelay = Math.min(retryDelay * 2, MAX_RETRY_DELAY_MS);
+    }
+  };
+
+  function trigger(): void {
+    if (stopped) return;
+    if (running) {
+      pending = true;
+      return;
+    }
+    clearTimeout(retryTimer);
+    running = (async () => {
+      do {
+        pending = false;
+        await runOnce();
+      } while (pending && !stopped);
+      running = undefined;
+    })();
+  }
+
+  store.onChange((update: ConfigUpdate) => {
+    if (update.snapshot || update.upserts.some((r) => r.kind === 'workload') || update.removals.some((k) => k.kind === 'workload')) trigger();
+  });
+  const resync = setInterval(trigger, opts.resyncIntervalMs ?? 60_000);
+  resync.unref();
+  if (store.synced) trigger();
+
+  return {
+    async settled() {
+      while (running) await running;
+    },
+    get lastError() {
+      return lastError;
+    },
+    stop() {
+      stopped = true;
+      clearInterval(resync);
+      clearTimeout(retryTimer);
+    },
+  };
+}
