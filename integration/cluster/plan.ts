@@ -1,0 +1,244 @@
+// What a test cluster looks like, decided before anything is created: node and pod
+// namespaces, addresses, Service VIPs and endpoints. Pure, so the same plan drives
+// the network build, the kube-proxy rules and the control plane's YAML.
+
+import { createHash } from 'node:crypto';
+import { InvalidObjectError } from '../../core/errors.ts';
+
+export interface ContainerPortSpec {
+  name: string;
+  port: number;
+}
+
+export interface PodSpec {
+  name: string;
+  /** Default "default". */
+  namespace?: string;
+  /** Node name: "n1", "n2", ... */
+  node: string;
+  /** Merged over { app: name }. */
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** Default "default". */
+  serviceAccount?: string;
+  /** Named container ports, for Services whose targetPort is a name. */
+  ports?: ContainerPortSpec[];
+  /** Default: the next free address of the node's pod CIDR. */
+  ip?: string;
+}
+
+export interface ServicePortSpec {
+  name?: string;
+  port: number;
+  /** Number or container port name; default `port`. */
+  targetPort?: number | string;
+  appProtocol?: string;
+}
+
+export interface ServiceSpec {
+  name: string;
+  namespace?: string;
+  selector: Record<string, string>;
+  ports: ServicePortSpec[];
+  /** Default: the next free address of 10.96.0.0/16 from 10.96.0.10. */
+  clusterIP?: string;
+  annotations?: Record<string, string>;
+}
+
+export interface NamespaceSpec {
+  name: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+export interface ClusterSpec {
+  /** Number of nodes, named n1..nN. */
+  nodes: number;
+  pods?: PodSpec[];
+  services?: ServiceSpec[];
+  /** Namespaces that need labels or annotations; namespaces only used by pods are created plain. */
+  namespaces?: NamespaceSpec[];
+}
+
+export interface PlannedNode {
+  name: string;
+  netns: string;
+  /** Underlay address. */
+  ip: string;
+  podCidr: string;
+}
+
+export interface PlannedPod {
+  uid: string;
+  name: string;
+  namespace: string;
+  node: string;
+  netns: string;
+  ip: string;
+  /** The node side of the pod's veth, in the node's namespace. */
+  hostVeth: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  serviceAccount: string;
+  ports: ContainerPortSpec[];
+}
+
+export interface PlannedServicePort {
+  name: string;
+  port: number;
+  targetPort: number | string;
+  appProtocol: string;
+}
+
+export interface PlannedService {
+  name: string;
+  namespace: string;
+  clusterIP: string;
+  selector: Record<string, string>;
+  ports: PlannedServicePort[];
+  annotations: Record<string, string>;
+}
+
+export interface ClusterPlan {
+  prefix: string;
+  underlay: { netns: string; bridge: string };
+  controlPlane: { netns: string; ip: string };
+  nodes: PlannedNode[];
+  pods: PlannedPod[];
+  services: PlannedService[];
+  namespaces: NamespaceSpec[];
+}
+
+export const UNDERLAY_CIDR_BITS = 24;
+export const POD_GATEWAY = '169.254.1.1';
+export const SERVICE_CIDR = '10.96.0.0/12';
+const MAX_NODES = 200;
+
+export function nodeIp(index: number): string {
+  return `172.30.0.${10 + index}`;
+}
+
+export function podCidr(index: number): string {
+  return `10.244.${index}.0/24`;
+}
+
+/** A stable UUID-shaped uid, so the same spec always yields the same pods. */
+export function stableUid(...parts: string[]): string {
+  const h = createHash('sha256').update(parts.join('/')).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+function checkName(object: string, field: string, value: string): void {
+  if (!DNS_LABEL.test(value) || value.length > 63) throw new InvalidObjectError(object, field, `${JSON.stringify(value)} is not a DNS label (lower-case letters, digits, "-")`);
+}
+
+export function planCluster(spec: ClusterSpec, prefix: string): ClusterPlan {
+  if (!/^[a-z][a-z0-9]*$/.test(prefix) || prefix.length > 24) throw new InvalidObjectError('cluster', 'prefix', `${JSON.stringify(prefix)} must be lower-case letters and digits, starting with a letter, at most 24 long`);
+  if (!Number.isInteger(spec.nodes) || spec.nodes < 1 || spec.nodes > MAX_NODES) throw new InvalidObjectError('cluster', 'nodes', `must be an integer from 1 to ${MAX_NODES}, got ${spec.nodes}`);
+  const nodes: PlannedNode[] = [];
+  for (let i = 1; i <= spec.nodes; i++) nodes.push({ name: `n${i}`, netns: `${prefix}-n${i}`, ip: nodeIp(i), podCidr: podCidr(i) });
+  const plan: ClusterPlan = {
+    prefix,
+    underlay: { netns: `${prefix}-ul`, bridge: 'br0' },
+    controlPlane: { netns: `${prefix}-cp`, ip: '172.30.0.2' },
+    nodes,
+    pods: [],
+    services: [],
+    namespaces: [],
+  };
+  for (const ns of spec.namespaces ?? []) addNamespace(plan, ns);
+  for (const pod of spec.pods ?? []) planPod(plan, pod);
+  for (const svc of spec.services ?? []) planService(plan, svc);
+  return plan;
+}
+
+function addNamespace(plan: ClusterPlan, ns: NamespaceSpec): void {
+  checkName(`namespace ${ns.name}`, 'name', ns.name);
+  const existing = plan.namespaces.find((n) => n.name === ns.name);
+  if (existing && (ns.labels || ns.annotations)) throw new InvalidObjectError(`namespace ${ns.name}`, 'name', 'declared twice');
+  if (!existing) plan.namespaces.push({ name: ns.name, labels: { ...ns.labels }, annotations: { ...ns.annotations } });
+}
+
+/** Adds a pod to the plan (mutating it) and returns it; addresses already taken are skipped. */
+export function planPod(plan: ClusterPlan, spec: PodSpec): PlannedPod {
+  const namespace = spec.namespace ?? 'default';
+  const object = `pod ${namespace}/${spec.name}`;
+  checkName(object, 'name', spec.name);
+  addNamespace(plan, { name: namespace });
+  if (plan.pods.some((p) => p.namespace === namespace && p.name === spec.name)) throw new InvalidObjectError(object, 'name', 'declared twice');
+  const nodeIndex = plan.nodes.findIndex((n) => n.name === spec.node);
+  if (nodeIndex < 0) throw new InvalidObjectError(object, 'node', `no node ${JSON.stringify(spec.node)}; nodes are ${plan.nodes.map((n) => n.name).join(', ')}`);
+  const taken = new Set(plan.pods.map((p) => p.ip));
+  let ip = spec.ip;
+  if (ip === undefined) {
+    for (let host = 10; host < 255 && ip === undefined; host++) {
+      const candidate = `10.244.${nodeIndex + 1}.${host}`;
+      if (!taken.has(candidate)) ip = candidate;
+    }
+    if (ip === undefined) throw new InvalidObjectError(object, 'node', `pod CIDR of node ${spec.node} is full`);
+  } else if (taken.has(ip)) {
+    throw new InvalidObjectError(object, 'ip', `${ip} is already used by another pod`);
+  } else if (!ip.startsWith(`10.244.${nodeIndex + 1}.`)) {
+    throw new InvalidObjectError(object, 'ip', `${ip} is outside node ${spec.node}'s pod CIDR ${plan.nodes[nodeIndex]!.podCidr}`);
+  }
+  const vethNumbers = new Set(plan.pods.map((p) => p.hostVeth));
+  let n = plan.pods.length;
+  while (vethNumbers.has(`cali${n}`)) n++;
+  const pod: PlannedPod = {
+    uid: stableUid(plan.prefix, namespace, spec.name),
+    name: spec.name,
+    namespace,
+    node: spec.node,
+    netns: `${plan.prefix}-pod-${namespace}-${spec.name}`,
+    ip,
+    hostVeth: `cali${n}`,
+    labels: { app: spec.name, ...spec.labels },
+    annotations: { ...spec.annotations },
+    serviceAccount: spec.serviceAccount ?? 'default',
+    ports: [...(spec.ports ?? [])],
+  };
+  plan.pods.push(pod);
+  return pod;
+}
+
+export function planService(plan: ClusterPlan, spec: ServiceSpec): PlannedService {
+  const namespace = spec.namespace ?? 'default';
+  const object = `service ${namespace}/${spec.name}`;
+  checkName(object, 'name', spec.name);
+  addNamespace(plan, { name: namespace });
+  if (plan.services.some((s) => s.namespace === namespace && s.name === spec.name)) throw new InvalidObjectError(object, 'name', 'declared twice');
+  if (spec.ports.length === 0) throw new InvalidObjectError(object, 'ports', 'needs at least one port');
+  const taken = new Set(plan.services.map((s) => s.clusterIP));
+  let clusterIP = spec.clusterIP;
+  if (clusterIP === undefined) {
+    for (let i = 10; clusterIP === undefined; i++) {
+      const candidate = `10.96.${Math.floor(i / 256)}.${i % 256}`;
+      if (!taken.has(candidate)) clusterIP = candidate;
+    }
+  } else if (taken.has(clusterIP)) {
+    throw new InvalidObjectError(object, 'clusterIP', `${clusterIP} is already used by another Service`);
+  }
+  const svc: PlannedService = {
+    name: spec.name,
+    namespace,
+    clusterIP,
+    selector: { ...spec.selector },
+    ports: spec.ports.map((p, i) => ({ name: p.name ?? (spec.ports.length === 1 ? '' : `port-${i}`), port: p.port, targetPort: p.targetPort ?? p.port, appProtocol: p.appProtocol ?? '' })),
+    annotations: { ...spec.annotations },
+  };
+  plan.services.push(svc);
+  return svc;
+}
+
+/** The pods a Service selects, with the target port resolved per pod (named ports by container port name). */
+export function serviceEndpoints(plan: ClusterPlan, svc: PlannedService, port: PlannedServicePort): { pod: PlannedPod; port: number }[] {
+  const selected = plan.pods.filter((p) => p.namespace === svc.namespace && Object.entries(svc.selector).every(([k, v]) => p.labels[k] === v));
+  const endpoints: { pod: PlannedPod; port: number }[] = [];
+  for (const pod of selected) {
+    const target = typeof port.targetPort === 'number' ? port.targetPort : pod.ports.find((cp) => cp.name === port.targetPort)?.port;
+    if (target !== undefined) endpoints.push({ pod, port: target });
+  }
+  return endpoints;
+}
