@@ -1,0 +1,109 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CertificateAuthority } from '../controlplane/ca.ts';
+import { getLevel, enabledTracers, setLevel, setTracers } from '../core/log.ts';
+import type { Workload } from '../core/types.ts';
+import { ConfigStore } from './config-store.ts';
+import { CertManager } from './cert-manager.ts';
+import { ControlClient } from './control-client.ts';
+import { AdminServer, isLoopback } from './admin-server.ts';
+
+const web: Workload = {
+  uid: 'u1', namespace: 'shop', name: 'web-1', workloadName: 'web', serviceAccount: 'web', node: 'node-1', ip: '10.1.0.5',
+  labels: { app: 'web' }, enrolled: true, mtlsMode: 'strict', namedPorts: {},
+};
+
+async function startAdmin(t: import('node:test').TestContext): Promise<{ base: string; certs: CertManager }> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'nodemesh-admin-'));
+  t.after(() => rmSync(stateDir, { recursive: true, force: true }));
+  const ca = await CertificateAuthority.create();
+  const store = new ConfigStore('node-1');
+  store.apply({
+    epoch: 'e7', version: 3, snapshot: true, removals: [],
+    upserts: [
+      { kind: 'workload', key: 'u1', version: 1, workload: web },
+      { kind: 'policy', key: 'shop/deny-all', version: 2, policy: { namespace: 'shop', name: 'deny-all', selector: null, action: 'DENY', rules: [{ from: [], to: [] }] } },
+    ],
+  });
+  // Never started: the admin API only reads its connection state.
+  const control = new ControlClient({ nodeName: 'node-1', address: '127.0.0.1:1', tokenFile: join(stateDir, 'token'), caPem: ca.rootPem, stateDir, store });
+  t.after(() => control.close());
+  const certs = new CertManager({
+    store,
+    signer: {
+      async sign(csrs) {
+        const signed = await Promise.all(csrs.map((c) => ca.signCsr(c)));
+        return { certificates: signed.map((s) => ({ identity: s.identity, certChain: s.chainPem })), trustBundle: ca.rootPem };
+      },
+    },
+  });
+  t.after(() => certs.stop());
+  certs.start();
+  const admin = await AdminServer.listen('127.0.0.1:0', { store, certs, control, connections: () => [{ id: 1 }] });
+  t.after(() => admin.close());
+  return { base: `http://${admin.address}`, certs };
+}
+
+test('admin: read endpoints return the node state as JSON', async (t) => {
+  const { base, certs } = await startAdmin(t);
+  while (!certs.allIssued()) await new Promise((r) => setTimeout(r, 20));
+
+  const dump = await (await fetch(`${base}/config_dump`)).json();
+  assert.equal(dump.epoch, 'e7');
+  assert.equal(dump.version, 3);
+  assert.equal(dump.resources.length, 2);
+  assert.equal(dump.controlPlane.connected, false);
+  assert.deepEqual(dump.rejected, []);
+
+  const workloads = await (await fetch(`${base}/workloads`)).json();
+  assert.equal(workloads.length, 1);
+  assert.equal(workloads[0].identity, 'spiffe://cluster.local/ns/shop/sa/web');
+  assert.equal(workloads[0].certificate.state, 'valid');
+  assert.ok(Date.parse(workloads[0].certificate.notAfter) > Date.now());
+
+  const certsBody = await (await fetch(`${base}/certs`)).json();
+  assert.equal(certsBody.certificates[0].identity, 'spiffe://cluster.local/ns/shop/sa/web');
+  assert.match(certsBody.trustBundle.fingerprints[0], /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+
+  assert.deepEqual(await (await fetch(`${base}/connections`)).json(), [{ id: 1 }]);
+  const policies = await (await fetch(`${base}/policies`)).json();
+  assert.equal(policies[0].name, 'deny-all');
+});
+
+test('admin: methods are enforced, unknown paths list the endpoints', async (t) => {
+  const { base } = await startAdmin(t);
+  const post = await fetch(`${base}/config_dump`, { method: 'POST' });
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get('allow'), 'GET');
+  const get = await fetch(`${base}/logging?level=debug`);
+  assert.equal(get.status, 405);
+  assert.equal(get.headers.get('allow'), 'POST');
+  const missing = await fetch(`${base}/nope`);
+  assert.equal(missing.status, 404);
+  assert.match((await missing.json()).error, /GET \/config_dump.*POST \/logging/);
+});
+
+test('admin: POST /logging from loopback changes level and tracers; a bad level is a 400', async (t) => {
+  const { base } = await startAdmin(t);
+  const before = { level: getLevel(), tracers: enabledTracers() };
+  t.after(() => {
+    setLevel(before.level);
+    setTracers(before.tracers);
+  });
+  const res = await fetch(`${base}/logging?level=warn&tracers=hbone,outbound`, { method: 'POST' });
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { level: 'warn', tracers: ['hbone', 'outbound'] });
+  assert.equal(getLevel(), 'warn');
+  const bad = await fetch(`${base}/logging?level=loud`, { method: 'POST' });
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error, /level: "loud"/);
+  assert.equal(getLevel(), 'warn');
+});
+
+test('admin: only loopback peers count as local', () => {
+  for (const a of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1']) assert.equal(isLoopback(a), true, a);
+  for (const a of ['10.0.0.1', '::ffff:10.0.0.1', '192.168.1.1', 'fe80::1', '::', '', undefined]) assert.equal(isLoopback(a), false, String(a));
+});

@@ -1,0 +1,204 @@
+// The node's client of the control API (nodemesh.v1.Mesh over TLS, bearer token).
+// Watch keeps one stream open, resuming from the store's (epoch, version); every
+// update is applied to the ConfigStore and persisted as last-known-good, so the
+// node keeps serving, and restarts, while the control plane is away. A broken
+// stream is re-opened with jittered exponential backoff (100 ms to 10 s).
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { NodemeshError } from '../core/errors.ts';
+import { logger } from '../core/log.ts';
+import { meshService, updateFromWire } from '../core/wire.ts';
+import type { WireUpdate } from '../core/wire.ts';
+import type { ConfigStore } from './config-store.ts';
+import type { SignResult, Signer } from './cert-manager.ts';
+import { Backoff } from './backoff.ts';
+
+const log = logger('control');
+const SIGN_DEADLINE_MS = 15_000;
+
+export interface ControlClientOptions {
+  nodeName: string;
+  /** "host:port" of the control API. */
+  address: string;
+  /** Re-read for every call: projected ServiceAccount tokens rotate. */
+  tokenFile: string;
+  /** PEM roots that sign the control plane's serving certificate. */
+  caPem: string;
+  /** The last-known-good config is written to <stateDir>/config.json. */
+  stateDir: string;
+  store: ConfigStore;
+}
+
+export interface ConnectionState {
+  address: string;
+  connected: boolean;
+  lastError: string | null;
+  /** ISO times; null until it first happens. */
+  lastConnected: string | null;
+  lastUpdate: string | null;
+  reconnects: number;
+}
+
+export interface RejectedResource {
+  object: string;
+  field: string;
+  message: string;
+}
+
+/** A control-API call failed; `grpcCode` is the gRPC status the control plane (or the channel) returned. */
+export class ControlPlaneCallError extends NodemeshError {
+  readonly grpcCode: grpc.status;
+  constructor(message: string, grpcCode: grpc.status, cause: unknown) {
+    super('NM_CONTROL_PLANE_CALL', message, { cause });
+    this.grpcCode = grpcCode;
+  }
+}
+
+interface MeshClient extends grpc.Client {
+  Watch(request: { node: string; epoch: string; version: number }): grpc.ClientReadableStream<WireUpdate>;
+  Sign(
+    request: { csrs: string[] },
+    options: grpc.CallOptions,
+    callback: (err: grpc.ServiceError | null, response?: { certificates: { identity: string; certChain: string }[]; trustBundle: string }) => void,
+  ): grpc.ClientUnaryCall;
+}
+
+export function configPath(stateDir: string): string {
+  return join(stateDir, 'config.json');
+}
+
+export class ControlClient implements Signer {
+  readonly #opts: ControlClientOptions;
+  readonly #client: MeshClient;
+  readonly #backoff = new Backoff({ initialMs: 100, maxMs: 10_000 });
+  readonly #rejected = new Map<string, RejectedResource>();
+  #call: grpc.ClientReadableStream<WireUpdate> | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #state: ConnectionState;
+
+  constructor(opts: ControlClientOptions) {
+    this.#opts = opts;
+    this.#state = { address: opts.address, connected: false, lastError: null, lastConnected: null, lastUpdate: null, reconnects: 0 };
+    const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+      let token: string;
+      try {
+        token = readFileSync(opts.tokenFile, 'utf8').trim();
+      } catch (err) {
+        callback(new NodemeshError('NM_TOKEN_FILE', `cannot read the node token ${opts.tokenFile}: ${(err as Error).message}`));
+        return;
+      }
+      const md = new grpc.Metadata();
+      md.set('authorization', `Bearer ${token}`);
+      callback(null, md);
+    });
+    const credentials = grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(Buffer.from(opts.caPem)), bearer);
+    const Mesh = meshService();
+    this.#client = new Mesh(opts.address, credentials) as unknown as MeshClient;
+  }
+
+  /** Opens the Watch stream; it stays open (reconnecting) until close(). */
+  start(): void {
+    this.#watch();
+  }
+
+  status(): ConnectionState {
+    return { ...this.#state };
+  }
+
+  /** Resources the control plane sent that this node could not use, by object name. */
+  rejected(): RejectedResource[] {
+    return [...this.#rejected.values()];
+  }
+
+  sign(csrs: string[]): Promise<SignResult> {
+    return new Promise((resolve, reject) => {
+      this.#client.Sign({ csrs }, { deadline: Date.now() + SIGN_DEADLINE_MS }, (err, response) => {
+        if (err || !response) {
+          const code = err?.code ?? grpc.status.UNKNOWN;
+          reject(new ControlPlaneCallError(`Sign at ${this.#opts.address}: ${grpc.status[code]}: ${err?.details ?? 'empty response'}${hintFor(code, this.#opts)}`, code, err));
+          return;
+        }
+        resolve({
+          certificates: response.certificates.map((c) => ({ identity: c.identity, certChain: c.certChain })),
+          trustBundle: response.trustBundle,
+        });
+      });
+    });
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#call?.cancel();
+    this.#client.close();
+    this.#state.connected = false;
+  }
+
+  #watch(): void {
+    if (this.#closed) return;
+    const { store, nodeName } = this.#opts;
+    const call = this.#client.Watch({ node: nodeName, epoch: store.epoch, version: store.version });
+    this.#call = call;
+    call.on('data', (message: WireUpdate) => this.#onUpdate(message));
+    // Every outcome ends in 'status'; 'error' needs a listener only so it is not thrown.
+    call.on('error', () => {});
+    call.on('status', (status: grpc.StatusObject) => {
+      if (this.#call !== call || this.#closed) return;
+      this.#call = undefined;
+      this.#state.connected = false;
+      const reason = status.code === grpc.status.OK ? 'the control plane ended the stream' : `${grpc.status[status.code]}: ${status.details}`;
+      this.#state.lastError = reason;
+      const delay = this.#backoff.next();
+      log.warn(`watch stream to the control plane closed; reconnecting${hintFor(status.code, this.#opts)}`, {
+        address: this.#opts.address, error: reason, retryInMs: delay,
+      });
+      this.#state.reconnects++;
+      this.#retryTimer = setTimeout(() => this.#watch(), delay);
+    });
+  }
+
+  #onUpdate(message: WireUpdate): void {
+    const now = new Date().toISOString();
+    if (!this.#state.connected) {
+      this.#state.connected = true;
+      this.#state.lastConnected = now;
+      this.#state.lastError = null;
+      this.#backoff.reset();
+      log.info('watching the control plane', { address: this.#opts.address, resumed: !message.snapshot });
+    }
+    const { update, rejected } = updateFromWire(message);
+    if (update.snapshot) this.#rejected.clear();
+    for (const r of update.upserts) this.#rejected.delete(`${r.kind} ${JSON.stringify(r.key)}`);
+    for (const k of update.removals) this.#rejected.delete(`${k.kind} ${JSON.stringify(k.key)}`);
+    for (const err of rejected) {
+      this.#rejected.set(err.object, { object: err.object, field: err.field, message: err.message });
+      log.warn('rejected a resource from the control plane; the rest of the update is applied', { object: err.object, field: err.field, error: err.message });
+    }
+    this.#opts.store.apply(update);
+    this.#state.lastUpdate = now;
+    try {
+      this.#opts.store.persist(configPath(this.#opts.stateDir));
+    } catch (err) {
+      log.error('cannot persist the last-known-good config; a restart while the control plane is down would start empty', {
+        stateDir: this.#opts.stateDir, error: (err as Error).message,
+      });
+    }
+  }
+}
+
+/** What the operator should check for a failed call, by gRPC status. */
+function hintFor(code: grpc.status, opts: ControlClientOptions): string {
+  switch (code) {
+    case grpc.status.UNAUTHENTICATED:
+    case grpc.status.PERMISSION_DENIED:
+      return `: check that ${opts.tokenFile} holds the token the control plane knows for node ${JSON.stringify(opts.nodeName)}`;
+    case grpc.status.UNAVAILABLE:
+    case grpc.status.DEADLINE_EXCEEDED:
+      return `: check that the control plane runs at ${opts.address} and that --ca-file holds the CA that signed its serving certificate`;
+    default:
+      return '';
+  }
+}

@@ -1,0 +1,42 @@
+// GET /metrics (port 15020): the Prometheus text exposition of a prom-client registry.
+
+import type { Server } from 'node:http';
+import type { Registry } from 'prom-client';
+import { logger } from '../core/log.ts';
+import { boundAddress, closeHttp, listenHttp } from './http-listen.ts';
+
+const log = logger('metrics');
+
+export class MetricsServer {
+  readonly #server: Server;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  static async listen(addr: string, registry: Registry): Promise<MetricsServer> {
+    const server = await listenHttp('metrics server', addr, (req, res) => {
+      const path = new URL(req.url ?? '/', 'http://metrics').pathname;
+      if (path !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the only endpoint is GET /metrics\n');
+        return;
+      }
+      registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        (err: Error) => {
+          log.error('collecting metrics failed', { error: err.message });
+          res.writeHead(500, { 'content-type': 'text/plain' }).end(`collecting metrics failed: ${err.message}\n`);
+        },
+      );
+    });
+    return new MetricsServer(server);
+  }
+
+  get address(): string {
+    return boundAddress(this.#server);
+  }
+
+  close(): Promise<void> {
+    return closeHttp(this.#server);
+  }
+}
