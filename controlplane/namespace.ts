@@ -1,0 +1,28 @@
+// Namespace -> what the mesh needs of it: whether its pods are enrolled by
+// default, and its mTLS mode.
+
+import type { MtlsMode } from '../core/types.ts';
+import type { KubeObject } from './source.ts';
+import { FieldReader, describeObject, join } from './fields.ts';
+import { MESH_ANNOTATION, MESH_VALUES, MTLS_MODE_ANNOTATION } from './annotations.ts';
+
+export interface MeshNamespace {
+  name: string;
+  enrolled: boolean;
+  mtlsMode: MtlsMode;
+}
+
+const MTLS_MODES = ['strict', 'permissive'] as const;
+
+/** A namespace that has no Namespace object (yet): not enrolled, permissive. */
+export function defaultNamespace(name: string): MeshNamespace {
+  return { name, enrolled: false, mtlsMode: 'permissive' };
+}
+
+export function toNamespace(obj: KubeObject): MeshNamespace {
+  const f: FieldReader = new FieldReader(describeObject(obj));
+  const annotations = f.stringMap(obj.metadata.annotations, 'metadata.annotations');
+  const mesh = f.oneOf(annotations[MESH_ANNOTATION], join('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
+  const mtlsMode = f.oneOf(annotations[MTLS_MODE_ANNOTATION], join('metadata.annotations', MTLS_MODE_ANNOTATION), MTLS_MODES);
+  return { name: obj.metadata.name, enrolled: mesh === 'enabled', mtlsMode: mtlsMode ?? 'permissive' };
+}

@@ -1,0 +1,104 @@
+// Pod -> Workload. A pod becomes a workload once it has an IP and until it
+// terminates; host-network pods never do, since they share the node's IP and
+// capture by IP would take the node's own traffic.
+
+import { createHash } from 'node:crypto';
+import type { Workload } from '../core/types.ts';
+import type { KubeObject } from './source.ts';
+import { FieldReader, describeObject, join } from './fields.ts';
+import { MESH_ANNOTATION, MESH_VALUES } from './annotations.ts';
+import type { MeshNamespace } from './namespace.ts';
+
+export interface MeshPod {
+  workload: Workload;
+  /** The pod's Ready condition is not False: it may receive Service traffic. */
+  ready: boolean;
+}
+
+const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);
+
+/** Validates a Pod; null when it is valid but is no workload (no IP yet, terminated, host network). */
+export function toPod(obj: KubeObject, namespace: MeshNamespace): MeshPod | null {
+  const f: FieldReader = new FieldReader(describeObject(obj));
+  const meta = obj.metadata;
+  const ns = meta.namespace || 'default';
+  const labels = f.stringMap(meta.labels, 'metadata.labels');
+  const annotations = f.stringMap(meta.annotations, 'metadata.annotations');
+  const spec = f.record(obj.spec, 'spec') ?? {};
+  const status = f.record(obj.status, 'status') ?? {};
+
+  const podMesh = f.oneOf(annotations[MESH_ANNOTATION], join('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
+  const node = f.string(spec.nodeName, 'spec.nodeName') ?? '';
+  const serviceAccount = f.string(spec.serviceAccountName, 'spec.serviceAccountName') || 'default';
+  const ip = f.ip(status.podIP, 'status.podIP') ?? '';
+  const namedPorts = containerPorts(f, spec);
+  const phase = f.string(status.phase, 'status.phase');
+  const hostNetwork = spec.hostNetwork === true;
+
+  if (!ip || hostNetwork || (phase && TERMINAL_PHASES.has(phase))) return null;
+  const workload: Workload = {
+    uid: meta.uid || derivedUid(ns, meta.name),
+    namespace: ns,
+    name: meta.name,
+    workloadName: workloadName(obj, labels),
+    serviceAccount,
+    node,
+    ip,
+    labels,
+    enrolled: podMesh ? podMesh === 'enabled' : namespace.enrolled,
+    mtlsMode: namespace.mtlsMode,
+    namedPorts,
+  };
+  return { workload, ready: readyCondition(f, status) };
+}
+
+function containerPorts(f: FieldReader, spec: Record<string, unknown>): Record<string, number> {
+  const named: Record<string, number> = {};
+  f.array(spec.containers, 'spec.containers').forEach((c, ci) => {
+    const container = f.record(c, `spec.containers[${ci}]`) ?? {};
+    f.array(container.ports, `spec.containers[${ci}].ports`).forEach((p, pi) => {
+      const path = `spec.containers[${ci}].ports[${pi}]`;
+      const port = f.record(p, path) ?? {};
+      const number = f.port(port.containerPort, `${path}.containerPort`);
+      if (number === undefined) f.fail(`${path}.containerPort`, 'required');
+      const name = f.string(port.name, `${path}.name`);
+      if (name) named[name] = number;
+    });
+  });
+  return named;
+}
+
+function readyCondition(f: FieldReader, status: Record<string, unknown>): boolean {
+  for (const [i, c] of f.array(status.conditions, 'status.conditions').entries()) {
+    const condition = f.record(c, `status.conditions[${i}]`) ?? {};
+    if (condition.type === 'Ready') return condition.status !== 'False';
+  }
+  return true;
+}
+
+/**
+ * The owning workload's name, as Istio reports it: a ReplicaSet's Deployment
+ * (its name minus the pod-template-hash), a StatefulSet, DaemonSet or Job; else
+ * the app labels; else the pod's own name.
+ */
+function workloadName(obj: KubeObject, labels: Record<string, string>): string {
+  const owners = obj.metadata.ownerReferences ?? [];
+  const owner = owners.find((o) => o.controller) ?? owners[0];
+  if (owner?.name) {
+    if (owner.kind === 'ReplicaSet') return deploymentOf(owner.name, labels['pod-template-hash']);
+    return owner.name;
+  }
+  return labels['app.kubernetes.io/name'] || labels.app || obj.metadata.name;
+}
+
+function deploymentOf(replicaSet: string, templateHash: string | undefined): string {
+  if (templateHash && replicaSet.endsWith(`-${templateHash}`)) return replicaSet.slice(0, -templateHash.length - 1);
+  const m = /^(.+)-[a-z0-9]{5,10}$/.exec(replicaSet);
+  return m ? m[1]! : replicaSet;
+}
+
+/** File-mode pods often omit metadata.uid: derive one that stays the same across restarts. */
+function derivedUid(namespace: string, name: string): string {
+  const h = createHash('sha256').update(`pod/${namespace}/${name}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
