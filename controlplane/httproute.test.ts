@@ -97,7 +97,7 @@ test('invalid filters are errors naming the field path', () => {
   invalid(fl({ type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'a', value: '1' }, { name: 'A', value: '2' }] } }), 'spec.rules[0].filters[0].responseHeaderModifier.set[1].name', /listed twice/);
   invalid(route({ rules: [{ matches: [{ path: { type: 'Exact', value: '/a' } }], filters: [{ type: 'URLRewrite', urlRewrite: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/x' } } }] }] }), 'spec.rules[0].filters[0].urlRewrite.path.type', /matches\[0\] is Exact/);
   invalid(fl({ type: 'URLRewrite', urlRewrite: { path: { type: 'ReplaceFullPath' } } }), 'spec.rules[0].filters[0].urlRewrite.path.replaceFullPath', /required/);
-  invalid(fl({ type: 'RequestRedirect', requestRedirect: { statusCode: 304 } }), 'spec.rules[0].filters', /must not be used together with backendRefs/);
+  invalid(fl({ type: 'RequestRedirect', requestRedirect: { statusCode: 301 } }), 'spec.rules[0].filters', /must not be used together with backendRefs/);
   invalid(route({ rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { statusCode: 304 } }] }] }), 'spec.rules[0].filters[0].requestRedirect.statusCode', /301, 302/);
   invalid(route({ rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { scheme: 'ftp' } }] }] }), 'spec.rules[0].filters[0].requestRedirect.scheme', /http, https/);
   invalid(route({ rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: {} }, { type: 'URLRewrite', urlRewrite: {} }] }] }), 'spec.rules[0].filters', /cannot be used in the same rule/);
