@@ -12,14 +12,17 @@ export function serverScript(kind: ServerKind | 'tcp-client'): string {
   return fileURLToPath(new URL(`../servers/${file}`, import.meta.url));
 }
 
+/** Where to run a server: a pod ("name" or "namespace/name") or any namespace of the cluster. */
+export type Place = string | { netns: string };
+
 /**
- * Starts a server in a namespace of the cluster (a pod's by default) and waits
- * until it listens. `name` is what http and greeter servers report; default the pod name.
+ * Starts a server and waits until it listens. `name` is what http and greeter
+ * servers report; default the pod reference.
  */
-export async function startServer(cluster: Cluster, podRef: string, kind: ServerKind, port: number, opts: { netns?: string; name?: string } = {}): Promise<ClusterProcess> {
-  const netns = opts.netns ?? cluster.pod(podRef).netns;
-  const name = opts.name ?? podRef;
-  const proc = cluster.spawn(netns, [process.execPath, serverScript(kind), String(port), name]);
+export async function startServer(cluster: Cluster, place: Place, kind: ServerKind, port: number, name?: string): Promise<ClusterProcess> {
+  const netns = typeof place === 'string' ? cluster.pod(place).netns : place.netns;
+  const label = name ?? (typeof place === 'string' ? place : place.netns);
+  const proc = cluster.spawn(netns, [process.execPath, serverScript(kind), String(port), label]);
   await proc.waitForOutput('listening');
   return proc;
 }
