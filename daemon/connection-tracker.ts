@@ -1,0 +1,167 @@
+// Every proxied connection, from open to close: what it was authorized with,
+// its metrics labels and byte counts, the access log lines at open and close,
+// and the re-check of destination-side connections after each config change.
+
+import type { Service, Workload } from '../core/types.ts';
+import { principalOf } from '../core/identity.ts';
+import { logger } from '../core/log.ts';
+import type { AuthorizationInput, Decision } from './authorization.ts';
+import type { DaemonMetrics, TcpLabels } from './metrics.ts';
+
+const access = logger('access');
+
+export type Listener = 'outbound' | 'inbound' | 'inbound-plaintext' | 'same-node';
+
+export interface ConnectionInfo {
+  listener: Listener;
+  reporter: 'source' | 'destination';
+  sourceIp: string;
+  sourceWorkload?: Workload;
+  sourcePrincipal: string | null;
+  destinationIp: string;
+  destinationPort: number;
+  destinationWorkload?: Workload;
+  destinationPrincipal: string | null;
+  service?: Service;
+  security: 'mutual_tls' | 'none';
+  /** Set on destination-side connections: re-checked after every config change. */
+  authorization?: AuthorizationInput;
+  /** Live byte counts, read from the sockets: received from / sent to the source. */
+  bytes(): { received: number; sent: number };
+  /** Tears the connection down (both sides). */
+  destroy(): void;
+}
+
+export interface TrackedConnection {
+  readonly id: number;
+  /** Records the close (metrics, access log); idempotent. */
+  finish(error?: Error): void;
+}
+
+interface Entry {
+  id: number;
+  info: ConnectionInfo;
+  labels: TcpLabels;
+  startedAt: number;
+  closeReason?: string;
+}
+
+export class ConnectionTracker {
+  readonly #metrics: DaemonMetrics;
+  readonly #entries = new Map<number, Entry>();
+  readonly #drained: (() => void)[] = [];
+  #nextId = 1;
+
+  constructor(metrics: DaemonMetrics) {
+    this.#metrics = metrics;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  open(info: ConnectionInfo): TrackedConnection {
+    const entry: Entry = { id: this.#nextId++, info, labels: labelsOf(info), startedAt: Date.now() };
+    this.#entries.set(entry.id, entry);
+    this.#metrics.tcpOpened.inc(entry.labels);
+    access.info('open', describe(entry));
+    return { id: entry.id, finish: (error) => this.#finish(entry, error) };
+  }
+
+  #finish(entry: Entry, error?: Error): void {
+    if (!this.#entries.delete(entry.id)) return;
+    const { received, sent } = entry.info.bytes();
+    this.#metrics.tcpClosed.inc(entry.labels);
+    if (received) this.#metrics.tcpReceived.inc(entry.labels, received);
+    if (sent) this.#metrics.tcpSent.inc(entry.labels, sent);
+    access.info('close', {
+      ...describe(entry),
+      durationMs: Date.now() - entry.startedAt,
+      reason: entry.closeReason ?? (error ? `error: ${error.message}` : 'closed'),
+    });
+    if (this.#entries.size === 0) this.#drained.splice(0).forEach((resolve) => resolve());
+  }
+
+  /** For the admin API (/connections). */
+  list(): object[] {
+    return [...this.#entries.values()].map((e) => ({ ...describe(e), durationMs: Date.now() - e.startedAt }));
+  }
+
+  /** Re-runs `check` on destination-side connections and closes those it no longer allows. */
+  reauthorize(check: (input: AuthorizationInput) => Decision): void {
+    for (const entry of this.#entries.values()) {
+      const input = entry.info.authorization;
+      if (!input) continue;
+      const decision = check(input);
+      if (decision.allowed) continue;
+      entry.closeReason = `no longer allowed after a config change: ${decision.reason}`;
+      this.#metrics.tcpDenied.inc({
+        reporter: entry.info.reporter,
+        destination_workload: entry.labels.destination_workload,
+        destination_workload_namespace: entry.labels.destination_workload_namespace,
+        source_principal: entry.labels.source_principal,
+        reason: 'policy_changed',
+      });
+      entry.info.destroy();
+    }
+  }
+
+  /** Resolves when no connection is open any more. */
+  idle(): Promise<void> {
+    if (this.#entries.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drained.push(resolve));
+  }
+
+  /** Tears down every open connection, recording `reason` in its close log line. */
+  destroyAll(reason: string): void {
+    for (const entry of [...this.#entries.values()]) {
+      entry.closeReason = reason;
+      entry.info.destroy();
+    }
+  }
+}
+
+function labelsOf(info: ConnectionInfo): TcpLabels {
+  return {
+    reporter: info.reporter,
+    source_workload: info.sourceWorkload?.workloadName ?? 'unknown',
+    source_workload_namespace: info.sourceWorkload?.namespace ?? 'unknown',
+    source_principal: info.sourcePrincipal ?? 'unknown',
+    destination_workload: info.destinationWorkload?.workloadName ?? 'unknown',
+    destination_workload_namespace: info.destinationWorkload?.namespace ?? 'unknown',
+    destination_principal: info.destinationPrincipal ?? 'unknown',
+    destination_service: info.service ? serviceHost(info.service) : 'unknown',
+    connection_security_policy: info.security,
+  };
+}
+
+/** Istio reports the Service's cluster-local host name. */
+function serviceHost(s: Service): string {
+  return `${s.name}.${s.namespace}.svc.cluster.local`;
+}
+
+function describe(e: Entry): Record<string, unknown> {
+  const { info } = e;
+  const { received, sent } = info.bytes();
+  return {
+    id: e.id,
+    listener: info.listener,
+    reporter: info.reporter,
+    source: {
+      ip: info.sourceIp,
+      workload: info.sourceWorkload ? `${info.sourceWorkload.namespace}/${info.sourceWorkload.name}` : null,
+      principal: info.sourcePrincipal ? principalOf(info.sourcePrincipal) : null,
+    },
+    destination: {
+      ip: info.destinationIp,
+      port: info.destinationPort,
+      workload: info.destinationWorkload ? `${info.destinationWorkload.namespace}/${info.destinationWorkload.name}` : null,
+      principal: info.destinationPrincipal ? principalOf(info.destinationPrincipal) : null,
+      service: info.service ? `${info.service.namespace}/${info.service.name}` : null,
+    },
+    security: info.security,
+    startedAt: new Date(e.startedAt).toISOString(),
+    bytesReceived: received,
+    bytesSent: sent,
+  };
+}
