@@ -1,0 +1,181 @@
+// nodemesh on a test cluster: the control plane in the control-plane namespace,
+// one `nodemesh node` per node namespace, each started as the real CLI and waited
+// for until it reports ready. Their logs go to files whose tails end up in
+// failure messages.
+
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NodemeshError } from '../../core/errors.ts';
+import type { Cluster } from './cluster.ts';
+import type { ClusterProcess } from './processes.ts';
+
+export const NODEMESH_CLI = fileURLToPath(new URL('../../cli/nodemesh.ts', import.meta.url));
+export const CONTROL_PLANE_PORT = 15010;
+export const ADMIN_ADDR = '127.0.0.1:15000';
+export const READY_URL = 'http://127.0.0.1:15021/healthz/ready';
+
+export interface MeshOptions {
+  /** The YAML the control plane reads (see generateConfigDir). */
+  configDir: string;
+  /** Tokens, CA, node state and logs; default a temporary directory removed by stop(). */
+  workDir?: string;
+  /** Extra environment for every nodemesh process (e.g. NODEMESH_DEBUG). */
+  env?: Record<string, string>;
+  /** Per process; default 30 s. */
+  readyTimeoutMs?: number;
+}
+
+export class MeshStartError extends NodemeshError {
+  constructor(message: string) {
+    super('NM_MESH_START', message);
+  }
+}
+
+export class Mesh {
+  readonly cluster: Cluster;
+  readonly workDir: string;
+  readonly caDir: string;
+  readonly caFile: string;
+  readonly #opts: MeshOptions;
+  readonly #ownsWorkDir: boolean;
+  readonly #tokens = new Map<string, string>();
+  controlPlane: ClusterProcess | undefined;
+  readonly nodes = new Map<string, ClusterProcess>();
+  #stopped: Promise<void> | undefined;
+
+  constructor(cluster: Cluster, workDir: string, ownsWorkDir: boolean, opts: MeshOptions) {
+    this.cluster = cluster;
+    this.workDir = workDir;
+    this.#ownsWorkDir = ownsWorkDir;
+    this.#opts = opts;
+    this.caDir = join(workDir, 'ca');
+    this.caFile = join(this.caDir, 'ca-cert.pem');
+    for (const node of cluster.nodes) this.#tokens.set(node.name, randomBytes(24).toString('hex'));
+  }
+
+  get controlPlaneAddress(): string {
+    return `${this.cluster.controlPlane.ip}:${CONTROL_PLANE_PORT}`;
+  }
+
+  tokenFile(node: string): string {
+    return join(this.workDir, 'tokens', node);
+  }
+
+  logFile(name: string): string {
+    return join(this.workDir, 'logs', `${name}.log`);
+  }
+
+  stateDir(node: string): string {
+    return join(this.workDir, 'state', node);
+  }
+
+  async writeTokens(): Promise<void> {
+    await mkdir(join(this.workDir, 'tokens'), { recursive: true });
+    await mkdir(join(this.workDir, 'logs'), { recursive: true });
+    const lines = [...this.#tokens].map(([node, token]) => `${node}: ${token}`);
+    await writeFile(join(this.workDir, 'node-tokens'), `# node-name: token\n${lines.join('\n')}\n`, { mode: 0o600 });
+    for (const [node, token] of this.#tokens) await writeFile(this.tokenFile(node), `${token}\n`, { mode: 0o600 });
+  }
+
+  #env(): NodeJS.ProcessEnv {
+    return { ...process.env, ...this.#opts.env };
+  }
+
+  async startControlPlane(): Promise<ClusterProcess> {
+    const cp = this.cluster.spawn(this.cluster.controlPlane.netns, [
+      process.execPath, NODEMESH_CLI, 'controlplane',
+      '--source', this.#opts.configDir,
+      '--listen', this.controlPlaneAddress,
+      '--ca-dir', this.caDir,
+      '--node-tokens', join(this.workDir, 'node-tokens'),
+    ], { env: this.#env(), logFile: this.logFile('controlplane') });
+    this.controlPlane = cp;
+    await this.#until(cp, 'controlplane', 'its CA file ' + this.caFile, async () => existsSync(this.caFile));
+    return cp;
+  }
+
+  /** Starts (or restarts) the agent of one node and waits until /healthz/ready answers 200. */
+  async startNode(name: string): Promise<ClusterProcess> {
+    const node = this.cluster.node(name);
+    await this.nodes.get(name)?.stop();
+    await mkdir(this.stateDir(name), { recursive: true });
+    const proc = this.cluster.spawn(node.netns, [
+      process.execPath, NODEMESH_CLI, 'node',
+      '--node-name', name,
+      '--controlplane', this.controlPlaneAddress,
+      '--token-file', this.tokenFile(name),
+      '--ca-file', this.caFile,
+      '--state-dir', this.stateDir(name),
+      '--admin-addr', ADMIN_ADDR,
+    ], { env: this.#env(), logFile: this.logFile(`node-${name}`) });
+    this.nodes.set(name, proc);
+    await this.#until(proc, `node ${name}`, `${READY_URL} to answer 200`, () => this.isReady(name));
+    return proc;
+  }
+
+  async stopNode(name: string): Promise<void> {
+    await this.nodes.get(name)?.stop();
+    this.nodes.delete(name);
+  }
+
+  async isReady(name: string): Promise<boolean> {
+    const res = await this.cluster.exec(this.cluster.node(name).netns, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1', READY_URL], { allowFailure: true });
+    return res.stdout.trim() === '200';
+  }
+
+  async #until(proc: ClusterProcess, what: string, condition: string, check: () => Promise<boolean>): Promise<void> {
+    const deadline = Date.now() + (this.#opts.readyTimeoutMs ?? 30_000);
+    while (!(await check())) {
+      if (proc.exitStatus) throw new MeshStartError(`${what} exited (${proc.exitStatus.code ?? proc.exitStatus.signal}) before ${condition}\n${await this.logs()}`);
+      if (Date.now() > deadline) throw new MeshStartError(`${what} did not get ${condition} within ${this.#opts.readyTimeoutMs ?? 30_000} ms\n${await this.logs()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** The tail of every process's log, for a failure message. */
+  async logs(chars = 3000): Promise<string> {
+    const names = ['controlplane', ...this.cluster.nodes.map((n) => `node-${n.name}`)];
+    const parts: string[] = [];
+    for (const name of names) {
+      const text = await readFile(this.logFile(name), 'utf8').catch(() => undefined);
+      if (text !== undefined) parts.push(`--- ${name} (${this.logFile(name)}) ---\n${text.slice(-chars)}`);
+    }
+    return parts.join('\n');
+  }
+
+  /** Stops every nodemesh process; removes the work directory when the mesh made it. */
+  stop(): Promise<void> {
+    this.#stopped ??= (async () => {
+      await Promise.all([...this.nodes.values()].map((p) => p.stop()));
+      this.nodes.clear();
+      await this.controlPlane?.stop();
+      if (this.#ownsWorkDir) await rm(this.workDir, { recursive: true, force: true });
+    })();
+    return this.#stopped;
+  }
+}
+
+/**
+ * Starts the control plane and every node agent of the cluster and waits until
+ * all are ready. On failure it stops what it started and throws with their logs.
+ * The cluster's teardown stops the mesh too.
+ */
+export async function startMesh(cluster: Cluster, opts: MeshOptions): Promise<Mesh> {
+  const owns = opts.workDir === undefined;
+  const workDir = opts.workDir ?? (await mkdtemp(join(tmpdir(), `nodemesh-${cluster.prefix}-`)));
+  const mesh = new Mesh(cluster, workDir, owns, opts);
+  cluster.onTeardown(() => mesh.stop());
+  try {
+    await mesh.writeTokens();
+    await mesh.startControlPlane();
+    await Promise.all(cluster.nodes.map((n) => mesh.startNode(n.name)));
+  } catch (err) {
+    await mesh.stop();
+    throw err;
+  }
+  return mesh;
+}
