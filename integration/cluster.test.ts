@@ -3,7 +3,9 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import { deletePrefix, listNamespaces, runPrefix, sweepStale } from './cluster/netns.ts';
 import { startServer, tcpRequest } from './cluster/servers.ts';
@@ -11,6 +13,7 @@ import { startServer, tcpRequest } from './cluster/servers.ts';
 const BASE = 'nmc';
 const CLUSTER_MODULE = new URL('./cluster/cluster.ts', import.meta.url).href;
 const SERVERS_MODULE = new URL('./cluster/servers.ts', import.meta.url).href;
+const CLI = fileURLToPath(new URL('./cluster-cli.ts', import.meta.url));
 
 async function namespacesOf(prefix: string): Promise<string[]> {
   return (await listNamespaces()).filter((ns) => ns.startsWith(`${prefix}-`));
@@ -177,4 +180,18 @@ test('sweepStale deletes the namespaces and processes of a run that was killed o
   assert.ok(swept.includes(`${prefix}-n1`), `swept ${swept.join(', ')}`);
   assert.deepEqual(await namespacesOf(prefix), []);
   await eventually('the killed run\'s server to be gone', () => !isAlive(serverPid));
+});
+
+test('cluster-cli: up leaves a cluster running after it exits, status lists it, down removes it', async (t) => {
+  const prefix = runPrefix(BASE, 'cli');
+  t.after(() => deletePrefix(prefix));
+  const cli = (...args: string[]) => promisify(execFile)(process.execPath, [CLI, ...args, '--prefix', prefix]);
+  const up = await cli('up');
+  assert.match(up.stdout, new RegExp(`${prefix}-pod-default-client +eth0 10\\.244\\.1\\.10/32`));
+  assert.match(up.stdout, /service default\/server 10\.96\.0\.10 ports 80->8080/);
+  assert.equal((await namespacesOf(prefix)).length, 7);
+  assert.match((await cli('status')).stdout, new RegExp(`${prefix}-n2 +eth0 172\\.30\\.0\\.12/24`));
+  assert.match((await cli('down')).stdout, /^deleted /);
+  assert.deepEqual(await namespacesOf(prefix), []);
+  assert.match((await cli('status')).stdout, /no namespaces with prefix/);
 });

@@ -131,6 +131,15 @@ export class Cluster implements ClusterPlan {
     }));
   }
 
+  /**
+   * Leaves the cluster up when this process exits (for exploring by hand), with
+   * whatever it runs; remove it later with deletePrefix (cluster-cli down).
+   */
+  keepAfterExit(): void {
+    liveClusters.delete(this);
+    updateExitHooks();
+  }
+
   /** Runs before processes are stopped and namespaces deleted (latest first). */
   onTeardown(hook: () => Promise<void> | void): void {
     this.#teardownHooks.push(hook);
