@@ -38,7 +38,7 @@ export interface CapturedPod {
 export function captureChainRules(pods: readonly CapturedPod[]): Map<string, string[]> {
   const ips = new Set<string>();
   for (const pod of pods) {
-    if (!isIPv4(pod.ip)) throw new InvalidObjectError(`pod ${pod.name ?? pod.ip}`, 'ip', `${JSON.stringify(pod.ip)} is not an IPv4 address; only IPv4 pods can be captured`);
+    checkCapturable(pod);
     ips.add(pod.ip);
   }
   const sorted = [...ips].sort(compareIPv4);
@@ -53,6 +53,10 @@ export function captureChainRules(pods: readonly CapturedPod[]): Map<string, str
       `-A ${INBOUND_CHAIN} -p tcp -j REDIRECT --to-ports ${INBOUND_PLAINTEXT_PORT}`,
     ]],
   ]);
+}
+
+function checkCapturable(pod: CapturedPod): void {
+  if (!isIPv4(pod.ip)) throw new InvalidObjectError(`pod ${pod.name ?? pod.ip}`, 'ip', `${JSON.stringify(pod.ip)} is not an IPv4 address; only IPv4 pods can be captured`);
 }
 
 /**
@@ -130,7 +134,7 @@ export class CaptureReconciler {
     const capturable: CapturedPod[] = [];
     for (const pod of pods) {
       try {
-        captureChainRules([pod]);
+        checkCapturable(pod);
         capturable.push(pod);
       } catch (err) {
         log.warn('pod not captured', { error: (err as Error).message });
