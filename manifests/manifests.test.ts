@@ -1,0 +1,204 @@
+// The install manifests and the Kubernetes examples, rendered with the real
+// kustomize (kubectl kustomize) and checked against the Kubernetes OpenAPI schemas
+// (kubernetes-models), the Gateway API schemas, and our own CRD's schema.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import { Ajv } from 'ajv';
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; annotations?: Record<string, string> } } & Record<string, any>;
+
+const MANIFESTS = fileURLToPath(new URL('.', import.meta.url));
+const EXAMPLES = fileURLToPath(new URL('../examples/kubernetes/', import.meta.url));
+const GOLDEN = fileURLToPath(new URL('./rendered.golden.yaml', import.meta.url));
+
+function kustomize(dir: string): string {
+  return execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8' });
+}
+
+function objects(yamlText: string): Obj[] {
+  return parseAllDocuments(yamlText).map((d) => {
+    if (d.errors.length) throw new Error(`rendered YAML does not parse: ${d.errors[0]!.message}`);
+    return d.toJS() as Obj;
+  });
+}
+
+const rendered = kustomize(MANIFESTS);
+const base = objects(rendered);
+const find = (list: Obj[], kind: string, name: string): Obj => {
+  const found = list.find((o) => o.kind === kind && o.metadata.name === name);
+  assert.ok(found, `${kind} ${name} is in the rendered output`);
+  return found;
+};
+
+/** Validates with the model class of the object's apiVersion/kind, from kubernetes-models or the Gateway API models. */
+async function validateWithModel(obj: Obj): Promise<void> {
+  const pkg = obj.apiVersion.startsWith('gateway.networking.k8s.io/') ? '@kubernetes-models/gateway-api' : 'kubernetes-models';
+  const module = (await import(`${pkg}/${obj.apiVersion}/${obj.kind}`)) as Record<string, new (data: unknown) => { validate(): void }>;
+  const Model = module[obj.kind];
+  assert.ok(Model, `${pkg} has a model for ${obj.apiVersion} ${obj.kind}`);
+  try {
+    new Model(obj).validate();
+  } catch (err) {
+    throw new Error(`${obj.kind} ${obj.metadata.name} does not validate: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+const crd = find(base, 'CustomResourceDefinition', 'authorizationpolicies.security.nodemesh.io');
+const policySchema = crd.spec.versions.find((v: { name: string }) => v.name === 'v1alpha1').schema.openAPIV3Schema;
+
+/**
+ * The CRD schema as the API server applies it with server-side field validation
+ * (kubectl's default --validate=strict): unknown fields are errors. Ajv does not
+ * know the x-kubernetes-* keywords, hence strict: false.
+ */
+function policyValidator(): (policy: unknown) => string[] {
+  const closed = structuredClone(policySchema);
+  const close = (s: Record<string, any>): void => {
+    if (s.properties && s.additionalProperties === undefined && s !== closed) s.additionalProperties = false;
+    for (const sub of Object.values(s.properties ?? {})) close(sub as Record<string, any>);
+    if (s.items) close(s.items);
+  };
+  close(closed);
+  closed.properties.metadata = { type: 'object' };
+  const check = new Ajv({ strict: false, allErrors: true }).compile(closed);
+  return (policy) => (check(policy) ? [] : (check.errors ?? []).map((e) => `${e.instancePath} ${e.message}`));
+}
+
+test('kustomize renders the base, and every object validates against the Kubernetes OpenAPI schemas', async () => {
+  assert.deepEqual(base.map((o) => `${o.kind}/${o.metadata.name}`).sort(), [
+    'ClusterRole/nodemesh-controlplane',
+    'ClusterRoleBinding/nodemesh-controlplane',
+    'CustomResourceDefinition/authorizationpolicies.security.nodemesh.io',
+    'DaemonSet/nodemesh-node',
+    'Deployment/nodemesh-controlplane',
+    'Namespace/nodemesh-system',
+    'PodDisruptionBudget/nodemesh-controlplane',
+    'Role/nodemesh-controlplane',
+    'RoleBinding/nodemesh-controlplane',
+    'Service/nodemesh-controlplane',
+    'ServiceAccount/nodemesh-controlplane',
+    'ServiceAccount/nodemesh-node',
+  ]);
+  for (const o of base) {
+    await validateWithModel(o);
+    if (o.kind !== 'Namespace' && o.kind !== 'CustomResourceDefinition' && !o.kind.startsWith('Cluster')) assert.equal(o.metadata.namespace, 'nodemesh-system', `${o.kind} ${o.metadata.name} namespace`);
+  }
+});
+
+test('the node DaemonSet has the security settings and wiring the node needs, one by one', () => {
+  const ds = find(base, 'DaemonSet', 'nodemesh-node');
+  const pod = ds.spec.template.spec;
+  const [c] = pod.containers;
+  const sc = c.securityContext;
+  assert.equal(pod.serviceAccountName, 'nodemesh-node');
+  assert.equal(pod.automountServiceAccountToken, false, 'the agent gets only the nodemesh-audience token');
+  assert.equal(pod.hostNetwork, true);
+  assert.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
+  assert.equal(pod.priorityClassName, 'system-node-critical');
+  assert.deepEqual(sc.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+  assert.equal(sc.readOnlyRootFilesystem, true);
+  assert.equal(sc.allowPrivilegeEscalation, false);
+  assert.equal(sc.runAsUser, 0, 'capabilities reach uid 0 only');
+  assert.equal(sc.privileged, undefined);
+  assert.deepEqual(c.env.find((e: { name: string }) => e.name === 'NODE_NAME').valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
+  assert.ok(c.args.includes('--node-name=$(NODE_NAME)'));
+
+  const mountOf = (flag: string) => c.args.find((a: string) => a.startsWith(`${flag}=`))?.slice(flag.length + 1) as string;
+  const volumeAt = (file: string) => {
+    const mount = c.volumeMounts.find((m: { mountPath: string }) => file.startsWith(`${m.mountPath}/`) || file === m.mountPath);
+    assert.ok(mount, `${file} is on a mounted volume`);
+    return { mount, volume: pod.volumes.find((v: { name: string }) => v.name === mount.name) };
+  };
+  const token = volumeAt(mountOf('--token-file'));
+  const source = token.volume.projected.sources[0].serviceAccountToken;
+  assert.equal(source.audience, 'nodemesh');
+  assert.equal(`${token.mount.mountPath}/${source.path}`, mountOf('--token-file'));
+  const ca = volumeAt(mountOf('--ca-file'));
+  assert.equal(ca.volume.configMap.name, 'nodemesh-trust-bundle');
+  assert.equal(mountOf('--ca-file'), `${ca.mount.mountPath}/ca.crt`);
+  assert.deepEqual(volumeAt(mountOf('--state-dir')).volume.emptyDir, {});
+  const lock = volumeAt('/run/xtables.lock');
+  assert.deepEqual(lock.volume.hostPath, { path: '/run/xtables.lock', type: 'FileOrCreate' });
+  assert.ok(mountOf('--controlplane').startsWith('nodemesh-controlplane.nodemesh-system.svc:15010'));
+
+  assert.deepEqual(c.readinessProbe.httpGet, { path: '/healthz/ready', port: 15021 });
+  assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+  assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
+  // The node drains for up to 20 s on SIGTERM (agent/node.ts); the grace period leaves room to stop after it.
+  assert.equal(pod.terminationGracePeriodSeconds, 30);
+  assert.equal(ds.spec.template.metadata.annotations['prometheus.io/scrape'], 'true');
+  assert.equal(ds.spec.template.metadata.annotations['prometheus.io/port'], '15020');
+});
+
+test('the control plane runs 2 non-root replicas with a read-only root, no capabilities, probes and resources', () => {
+  const deploy = find(base, 'Deployment', 'nodemesh-controlplane');
+  const pod = deploy.spec.template.spec;
+  const [c] = pod.containers;
+  assert.equal(deploy.spec.replicas, 2);
+  assert.deepEqual(c.args.slice(0, 2), ['controlplane', '--source=kubernetes']);
+  assert.equal(pod.securityContext.runAsNonRoot, true);
+  assert.equal(c.securityContext.readOnlyRootFilesystem, true);
+  assert.equal(c.securityContext.allowPrivilegeEscalation, false);
+  assert.deepEqual(c.securityContext.capabilities, { drop: ['ALL'] });
+  assert.ok(c.readinessProbe && c.livenessProbe, 'probed');
+  assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
+  const svc = find(base, 'Service', 'nodemesh-controlplane');
+  assert.equal(svc.spec.ports[0].port, 15010);
+  assert.equal(find(base, 'PodDisruptionBudget', 'nodemesh-controlplane').spec.minAvailable, 1);
+});
+
+test('RBAC: the control plane reads the mesh kinds and reviews tokens; the node ServiceAccount has no binding', () => {
+  const rules = find(base, 'ClusterRole', 'nodemesh-controlplane').rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[];
+  const allows = (group: string, resource: string, verb: string) => rules.some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
+  for (const [group, resource] of [['', 'namespaces'], ['', 'pods'], ['', 'services'], ['discovery.k8s.io', 'endpointslices'], ['gateway.networking.k8s.io', 'httproutes'], ['security.nodemesh.io', 'authorizationpolicies']] as const) {
+    for (const verb of ['get', 'list', 'watch']) assert.ok(allows(group, resource, verb), `${verb} ${group}/${resource}`);
+  }
+  assert.ok(allows('authentication.k8s.io', 'tokenreviews', 'create'));
+  assert.ok(!rules.some((r) => r.resources.includes('secrets')), 'no cluster-wide access to Secrets');
+  const role = find(base, 'Role', 'nodemesh-controlplane').rules as { resources: string[]; resourceNames?: string[]; verbs: string[] }[];
+  assert.deepEqual(role.find((r) => r.resources.includes('secrets') && r.verbs.includes('get'))?.resourceNames, ['nodemesh-ca']);
+  assert.ok(!role.some((r) => r.resources.includes('secrets') && r.verbs.some((v) => v === 'update' || v === 'delete' || v === 'patch')), 'the CA Secret is never overwritten');
+  const bound = base.filter((o) => o.kind.endsWith('Binding')).flatMap((b) => b.subjects.map((s: { name: string }) => s.name));
+  assert.ok(!bound.includes('nodemesh-node'));
+});
+
+test('examples validate: core kinds with kubernetes-models, the HTTPRoute with the Gateway API models, the policy with the CRD schema', async () => {
+  const examples = objects(kustomize(EXAMPLES));
+  const validatePolicy = policyValidator();
+  for (const o of examples) {
+    if (o.kind === 'AuthorizationPolicy') assert.deepEqual(validatePolicy(o), [], `AuthorizationPolicy ${o.metadata.name}`);
+    else await validateWithModel(o);
+  }
+  const route = find(examples, 'HTTPRoute', 'api-canary');
+  assert.deepEqual(route.spec.rules[0].backendRefs.map((b: { weight: number }) => b.weight), [90, 10]);
+  const web = find(examples, 'Deployment', 'web');
+  assert.equal(web.spec.template.metadata.annotations['nodemesh.io/mesh'], 'enabled');
+});
+
+test('the AuthorizationPolicy CRD schema rejects malformed policies at apply time', () => {
+  const validatePolicy = policyValidator();
+  const policy = (spec: unknown) => ({ apiVersion: 'security.nodemesh.io/v1alpha1', kind: 'AuthorizationPolicy', metadata: { name: 'p', namespace: 'shop' }, spec });
+  assert.deepEqual(validatePolicy(policy({ action: 'DENY', rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/8', 'fd00::/8'] } }], to: [{ operation: { ports: ['8080'] } }] }] })), []);
+  const rejected: [string, unknown][] = [
+    ['action outside ALLOW|DENY', { action: 'AUDIT' }],
+    ['a port name instead of a number', { rules: [{ to: [{ operation: { ports: ['http'] } }] }] }],
+    ['a port above 65535', { rules: [{ to: [{ operation: { notPorts: ['65536'] } }] }] }],
+    ['a lower-case method', { rules: [{ to: [{ operation: { methods: ['get'] } }] }] }],
+    ['a path not starting with / or *', { rules: [{ to: [{ operation: { paths: ['api'] } }] }] }],
+    ['a CIDR with a bad prefix', { rules: [{ from: [{ source: { ipBlocks: ['10.0.0.0/33'] } }] }] }],
+    ['a from entry without source', { rules: [{ from: [{}] }] }],
+    ['a misspelt field', { rules: [{ to: [{ operation: { method: ['GET'] } }] }] }],
+    ['a selector with non-string labels', { selector: { matchLabels: { app: 1 } } }],
+  ];
+  for (const [what, spec] of rejected) assert.notDeepEqual(validatePolicy(policy(spec)), [], `${what} is rejected`);
+});
+
+test('the rendered base matches manifests/rendered.golden.yaml (UPDATE_GOLDEN=1 regenerates it)', () => {
+  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(GOLDEN, rendered);
+  assert.equal(rendered, readFileSync(GOLDEN, 'utf8'), 'kustomize output changed: review it, then run with UPDATE_GOLDEN=1');
+});
