@@ -15,7 +15,7 @@ import { logger } from '../core/log.ts';
 
 const log = logger('kubernetes');
 
-export const ORIGIN = 'kubernetes';
+const ORIGIN = 'kubernetes';
 
 export interface ReflectorTiming {
   /** First retry delay after an error; doubles per consecutive error up to maxRetryMs. */
@@ -38,7 +38,7 @@ interface ListBody {
 
 type WatchEnd = 'gone' | 'closed';
 
-export function retryDelay(timing: ReflectorTiming, failures: number): number {
+function retryDelay(timing: ReflectorTiming, failures: number): number {
   const ceiling = Math.min(timing.maxRetryMs, timing.minRetryMs * 2 ** Math.max(0, failures - 1));
   return timing.minRetryMs / 2 + Math.random() * (ceiling - timing.minRetryMs / 2);
 }
