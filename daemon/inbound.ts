@@ -18,7 +18,7 @@ import type { AuthorizationInput } from './authorization.ts';
 import { checkAccess } from './access-check.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
 import type { DaemonMetrics } from './metrics.ts';
-import { listen, stopListening } from './listen.ts';
+import { listen, openSockets, stopListening } from './listen.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
 import { spiffeIdOf } from './peer-identity.ts';
@@ -53,7 +53,7 @@ export class InboundListener {
   readonly #server: net.Server;
   readonly #destinationOf: (socket: net.Socket) => SocketAddress | null;
   readonly #tlsServers = new Map<string, { server: tls.Server; chainPem: string; bundle: string }>();
-  readonly #sockets = new Set<net.Socket>();
+  readonly #sockets: Set<net.Socket>;
   readonly #sessions = new Set<ServerHttp2Session>();
 
   private constructor(opts: InboundOptions, server: net.Server, port: number) {
@@ -61,6 +61,7 @@ export class InboundListener {
     this.#server = server;
     this.port = port;
     this.#destinationOf = opts.destinationOf ?? originalDestination;
+    this.#sockets = openSockets(server);
     server.on('connection', (socket) => this.#onConnection(socket));
   }
 
@@ -71,14 +72,14 @@ export class InboundListener {
   }
 
   /** Stops accepting and sends GOAWAY on every session: open tunnels finish, peers open new sessions elsewhere. */
-  async stopAccepting(): Promise<void> {
+  stopAccepting(): void {
     for (const session of this.#sessions) session.close();
-    await stopListening(this.#server);
+    stopListening(this.#server);
   }
 
   /** Destroys every session and pending handshake. */
-  async close(): Promise<void> {
-    await this.stopAccepting();
+  close(): void {
+    this.stopAccepting();
     for (const session of this.#sessions) session.destroy();
     for (const socket of this.#sockets) socket.destroy();
   }
@@ -97,8 +98,6 @@ export class InboundListener {
   #onConnection(raw: net.Socket): void {
     const peer = `${unmapIpv4(raw.remoteAddress ?? '?')}:${raw.remotePort}`;
     raw.on('error', (err) => trace('connection error', { peer, error: err.message }));
-    this.#sockets.add(raw);
-    raw.once('close', () => this.#sockets.delete(raw));
     let dialled: SocketAddress | null;
     try {
       dialled = this.#destinationOf(raw);

@@ -1,8 +1,7 @@
 // Binding a listener: resolves with the bound port, rejects with BindError (so
 // start-up stops with a message naming the listener and the address).
 
-import type { Server } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import { BindError } from '../core/errors.ts';
 
 export function listen(server: Server, what: string, host: string, port: number): Promise<number> {
@@ -16,10 +15,20 @@ export function listen(server: Server, what: string, host: string, port: number)
   });
 }
 
-/** Stops accepting; resolves once the listening socket is closed (open connections are not touched). */
-export function stopListening(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    if (!server.listening) return resolve();
-    server.close(() => resolve());
+/**
+ * Stops accepting now. Open connections are not touched (net.Server's close
+ * callback would wait for them all, which is the caller's job).
+ */
+export function stopListening(server: Server): void {
+  if (server.listening) server.close();
+}
+
+/** The server's accepted sockets that are still open, so shutdown can reach ones not yet proxied. */
+export function openSockets(server: Server): Set<Socket> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
   });
+  return sockets;
 }

@@ -19,7 +19,7 @@ export interface SocketAddress {
   port: number;
 }
 
-/** The pre-NAT destination of an accepted socket, or null when it was not redirected. */
+/** The pre-NAT destination of an accepted socket, or null when it was not redirected (dialled directly). */
 export function originalDestination(socket: Socket): SocketAddress | null {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) {
@@ -33,5 +33,10 @@ export function originalDestination(socket: Socket): SocketAddress | null {
     if (errno === ENOENT) return null;
     throw new NodemeshError('NM_ORIGINAL_DST', `SO_ORIGINAL_DST failed with errno ${errno}: check that the nf_conntrack module is loaded and the socket is IPv4`);
   }
-  return { ip: `${addr[4]}.${addr[5]}.${addr[6]}.${addr[7]}`, port: addr.readUInt16BE(2) };
+  const original = { ip: `${addr[4]}.${addr[5]}.${addr[6]}.${addr[7]}`, port: addr.readUInt16BE(2) };
+  // Conntrack also answers for connections it did not NAT: then the original
+  // destination is our own address, which means the peer dialled us directly.
+  const local = socket.localAddress?.replace(/^::ffff:/, '');
+  if (original.ip === local && original.port === socket.localPort) return null;
+  return original;
 }

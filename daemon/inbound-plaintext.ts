@@ -1,0 +1,119 @@
+// The inbound plaintext listener (15006): connections from outside the mesh to
+// local enrolled pods, captured by REDIRECT. Refused when the destination's
+// namespace is strict; otherwise authorized as an unauthenticated source.
+
+import net from 'node:net';
+import type { ConfigStore } from '../agent/config-store.ts';
+import { identityOf } from '../core/identity.ts';
+import { logger } from '../core/log.ts';
+import { originalDestination } from './original-dst.ts';
+import type { SocketAddress } from './original-dst.ts';
+import { unmapIpv4 } from './authorization.ts';
+import type { AuthorizationInput } from './authorization.ts';
+import { checkAccess } from './access-check.ts';
+import type { ConnectionTracker } from './connection-tracker.ts';
+import type { DaemonMetrics } from './metrics.ts';
+import { listen, openSockets, stopListening } from './listen.ts';
+import { splice } from './splice.ts';
+import { connectTcp } from './tcp-connect.ts';
+
+const log = logger('inbound-plaintext');
+
+export interface InboundPlaintextOptions {
+  config: ConfigStore;
+  tracker: ConnectionTracker;
+  metrics: DaemonMetrics;
+  host: string;
+  port: number;
+  destinationOf?: (socket: net.Socket) => SocketAddress | null;
+}
+
+export class InboundPlaintextListener {
+  readonly port: number;
+  readonly #opts: InboundPlaintextOptions;
+  readonly #server: net.Server;
+  readonly #sockets: Set<net.Socket>;
+  readonly #destinationOf: (socket: net.Socket) => SocketAddress | null;
+
+  private constructor(opts: InboundPlaintextOptions, server: net.Server, port: number) {
+    this.#opts = opts;
+    this.#server = server;
+    this.port = port;
+    this.#sockets = openSockets(server);
+    this.#destinationOf = opts.destinationOf ?? originalDestination;
+    server.on('connection', (socket) => this.#onConnection(socket));
+  }
+
+  static async bind(opts: InboundPlaintextOptions): Promise<InboundPlaintextListener> {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+    const port = await listen(server, 'inbound plaintext listener', opts.host, opts.port);
+    return new InboundPlaintextListener(opts, server, port);
+  }
+
+  stopAccepting(): void {
+    stopListening(this.#server);
+  }
+
+  close(): void {
+    this.stopAccepting();
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  #onConnection(client: net.Socket): void {
+    const sourceIp = unmapIpv4(client.remoteAddress ?? '');
+    client.on('error', (err) => log.debug('client connection error', { sourceIp, error: err.message }));
+    let dst: SocketAddress | null;
+    try {
+      dst = this.#destinationOf(client);
+    } catch (err) {
+      return refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
+    }
+    if (!dst) return refuse(client, 'connection was not redirected (dialled the inbound plaintext port directly?)', { sourceIp });
+    const { config, metrics, tracker } = this.#opts;
+    const workload = config.isLocalEnrolled(dst.ip);
+    if (!workload) return refuse(client, 'destination is not an enrolled workload on this node', { sourceIp, destination: dst.ip, node: config.nodeName });
+    const input: AuthorizationInput = { sourcePrincipal: null, sourceNamespace: null, sourceIp, destination: workload, port: dst.port };
+    const decision = checkAccess(config, input);
+    if (!decision.allowed) {
+      metrics.tcpDenied.inc({
+        reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
+        source_principal: 'unknown', reason: workload.mtlsMode === 'strict' ? 'strict_mtls' : 'policy',
+      });
+      return refuse(client, decision.reason, { sourceIp, destination: `${dst.ip}:${dst.port}`, policy: decision.policy });
+    }
+    const { ip, port } = dst;
+    connectTcp(ip, port).then(
+      (upstream) => {
+        if (client.destroyed) {
+          upstream.destroy();
+          return;
+        }
+        const tracked = tracker.open({
+          listener: 'inbound-plaintext',
+          reporter: 'destination',
+          sourceIp,
+          sourceWorkload: config.workloadByIp(sourceIp),
+          sourcePrincipal: null,
+          destinationIp: ip,
+          destinationPort: port,
+          destinationWorkload: workload,
+          destinationPrincipal: identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount),
+          security: 'none',
+          authorization: input,
+          bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
+          destroy: () => {
+            client.destroy();
+            upstream.destroy();
+          },
+        });
+        splice(client, upstream, (err) => tracked.finish(err));
+      },
+      (err: Error) => refuse(client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+    );
+  }
+}
+
+function refuse(client: net.Socket, reason: string, fields: Record<string, unknown>): void {
+  log.warn(`inbound plaintext connection refused: ${reason}`, fields);
+  if (!client.destroyed) client.resetAndDestroy();
+}

@@ -1,0 +1,224 @@
+// The outbound listener (15001): connections local enrolled pods opened, captured
+// by REDIRECT. The original destination picks the path: a Service VIP is balanced
+// over its endpoints; an enrolled workload on another node is reached through an
+// HBONE tunnel presenting the source workload's identity; one on this node takes
+// the in-process path with the same authorization the destination side applies;
+// anything else passes through unchanged.
+
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Service, Workload } from '../core/types.ts';
+import type { ConfigStore } from '../agent/config-store.ts';
+import { identityOf } from '../core/identity.ts';
+import { logger } from '../core/log.ts';
+import { originalDestination } from './original-dst.ts';
+import type { SocketAddress } from './original-dst.ts';
+import { unmapIpv4 } from './authorization.ts';
+import type { AuthorizationInput } from './authorization.ts';
+import { checkAccess } from './access-check.ts';
+import type { ConnectionInfo, ConnectionTracker } from './connection-tracker.ts';
+import type { DaemonMetrics } from './metrics.ts';
+import type { HbonePool } from './hbone-pool.ts';
+import type { LoadBalancer } from './load-balancer.ts';
+import { resolveDestination } from './destination.ts';
+import { listen, openSockets, stopListening } from './listen.ts';
+import { splice } from './splice.ts';
+import { connectTcp } from './tcp-connect.ts';
+
+const log = logger('outbound');
+
+export interface OutboundOptions {
+  config: ConfigStore;
+  tracker: ConnectionTracker;
+  metrics: DaemonMetrics;
+  pool: HbonePool;
+  balancer: LoadBalancer;
+  host: string;
+  port: number;
+  destinationOf?: (socket: net.Socket) => SocketAddress | null;
+}
+
+/** What every path of one outbound connection shares. */
+interface Outbound {
+  client: net.Socket;
+  source: Workload;
+  sourceIdentity: string;
+  sourceIp: string;
+  service?: Service;
+}
+
+export class OutboundListener {
+  readonly port: number;
+  readonly #opts: OutboundOptions;
+  readonly #server: net.Server;
+  readonly #sockets: Set<net.Socket>;
+  readonly #destinationOf: (socket: net.Socket) => SocketAddress | null;
+
+  private constructor(opts: OutboundOptions, server: net.Server, port: number) {
+    this.#opts = opts;
+    this.#server = server;
+    this.port = port;
+    this.#sockets = openSockets(server);
+    this.#destinationOf = opts.destinationOf ?? originalDestination;
+    server.on('connection', (socket) => this.#onConnection(socket));
+  }
+
+  static async bind(opts: OutboundOptions): Promise<OutboundListener> {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+    const port = await listen(server, 'outbound listener', opts.host, opts.port);
+    return new OutboundListener(opts, server, port);
+  }
+
+  stopAccepting(): void {
+    stopListening(this.#server);
+  }
+
+  close(): void {
+    this.stopAccepting();
+    for (const socket of this.#sockets) socket.destroy();
+  }
+
+  #onConnection(client: net.Socket): void {
+    const sourceIp = unmapIpv4(client.remoteAddress ?? '');
+    client.on('error', (err) => log.debug('client connection error', { sourceIp, error: err.message }));
+    let dst: SocketAddress | null;
+    try {
+      dst = this.#destinationOf(client);
+    } catch (err) {
+      return refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
+    }
+    if (!dst) return refuse(client, 'connection was not redirected (dialled the outbound port directly?)', { sourceIp });
+    const { config, balancer } = this.#opts;
+    const source = config.isLocalEnrolled(sourceIp);
+    if (!source) return refuse(client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
+    const sourceIdentity = identityOf(config.settings().trustDomain, source.namespace, source.serviceAccount);
+    const destination = resolveDestination(config, balancer, dst.ip, dst.port);
+    const out: Outbound = { client, source, sourceIdentity, sourceIp };
+    switch (destination.kind) {
+      case 'unavailable':
+        return refuse(client, destination.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
+      case 'passthrough':
+        return this.#direct({ ...out, service: destination.service }, destination.ip, destination.port, undefined);
+      case 'workload': {
+        const { workload, ip, port, service } = destination;
+        const o = { ...out, service };
+        if (!workload.enrolled) return this.#direct(o, ip, port, workload);
+        if (workload.node === config.nodeName) return this.#sameNode(o, workload, ip, port);
+        return this.#tunnel(o, workload, ip, port);
+      }
+    }
+  }
+
+  /** Plain TCP to a destination outside the mesh. */
+  #direct(out: Outbound, ip: string, port: number, workload: Workload | undefined): void {
+    const release = this.#opts.balancer.track(ip);
+    connectTcp(ip, port).then(
+      (upstream) => this.#proxy(out, upstream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: null, security: 'none' }),
+      (err: Error) => {
+        release();
+        refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+      },
+    );
+  }
+
+  /** HBONE to the destination node. */
+  #tunnel(out: Outbound, workload: Workload, ip: string, port: number): void {
+    const destinationIdentity = identityOf(this.#opts.config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const release = this.#opts.balancer.track(ip);
+    this.#opts.pool
+      .connect({
+        sourceIdentity: out.sourceIdentity, destinationIdentity, destinationIp: ip, destinationNode: workload.node,
+        target: `${ip}:${port}`, forwardedFor: out.sourceIp,
+      })
+      .then(
+        (stream) => this.#proxy(out, stream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: destinationIdentity, security: 'mutual_tls' }),
+        (err: Error) => {
+          release();
+          refuse(out.client, 'HBONE tunnel failed', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+        },
+      );
+  }
+
+  /** Both ends on this node: authorize as the destination side would, then connect in-process. */
+  #sameNode(out: Outbound, workload: Workload, ip: string, port: number): void {
+    const { config, metrics, tracker } = this.#opts;
+    const destinationIdentity = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const input: AuthorizationInput = {
+      sourcePrincipal: out.sourceIdentity, sourceNamespace: out.source.namespace, sourceIp: out.sourceIp, destination: workload, port,
+    };
+    const decision = checkAccess(config, input);
+    if (!decision.allowed) {
+      metrics.tcpDenied.inc({
+        reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
+        source_principal: out.sourceIdentity, reason: 'policy',
+      });
+      return refuse(out.client, 'denied by authorization policy', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, reason: decision.reason, policy: decision.policy });
+    }
+    const release = this.#opts.balancer.track(ip);
+    connectTcp(ip, port).then(
+      (upstream) => {
+        const common = { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: destinationIdentity, security: 'mutual_tls' as const };
+        // Istio reports a same-node connection from both sides; only the destination side is re-authorized.
+        const destinationSide = tracker.open({
+          ...this.#info(out, upstream, common),
+          listener: 'same-node',
+          reporter: 'destination',
+          authorization: input,
+        });
+        this.#proxy(out, upstream, release, common, destinationSide.finish);
+      },
+      (err: Error) => {
+        release();
+        refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+      },
+    );
+  }
+
+  #proxy(
+    out: Outbound,
+    upstream: Duplex,
+    release: () => void,
+    dest: Pick<ConnectionInfo, 'destinationIp' | 'destinationPort' | 'destinationWorkload' | 'destinationPrincipal' | 'security'>,
+    alsoFinish?: (error?: Error) => void,
+  ): void {
+    if (out.client.destroyed) {
+      release();
+      upstream.destroy();
+      alsoFinish?.();
+      return;
+    }
+    const tracked = this.#opts.tracker.open({ ...this.#info(out, upstream, dest), listener: 'outbound', reporter: 'source' });
+    splice(out.client, upstream, (err) => {
+      release();
+      tracked.finish(err);
+      alsoFinish?.(err);
+    });
+  }
+
+  #info(
+    out: Outbound,
+    upstream: Duplex,
+    dest: Pick<ConnectionInfo, 'destinationIp' | 'destinationPort' | 'destinationWorkload' | 'destinationPrincipal' | 'security'>,
+  ): Omit<ConnectionInfo, 'listener' | 'reporter'> {
+    const { client } = out;
+    return {
+      ...dest,
+      sourceIp: out.sourceIp,
+      sourceWorkload: out.source,
+      sourcePrincipal: out.sourceIdentity,
+      service: out.service,
+      // The client socket is the source: what it read was sent by the source.
+      bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
+      destroy: () => {
+        client.destroy();
+        upstream.destroy();
+      },
+    };
+  }
+}
+
+/** Refuses with a reset, so the application sees the failure instead of an empty reply. */
+function refuse(client: net.Socket, reason: string, fields: Record<string, unknown>): void {
+  log.warn(`outbound connection refused: ${reason}`, fields);
+  if (!client.destroyed) client.resetAndDestroy();
+}
