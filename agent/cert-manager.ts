@@ -104,9 +104,9 @@ export class CertManager implements CertSource {
     this.#listeners.push(listener);
   }
 
-  /** True when every local identity has a currently valid certificate. */
+  /** True when every identity of the local enrolled workloads has a currently valid certificate. */
   allIssued(): boolean {
-    return [...this.#entries.keys()].every((id) => this.certFor(id) !== undefined);
+    return [...this.#desiredIdentities()].every((id) => this.certFor(id) !== undefined);
   }
 
   status(): CertStatus[] {

@@ -96,7 +96,13 @@ export class ControlClient implements Signer {
     });
     const credentials = grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(Buffer.from(opts.caPem)), bearer);
     const Mesh = meshService();
-    this.#client = new Mesh(opts.address, credentials) as unknown as MeshClient;
+    this.#client = new Mesh(opts.address, credentials, {
+      // Pings notice a control plane that vanished without closing the connection
+      // (host crash, partition) in ~40 s; otherwise the Watch stream would hang forever.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+    }) as unknown as MeshClient;
   }
 
   /** Opens the Watch stream; it stays open (reconnecting) until close(). */
