@@ -159,3 +159,42 @@ test('agents and control plane: certificates per node, node authorization, live 
   assert.equal(notReady.status, 503);
   assert.match(await notReady.text(), /certificates issued/);
 });
+
+test('agent with a wrong token or a wrong CA keeps retrying and says what to check', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'nodemesh-agent-cp-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  cpSync(FIXTURE, join(root, 'config'), { recursive: true });
+  const cp = await startControlPlane({
+    source: new FileSource(join(root, 'config')),
+    listen: '127.0.0.1:0',
+    ca: await CertificateAuthority.create(),
+    authenticator: new FileTokenAuthenticator({ 'node-1': 'node-1-token-aaaaaaaaaaaaaaaa' }),
+  });
+  t.after(() => cp.stop());
+  writeFileSync(join(root, 'good-ca.pem'), cp.caPem);
+  writeFileSync(join(root, 'other-ca.pem'), (await CertificateAuthority.create()).rootPem);
+  writeFileSync(join(root, 'wrong.token'), 'not-the-token-of-node-1-at-all');
+  writeFileSync(join(root, 'right.token'), 'node-1-token-aaaaaaaaaaaaaaaa');
+
+  const cases = [
+    { tokenFile: 'wrong.token', caFile: 'good-ca.pem', error: /UNAUTHENTICATED/ },
+    { tokenFile: 'right.token', caFile: 'other-ca.pem', error: /UNAVAILABLE/ },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const node = await startNode({
+      nodeName: 'node-1', controlPlane: cp.address, tokenFile: join(root, c.tokenFile), caFile: join(root, c.caFile),
+      stateDir: join(root, `state-${i}`), adminAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', dataPlane: false,
+    });
+    t.after(() => node.stop());
+    const state = await until(`the refusal (${c.tokenFile}, ${c.caFile})`, async () => {
+      const dump = await getJson<{ controlPlane: { connected: boolean; lastError: string | null; reconnects: number } }>(node, '/config_dump');
+      return dump.controlPlane.reconnects >= 2 && dump.controlPlane;
+    }, 5000);
+    assert.equal(state.connected, false);
+    assert.match(state.lastError!, c.error);
+    assert.equal(node.store.synced, false);
+    const health = await fetch(`http://${node.healthAddress}/healthz/ready`);
+    assert.equal(health.status, 503);
+    assert.match(await health.text(), /config synced/);
+  }
+});
