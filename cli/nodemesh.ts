@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// The one nodemesh executable. Each subcommand's module is loaded only when it
+// runs: a node agent never loads the control plane's Kubernetes client, and the
+// demo (integration/) may be absent from a build.
+
+import { readFileSync } from 'node:fs';
+import { NodemeshError } from '../core/errors.ts';
+import { UsageError } from './args.ts';
+
+const USAGE = `usage: nodemesh <command> [flags]
+
+commands:
+  controlplane   run the control plane: config source, CA, control API
+  node           run the node agent and data plane (one per node)
+  demo           run a two-node cluster in network namespaces with meshed traffic (root)
+  version        print the version
+  help           show this help
+
+Run "nodemesh <command> --help" for the flags of a command.
+`;
+
+type Command = (argv: string[]) => Promise<void>;
+
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  controlplane: async () => (await import('../controlplane/main.ts')).runControlPlaneCommand,
+  node: async () => (await import('../agent/node.ts')).runNodeCommand,
+  demo: loadDemo,
+  version: async () => async () => {
+    process.stdout.write(`nodemesh ${version()}\n`);
+  },
+  help: async () => async () => {
+    process.stdout.write(USAGE);
+  },
+};
+
+async function loadDemo(): Promise<Command> {
+  // A computed specifier: the demo is optional, so the type checker must not require it.
+  const specifier = new URL('../integration/demo.ts', import.meta.url).href;
+  try {
+    const demo = (await import(specifier)) as { runDemoCommand: Command };
+    return demo.runDemoCommand;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes('demo.ts')) {
+      throw new NodemeshError('NM_NO_DEMO', 'this build has no demo (integration/demo.ts is missing)');
+    }
+    throw err;
+  }
+}
+
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    process.stderr.write(`nodemesh: no command given\n\n${USAGE}`);
+    return 2;
+  }
+  if (name === '--help' || name === '-h') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  try {
+    if (!load) throw new UsageError(`nodemesh: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
+    await (await load())(rest);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof NodemeshError) {
+      process.stderr.write(`nodemesh ${name}: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`nodemesh ${name}: ${String((err as Error)?.stack ?? err)}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
