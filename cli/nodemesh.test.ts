@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,29 +65,67 @@ test('cli: node starts without a reachable control plane and exits 0 on SIGTERM'
   const ca = await CertificateAuthority.create();
   writeFileSync(join(dir, 'ca.pem'), ca.rootPem);
   writeFileSync(join(dir, 'token'), 'node-1-token-0123456789');
-  const child = spawn(process.execPath, [
-    CLI, 'node', '--node-name', 'node-1', '--controlplane', '127.0.0.1:1', '--token-file', join(dir, 'token'),
+  const node = await startProcess(t, [
+    'node', '--node-name', 'node-1', '--controlplane', '127.0.0.1:1', '--token-file', join(dir, 'token'),
     '--ca-file', join(dir, 'ca.pem'), '--state-dir', join(dir, 'state'), '--no-dataplane',
     '--admin-addr', '127.0.0.1:0', '--metrics-addr', '127.0.0.1:0', '--health-addr', '127.0.0.1:0',
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  ], 'node agent started');
+  const dump = await (await fetch(`http://${String(node.line.admin)}/config_dump`)).json();
+  assert.equal(dump.node, 'node-1');
+  assert.equal(dump.controlPlane.connected, false);
+  assert.equal(await stopProcess(node.child), 0);
+});
+
+/** Starts the CLI; resolves with the fields of the first JSON log line whose msg is `ready`. */
+function startProcess(t: import('node:test').TestContext, args: string[], ready: string): Promise<{ child: ChildProcess; line: Record<string, unknown> }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
   let stderr = '';
-  const started = new Promise<void>((resolve, reject) => {
-    child.stderr.on('data', (d) => {
+  return new Promise((resolve, reject) => {
+    child.stderr!.on('data', (d) => {
       stderr += d;
-      if (stderr.includes('node agent started')) resolve();
+      const line = stderr.split('\n').find((l) => l.includes(`"msg":"${ready}"`));
+      if (line) resolve({ child, line: JSON.parse(line) as Record<string, unknown> });
     });
-    child.on('close', () => reject(new Error(`exited before starting: ${stderr}`)));
+    child.on('close', (code) => reject(new Error(`${args[0]} exited (${code}) before "${ready}": ${stderr}`)));
   });
-  await started;
-  const admin = (JSON.parse(stderr.split('\n').find((l) => l.includes('node agent started'))!) as { admin: string }).admin;
-  const dump = await (await fetch(`http://${admin}/config_dump`)).json();
-  assert.equal(dump.node, 'node-1');
-  assert.equal(dump.controlPlane.connected, false);
+}
+
+function stopProcess(child: ChildProcess): Promise<number | null> {
   const exit = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   child.kill('SIGTERM');
-  assert.equal(await exit, 0);
-  assert.match(stderr, /node agent stopped/);
+  return exit;
+}
+
+test('cli: controlplane and node processes: the node gets its certificates, both exit 0 on SIGTERM', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nodemesh-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(new URL('../agent/testdata/two-nodes/', import.meta.url), join(dir, 'config'), { recursive: true });
+  writeFileSync(join(dir, 'node-tokens'), 'node-1: node-1-token-0123456789\n');
+  writeFileSync(join(dir, 'token'), 'node-1-token-0123456789\n');
+  const cp = await startProcess(t, [
+    'controlplane', '--source', join(dir, 'config'), '--listen', '127.0.0.1:0', '--ca-dir', join(dir, 'ca'), '--node-tokens', join(dir, 'node-tokens'),
+  ], 'control plane running');
+  const node = await startProcess(t, [
+    'node', '--node-name', 'node-1', '--controlplane', String(cp.line.address), '--token-file', join(dir, 'token'),
+    '--ca-file', join(dir, 'ca', 'ca-cert.pem'), '--state-dir', join(dir, 'state'), '--no-dataplane',
+    '--admin-addr', '127.0.0.1:0', '--metrics-addr', '127.0.0.1:0', '--health-addr', '127.0.0.1:0',
+  ], 'node agent started');
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const res = await fetch(`http://${String(node.line.health)}/healthz/ready`);
+    if (res.status === 200) break;
+    if (Date.now() > deadline) assert.fail(`node never became ready: ${await res.text()}`);
+    await sleep(50);
+  }
+  const certs = await (await fetch(`http://${String(node.line.admin)}/certs`)).json();
+  assert.deepEqual(certs.certificates.map((c: { identity: string }) => c.identity).sort(), [
+    'spiffe://cluster.local/ns/shop/sa/api', 'spiffe://cluster.local/ns/shop/sa/web',
+  ]);
+  const metrics = await (await fetch(`http://${String(node.line.metrics)}/metrics`)).text();
+  assert.match(metrics, /^nodemesh_agent_control_plane_connected 1$/m);
+  assert.equal(await stopProcess(node.child), 0);
+  assert.equal(await stopProcess(cp.child), 0);
 });
