@@ -25,6 +25,8 @@ test('nodemesh controlplane serves the demo config, writes the CA file and stops
   const caDir = join(dir, 'ca');
   const child = spawn(process.execPath, [CLI, 'controlplane', '--source', DEMO, '--listen', '127.0.0.1:0', '--ca-dir', caDir, '--node-tokens', join(DEMO, 'node-tokens')], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    // The test reads the info lines, whatever level the test run itself logs at.
+    env: { ...process.env, NODEMESH_LOG_LEVEL: 'info' },
   });
   t.after(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
