@@ -26,3 +26,9 @@ test('args: an unknown flag or a missing required one is a UsageError naming it,
   assert.throws(() => parseFlags('node', 'runs a node', [], spec), /missing required --node-name/);
   assert.equal(parseFlags('node', 'runs a node', ['--help'], spec).help, true);
 });
+
+test('args: a flag like --uninstall can exempt the command from required flags', () => {
+  const withUninstall = { ...spec, uninstall: { type: 'boolean', description: 'remove rules' } } as const;
+  assert.equal(parseFlags('node', 'runs a node', ['--uninstall'], withUninstall, { exemptsRequired: 'uninstall' }).uninstall, true);
+  assert.throws(() => parseFlags('node', 'runs a node', [], withUninstall, { exemptsRequired: 'uninstall' }), UsageError);
+});

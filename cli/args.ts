@@ -32,8 +32,13 @@ export function usageOf(command: string, summary: string, spec: Record<string, F
   return `usage: nodemesh ${command} [flags]\n\n${summary}\n\nflags:\n${rows.join('\n')}\n  ${'--help'.padEnd(28)} show this help\n`;
 }
 
-/** Parses `argv` (without the subcommand); with --help set, required flags are not enforced. */
-export function parseFlags<S extends Record<string, FlagSpec>>(command: string, summary: string, argv: string[], spec: S): FlagValues<S> {
+export interface ParseOptions {
+  /** A boolean flag that makes the command need none of the required flags (like --uninstall). */
+  exemptsRequired?: string;
+}
+
+/** Parses `argv` (without the subcommand); with --help (or `exemptsRequired`) set, required flags are not enforced. */
+export function parseFlags<S extends Record<string, FlagSpec>>(command: string, summary: string, argv: string[], spec: S, opts: ParseOptions = {}): FlagValues<S> {
   const options: Record<string, { type: 'string' | 'boolean'; default?: string }> = { help: { type: 'boolean' } };
   for (const [name, f] of Object.entries(spec)) options[name] = f.default !== undefined ? { type: f.type, default: f.default } : { type: f.type };
   let values: Record<string, string | boolean | undefined>;
@@ -42,7 +47,7 @@ export function parseFlags<S extends Record<string, FlagSpec>>(command: string, 
   } catch (err) {
     throw new UsageError(`nodemesh ${command}: ${(err as Error).message}\n\n${usageOf(command, summary, spec)}`);
   }
-  if (!values.help) {
+  if (!values.help && !(opts.exemptsRequired && values[opts.exemptsRequired])) {
     const missing = Object.entries(spec).filter(([name, f]) => f.required && !values[name]).map(([name]) => `--${name}`);
     if (missing.length > 0) throw new UsageError(`nodemesh ${command}: missing required ${missing.join(', ')}\n\n${usageOf(command, summary, spec)}`);
   }
