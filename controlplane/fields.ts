@@ -34,7 +34,7 @@ export class FieldReader {
   /** Rejects fields outside `known`, so a typo is not silently ignored. */
   knownOnly(fields: Fields, path: string, known: readonly string[]): void {
     for (const key of Object.keys(fields)) {
-      if (!known.includes(key)) this.fail(join(path, key), `unknown field; expected one of ${known.join(', ')}`);
+      if (!known.includes(key)) this.fail(fieldPath(path, key), `unknown field; expected one of ${known.join(', ')}`);
     }
   }
 
@@ -69,7 +69,7 @@ export class FieldReader {
     const fields = this.record(value, path) ?? {};
     const out: Record<string, string> = {};
     for (const [k, v] of Object.entries(fields)) {
-      if (typeof v !== 'string') this.fail(join(path, k), `must be a string, got ${kindOf(v)}`);
+      if (typeof v !== 'string') this.fail(fieldPath(path, k), `must be a string, got ${kindOf(v)}`);
       out[k] = v;
     }
     return out;
@@ -101,7 +101,7 @@ export class FieldReader {
 }
 
 /** Field path of a named child: "spec.selector" + "app" -> "spec.selector.app". */
-export function join(path: string, key: string): string {
+export function fieldPath(path: string, key: string): string {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
 }
 

@@ -3,7 +3,7 @@
 
 import type { MtlsMode } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
-import { FieldReader, describeObject, join } from './fields.ts';
+import { FieldReader, describeObject, fieldPath } from './fields.ts';
 import { MESH_ANNOTATION, MESH_VALUES, MTLS_MODE_ANNOTATION } from './annotations.ts';
 
 export interface MeshNamespace {
@@ -22,7 +22,7 @@ export function defaultNamespace(name: string): MeshNamespace {
 export function toNamespace(obj: KubeObject): MeshNamespace {
   const f: FieldReader = new FieldReader(describeObject(obj));
   const annotations = f.stringMap(obj.metadata.annotations, 'metadata.annotations');
-  const mesh = f.oneOf(annotations[MESH_ANNOTATION], join('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
-  const mtlsMode = f.oneOf(annotations[MTLS_MODE_ANNOTATION], join('metadata.annotations', MTLS_MODE_ANNOTATION), MTLS_MODES);
+  const mesh = f.oneOf(annotations[MESH_ANNOTATION], fieldPath('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
+  const mtlsMode = f.oneOf(annotations[MTLS_MODE_ANNOTATION], fieldPath('metadata.annotations', MTLS_MODE_ANNOTATION), MTLS_MODES);
   return { name: obj.metadata.name, enrolled: mesh === 'enabled', mtlsMode: mtlsMode ?? 'permissive' };
 }

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { Workload } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
-import { FieldReader, describeObject, join } from './fields.ts';
+import { FieldReader, describeObject, fieldPath } from './fields.ts';
 import { MESH_ANNOTATION, MESH_VALUES } from './annotations.ts';
 import type { MeshNamespace } from './namespace.ts';
 
@@ -27,7 +27,7 @@ export function toPod(obj: KubeObject, namespace: MeshNamespace): MeshPod | null
   const spec = f.record(obj.spec, 'spec') ?? {};
   const status = f.record(obj.status, 'status') ?? {};
 
-  const podMesh = f.oneOf(annotations[MESH_ANNOTATION], join('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
+  const podMesh = f.oneOf(annotations[MESH_ANNOTATION], fieldPath('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
   const node = f.string(spec.nodeName, 'spec.nodeName') ?? '';
   const serviceAccount = f.string(spec.serviceAccountName, 'spec.serviceAccountName') || 'default';
   const ip = f.ip(status.podIP, 'status.podIP') ?? '';

@@ -3,7 +3,7 @@
 
 import type { Service, ServicePort } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
-import { FieldReader, describeObject, join } from './fields.ts';
+import { FieldReader, describeObject, fieldPath } from './fields.ts';
 import { OPAQUE_PORTS_ANNOTATION } from './annotations.ts';
 
 export interface MeshService {
@@ -74,7 +74,7 @@ function servicePorts(f: FieldReader, spec: Record<string, unknown>): ServicePor
 
 function opaquePorts(f: FieldReader, value: string | undefined): number[] {
   if (!value?.trim()) return [];
-  const path = join('metadata.annotations', OPAQUE_PORTS_ANNOTATION);
+  const path = fieldPath('metadata.annotations', OPAQUE_PORTS_ANNOTATION);
   return value.split(',').map((part) => {
     const s = part.trim();
     if (!/^\d+$/.test(s)) f.fail(path, `expected comma-separated port numbers, got ${JSON.stringify(s)}`);
