@@ -12,7 +12,7 @@ import type { ConfigStore } from './config-store.ts';
 import { Backoff } from './backoff.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import type { KeyAndCsr } from './csr.ts';
-import * as x509 from './x509.ts';
+import * as x509 from '../core/x509.ts';
 
 const log = logger('certs');
 

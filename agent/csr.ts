@@ -1,7 +1,7 @@
 // Workload keys and CSRs, made on the node so private keys never leave it:
 // ECDSA P-256, one SPIFFE URI SAN, key exported as PKCS#8 PEM for node:tls.
 
-import * as x509 from './x509.ts';
+import * as x509 from '../core/x509.ts';
 
 const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIGNING = { name: 'ECDSA', hash: 'SHA-256' } as const;
