@@ -3,28 +3,68 @@
 
 import { parseFlags, usageOf } from '../cli/args.ts';
 import { logger } from '../core/log.ts';
+import { KubeConfig } from '@kubernetes/client-node';
+import { UsageError } from '../cli/args.ts';
 import type { ConfigSource } from './source.ts';
 import { FileSource } from './file-source.ts';
-import { CertificateAuthority } from './ca.ts';
+import { CertificateAuthority, type CaStore } from './ca.ts';
 import { DirCaStore } from './ca-dir-store.ts';
-import { FileTokenAuthenticator } from './node-auth.ts';
+import { FileTokenAuthenticator, type NodeAuthenticator } from './node-auth.ts';
+import { KubernetesSource } from './kubernetes-source.ts';
+import { TokenReviewAuthenticator } from './token-review-authenticator.ts';
+import { SecretCaStore } from './ca-secret-store.ts';
 import { startControlPlane } from './server.ts';
 
 const log = logger('controlplane');
 
 const FLAGS = {
-  source: { type: 'string', required: true, description: 'directory of Kubernetes YAML (Namespaces, Pods, Services, HTTPRoutes, AuthorizationPolicies)' },
+  source: { type: 'string', required: true, description: '"kubernetes" (watch the API server), or a directory of Kubernetes YAML (Namespaces, Pods, Services, HTTPRoutes, AuthorizationPolicies)' },
   listen: { type: 'string', default: '0.0.0.0:15010', description: 'control API address, host:port' },
-  'ca-dir': { type: 'string', required: true, description: 'where the CA root is kept (ca-key.pem, ca-cert.pem); ca-cert.pem is the nodes\' --ca-file' },
-  'node-tokens': { type: 'string', required: true, description: 'file of "node-name: token" lines' },
+  'ca-dir': { type: 'string', description: 'directory mode: where the CA root is kept (ca-key.pem, ca-cert.pem); ca-cert.pem is the nodes\' --ca-file' },
+  'node-tokens': { type: 'string', description: 'directory mode: file of "node-name: token" lines' },
   'trust-domain': { type: 'string', default: 'cluster.local', description: 'SPIFFE trust domain of workload identities' },
   'serving-hosts': { type: 'string', description: 'comma-separated names and IPs the nodes dial, for the serving certificate' },
 } as const;
 const SUMMARY = 'Runs the control plane: watches the config source, signs workload certificates, streams config to the nodes.';
 
-/** The config source named by --source. */
-function createSource(spec: string): ConfigSource {
-  return new FileSource(spec);
+const KUBERNETES = 'kubernetes';
+
+interface Backends {
+  source: ConfigSource;
+  caStore: CaStore & { describe: string };
+  authenticator: NodeAuthenticator;
+  servingHosts: string[];
+}
+
+/**
+ * What --source selects: the API server (CA in a Secret, TokenReview for node
+ * tokens, the Service name in the serving certificate) or a directory (CA in
+ * --ca-dir, tokens from --node-tokens).
+ */
+function createBackends(flags: { source: string; 'ca-dir'?: string; 'node-tokens'?: string }): Backends {
+  if (flags.source === KUBERNETES) {
+    const kubeConfig = new KubeConfig();
+    if (process.env.KUBERNETES_SERVICE_HOST) kubeConfig.loadFromCluster();
+    else kubeConfig.loadFromDefault();
+    const namespace = process.env.POD_NAMESPACE ?? 'nodemesh-system';
+    const service = `nodemesh-controlplane.${namespace}.svc`;
+    return {
+      source: new KubernetesSource(kubeConfig),
+      caStore: Object.assign(new SecretCaStore(kubeConfig, { namespace }), { describe: `Secret ${namespace}/nodemesh-ca` }),
+      authenticator: new TokenReviewAuthenticator(kubeConfig, { namespace }),
+      servingHosts: [service, `${service}.cluster.local`, 'localhost', '127.0.0.1'],
+    };
+  }
+  const caDir = flags['ca-dir'];
+  const tokens = flags['node-tokens'];
+  if (!caDir || !tokens) throw new UsageError(`controlplane: --source ${flags.source} is a directory: --ca-dir and --node-tokens are required`);
+  const store = new DirCaStore(caDir);
+  return {
+    source: new FileSource(flags.source),
+    caStore: Object.assign(store, { describe: store.certPath }),
+    authenticator: FileTokenAuthenticator.fromFile(tokens),
+    servingHosts: [],
+  };
 }
 
 /** `nodemesh controlplane ...`: resolves when the control plane has stopped. */
@@ -36,17 +76,18 @@ export async function runControlPlaneCommand(argv: string[]): Promise<void> {
   }
   const trustDomain = flags['trust-domain'];
   const servingHosts = flags['serving-hosts']?.split(',').map((h) => h.trim()).filter(Boolean);
-  const store = new DirCaStore(flags['ca-dir']);
-  const ca = await CertificateAuthority.loadOrCreate(store, { trustDomain });
+  const backends = createBackends(flags);
+  const ca = await CertificateAuthority.loadOrCreate(backends.caStore, { trustDomain });
+  const hosts = [...backends.servingHosts, ...(servingHosts ?? [])];
   const cp = await startControlPlane({
-    source: createSource(flags.source),
+    source: backends.source,
     listen: flags.listen,
     ca,
-    authenticator: FileTokenAuthenticator.fromFile(flags['node-tokens']),
+    authenticator: backends.authenticator,
     trustDomain,
-    servingHosts: servingHosts?.length ? servingHosts : undefined,
+    servingHosts: hosts.length ? hosts : undefined,
   });
-  log.info('control plane running', { address: cp.address, caFile: store.certPath, source: flags.source });
+  log.info('control plane running', { address: cp.address, ca: backends.caStore.describe, source: flags.source });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
