@@ -185,6 +185,20 @@ describe('capture in a node namespace', () => {
     assert.equal(await tcpRequest(cluster, netns, ip('b'), 7000, 'from node'), 'from node');
   });
 
+  test('regression: a non-mesh pod reaching an enrolled pod on its node through the VIP is captured (no bypass of inbound capture)', async (t) => {
+    const r = reconciler(t);
+    const vip = cluster.service('b').clusterIP;
+    // b enrolled, but its VIP not captured: kube-proxy's DNAT delivers straight to b.
+    await r.reconcile([{ ip: ip('b') }]);
+    assert.equal(await tcpRequest(cluster, podNs('c'), vip, 80, 'bypass'), 'bypass');
+    // With the VIP port captured, the same connection reaches the inbound plaintext listener.
+    await r.reconcile([{ ip: ip('b') }, { ip: ip('a') }], [{ ip: vip, port: 80 }]);
+    assert.equal(await tcpRequest(cluster, podNs('c'), vip, 80), 'hello from inbound-plaintext\n');
+    // An enrolled source still goes outbound first.
+    assert.equal(await tcpRequest(cluster, podNs('a'), vip, 80), 'hello from outbound-capture\n');
+    assert.ok((await nat()).includes(`-A NODEMESH-PREROUTING -d ${vip}/32 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 15006`));
+  });
+
   test('enrolling does not disturb an open connection; only new ones are captured', async (t) => {
     const r = reconciler(t);
     const conn = await openConnection(cluster, podNs('a'), ip('b'), 7000);

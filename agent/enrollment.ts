@@ -4,6 +4,13 @@
 // VIP and balances itself). Traffic the node itself originates (the daemon's own
 // connections, kubelet probes) passes OUTPUT and is never touched. Only new
 // connections are captured: conntrack keeps the NAT decision of existing ones.
+//
+// Service VIPs with an enrolled endpoint on this node are captured too, for any
+// other source: kube-proxy's DNAT runs in this same PREROUTING pass, and nat is
+// evaluated only once per connection, so a non-mesh pod on this node reaching an
+// enrolled pod through its VIP would otherwise bypass inbound capture (and with
+// it strict mTLS and authorization). The inbound plaintext listener balances
+// those connections itself.
 
 import { isIPv4 } from 'node:net';
 import type { ConfigStore } from './config-store.ts';
@@ -31,21 +38,34 @@ export interface CapturedPod {
   name?: string;
 }
 
+/** A Service VIP and port with an enrolled endpoint on this node. */
+export interface CapturedVip {
+  ip: string;
+  port: number;
+}
+
 /**
  * The chain bodies as iptables-save prints them, so the live state can be compared
- * line by line. Per pod: one jump for its outbound and one for its inbound traffic.
+ * line by line. Per pod: one jump for its outbound and one for its inbound traffic;
+ * then per VIP port, a redirect to the inbound plaintext listener (after the pod
+ * rules, so enrolled sources still go outbound).
  */
-export function captureChainRules(pods: readonly CapturedPod[]): Map<string, string[]> {
+export function captureChainRules(pods: readonly CapturedPod[], vips: readonly CapturedVip[] = []): Map<string, string[]> {
   const ips = new Set<string>();
   for (const pod of pods) {
     checkCapturable(pod);
     ips.add(pod.ip);
   }
   const sorted = [...ips].sort(compareIPv4);
+  const vipRules = [...new Set(vips.filter((v) => isIPv4(v.ip)).map((v) => `${v.ip}:${v.port}`))]
+    .map((key) => key.split(':') as [string, string])
+    .sort(([ipA, portA], [ipB, portB]) => compareIPv4(ipA, ipB) || Number(portA) - Number(portB))
+    .map(([ip, port]) => `-A ${ENTRY_CHAIN} -d ${ip}/32 -p tcp -m tcp --dport ${port} -j REDIRECT --to-ports ${INBOUND_PLAINTEXT_PORT}`);
   return new Map([
     [ENTRY_CHAIN, [
       ...sorted.map((ip) => `-A ${ENTRY_CHAIN} -s ${ip}/32 -p tcp -j ${OUTBOUND_CHAIN}`),
       ...sorted.map((ip) => `-A ${ENTRY_CHAIN} -d ${ip}/32 -p tcp -j ${INBOUND_CHAIN}`),
+      ...vipRules,
     ]],
     [OUTBOUND_CHAIN, [`-A ${OUTBOUND_CHAIN} -p tcp -j REDIRECT --to-ports ${OUTBOUND_CAPTURE_PORT}`]],
     [INBOUND_CHAIN, [
@@ -64,8 +84,8 @@ function checkCapturable(pod: CapturedPod): void {
  * (and only it) under --noflush, so the result replaces exactly our chains.
  * `preroutingEdits` are extra lines (moving our jump) applied in the same transaction.
  */
-export function renderCaptureRules(pods: readonly CapturedPod[], preroutingEdits: readonly string[] = []): string {
-  const chains = captureChainRules(pods);
+export function renderCaptureRules(pods: readonly CapturedPod[], preroutingEdits: readonly string[] = [], vips: readonly CapturedVip[] = []): string {
+  const chains = captureChainRules(pods, vips);
   return [
     '*nat',
     ...[...chains.keys()].map((chain) => `:${chain} - [0:0]`),
@@ -116,8 +136,8 @@ export class CaptureReconciler {
   }
 
   /** Pods with an address that cannot be captured are left out (and logged); the rest are applied. */
-  reconcile(pods: readonly CapturedPod[]): Promise<void> {
-    return this.#serialized(() => this.#reconcile(pods));
+  reconcile(pods: readonly CapturedPod[], vips: readonly CapturedVip[] = []): Promise<void> {
+    return this.#serialized(() => this.#reconcile(pods, vips));
   }
 
   uninstall(): Promise<void> {
@@ -130,7 +150,7 @@ export class CaptureReconciler {
     return run;
   }
 
-  async #reconcile(pods: readonly CapturedPod[]): Promise<void> {
+  async #reconcile(pods: readonly CapturedPod[], vips: readonly CapturedVip[]): Promise<void> {
     const capturable: CapturedPod[] = [];
     for (const pod of pods) {
       try {
@@ -142,12 +162,12 @@ export class CaptureReconciler {
     }
     const save = await iptablesSave(this.#save, 'nat');
     const live = parseSavedTable(save, 'nat');
-    const desired = captureChainRules(capturable);
+    const desired = captureChainRules(capturable, vips);
     const jumpEdits = planJumpEdits(save);
     const chainsMatch = [...desired].every(([chain, rules]) => live.chains.includes(chain) && sameRules(live.rules.get(chain) ?? [], rules));
     if (chainsMatch && jumpEdits.length === 0) return;
-    await iptablesRestore(this.#restore, renderCaptureRules(capturable, jumpEdits));
-    log.info('capture rules applied', { pods: capturable.length, jumpRepaired: jumpEdits.length > 0 });
+    await iptablesRestore(this.#restore, renderCaptureRules(capturable, jumpEdits, vips));
+    log.info('capture rules applied', { pods: capturable.length, vips: vips.length, jumpRepaired: jumpEdits.length > 0 });
   }
 }
 
@@ -184,6 +204,13 @@ export async function uninstallCapture(opts?: IptablesCommands): Promise<void> {
   await removeCapture(opts ?? {});
 }
 
+/** Every VIP port of a Service that has an endpoint among the given local enrolled workloads. */
+function vipsWithLocalEndpoints(store: ConfigStore): CapturedVip[] {
+  return store.services()
+    .filter((s) => s.endpoints.some((e) => store.isLocalEnrolled(e.ip)))
+    .flatMap((s) => s.vips.flatMap((ip) => s.ports.map((p) => ({ ip, port: p.port }))));
+}
+
 export interface EnrollmentLoop {
   /** Resolves once no reconcile is running or pending. */
   settled(): Promise<void>;
@@ -216,9 +243,10 @@ export function enrollmentFromConfig(store: ConfigStore, reconciler: CaptureReco
   let retryTimer: NodeJS.Timeout | undefined;
 
   const runOnce = async (): Promise<void> => {
-    const pods = store.localWorkloads().map((w) => ({ ip: w.ip, name: `${w.namespace}/${w.name}` }));
+    const local = store.localWorkloads();
+    const pods = local.map((w) => ({ ip: w.ip, name: `${w.namespace}/${w.name}` }));
     try {
-      await reconciler.reconcile(pods);
+      await reconciler.reconcile(pods, vipsWithLocalEndpoints(store));
       lastError = undefined;
       retryDelay = baseRetry;
     } catch (err) {
@@ -247,8 +275,9 @@ export function enrollmentFromConfig(store: ConfigStore, reconciler: CaptureReco
     })();
   }
 
+  const capturing = (kind: string) => kind === 'workload' || kind === 'service';
   store.onChange((update: ConfigUpdate) => {
-    if (update.snapshot || update.upserts.some((r) => r.kind === 'workload') || update.removals.some((k) => k.kind === 'workload')) trigger();
+    if (update.snapshot || update.upserts.some((r) => capturing(r.kind)) || update.removals.some((k) => capturing(k.kind))) trigger();
   });
   const resync = setInterval(trigger, opts.resyncIntervalMs ?? 60_000);
   resync.unref();

@@ -53,7 +53,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   try {
     outbound = await OutboundListener.bind({ config, tracker, metrics, pool, balancer, host, port: opts.ports?.outbound ?? 15001 });
     bound.push(outbound);
-    inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, metrics, host, port: opts.ports?.inboundPlaintext ?? 15006 });
+    inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, metrics, balancer, host, port: opts.ports?.inboundPlaintext ?? 15006 });
     bound.push(inboundPlaintext);
     inbound = await InboundListener.bind({ config, certs, tracker, metrics, host, port: opts.ports?.inbound ?? HBONE_PORT });
     bound.push(inbound);

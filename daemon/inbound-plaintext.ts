@@ -1,6 +1,9 @@
 // The inbound plaintext listener (15006): connections from outside the mesh to
 // local enrolled pods, captured by REDIRECT. Refused when the destination's
 // namespace is strict; otherwise authorized as an unauthenticated source.
+// Connections to a Service VIP with a local enrolled endpoint arrive here too
+// (capture runs before kube-proxy's DNAT): they are balanced here, and an
+// endpoint that is not local is dialled as is, to be captured on its own node.
 
 import net from 'node:net';
 import type { ConfigStore } from '../agent/config-store.ts';
@@ -16,6 +19,8 @@ import type { DaemonMetrics } from './metrics.ts';
 import { listen, openSockets, stopListening } from './listen.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
+import type { LoadBalancer } from './load-balancer.ts';
+import { resolveDestination } from './destination.ts';
 
 const log = logger('inbound-plaintext');
 
@@ -23,6 +28,7 @@ export interface InboundPlaintextOptions {
   config: ConfigStore;
   tracker: ConnectionTracker;
   metrics: DaemonMetrics;
+  balancer: LoadBalancer;
   host: string;
   port: number;
   destinationOf?: (socket: net.Socket) => SocketAddress | null;
@@ -69,7 +75,13 @@ export class InboundPlaintextListener {
       return refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
     }
     if (!dst) return refuse(client, 'connection was not redirected (dialled the inbound plaintext port directly?)', { sourceIp });
-    const { config, metrics, tracker } = this.#opts;
+    const { config, metrics, tracker, balancer } = this.#opts;
+    if (config.serviceByVip(dst.ip)) {
+      const resolved = resolveDestination(config, balancer, dst.ip, dst.port);
+      if (resolved.kind === 'unavailable') return refuse(client, resolved.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
+      if (!config.isLocalEnrolled(resolved.ip)) return passThrough(client, sourceIp, resolved.ip, resolved.port);
+      dst = { ip: resolved.ip, port: resolved.port };
+    }
     const workload = config.isLocalEnrolled(dst.ip);
     if (!workload) return refuse(client, 'destination is not an enrolled workload on this node', { sourceIp, destination: dst.ip, node: config.nodeName });
     const input: AuthorizationInput = { sourcePrincipal: null, sourceNamespace: null, sourceIp, destination: workload, port: dst.port };
@@ -111,6 +123,17 @@ export class InboundPlaintextListener {
       (err: Error) => refuse(client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
     );
   }
+}
+
+/** A VIP connection balanced onto an endpoint on another node: its own node captures it. */
+function passThrough(client: net.Socket, sourceIp: string, ip: string, port: number): void {
+  connectTcp(ip, port).then(
+    (upstream) => {
+      if (client.destroyed) upstream.destroy();
+      else splice(client, upstream, () => {});
+    },
+    (err: Error) => refuse(client, 'cannot connect to the Service endpoint', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+  );
 }
 
 function refuse(client: net.Socket, reason: string, fields: Record<string, unknown>): void {
