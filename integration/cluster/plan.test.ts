@@ -44,3 +44,11 @@ test('kube-proxy rules spread a Service over its endpoints with equal shares, re
   const targets = picks.map((rule) => chains.get(rule.split(' -j ')[1]!)![0]!.split('--to-destination ')[1]);
   assert.deepEqual(targets, ['10.244.1.10:8001', '10.244.1.11:8002', '10.244.1.12:8003']);
 });
+
+test('planCluster takes Kubernetes node names, checked like any name', () => {
+  const plan = planCluster({ nodes: 2, nodeNames: ['node-1', 'node-2'], pods: [{ name: 'p', node: 'node-2' }] }, 'nmx');
+  assert.deepEqual(plan.nodes.map((n) => [n.name, n.netns, n.podCidr]), [['node-1', 'nmx-n1', '10.244.1.0/24'], ['node-2', 'nmx-n2', '10.244.2.0/24']]);
+  assert.ok(plan.pods[0]!.ip.startsWith('10.244.2.'));
+  assert.throws(() => planCluster({ nodes: 2, nodeNames: ['node-1'] }, 'nmx'), /cluster: nodeNames: names 1 nodes, but nodes is 2/);
+  assert.throws(() => planCluster({ nodes: 1, nodeNames: ['Node_1'] }, 'nmx'), /cluster: nodeNames\[0\]/);
+});

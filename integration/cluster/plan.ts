@@ -14,7 +14,7 @@ export interface PodSpec {
   name: string;
   /** Default "default". */
   namespace?: string;
-  /** Node name: "n1", "n2", ... */
+  /** Node name: "n1", "n2", ... or as ClusterSpec.nodeNames says. */
   node: string;
   /** Merged over { app: name }. */
   labels?: Record<string, string>;
@@ -52,8 +52,10 @@ export interface NamespaceSpec {
 }
 
 export interface ClusterSpec {
-  /** Number of nodes, named n1..nN. */
+  /** Number of nodes, named n1..nN unless `nodeNames` says otherwise. */
   nodes: number;
+  /** Kubernetes node names, in order (node i routes 10.244.i.0/24). */
+  nodeNames?: string[];
   pods?: PodSpec[];
   services?: ServiceSpec[];
   /** Namespaces that need labels or annotations; namespaces only used by pods are created plain. */
@@ -138,7 +140,9 @@ export function planCluster(spec: ClusterSpec, prefix: string): ClusterPlan {
   if (!/^[a-z][a-z0-9]*$/.test(prefix) || prefix.length > 24) throw new InvalidObjectError('cluster', 'prefix', `${JSON.stringify(prefix)} must be lower-case letters and digits, starting with a letter, at most 24 long`);
   if (!Number.isInteger(spec.nodes) || spec.nodes < 1 || spec.nodes > MAX_NODES) throw new InvalidObjectError('cluster', 'nodes', `must be an integer from 1 to ${MAX_NODES}, got ${spec.nodes}`);
   const nodes: PlannedNode[] = [];
-  for (let i = 1; i <= spec.nodes; i++) nodes.push({ name: `n${i}`, netns: `${prefix}-n${i}`, ip: nodeIp(i), podCidr: podCidr(i) });
+  if (spec.nodeNames && spec.nodeNames.length !== spec.nodes) throw new InvalidObjectError('cluster', 'nodeNames', `names ${spec.nodeNames.length} nodes, but nodes is ${spec.nodes}`);
+  spec.nodeNames?.forEach((name, i) => checkName('cluster', `nodeNames[${i}]`, name));
+  for (let i = 1; i <= spec.nodes; i++) nodes.push({ name: spec.nodeNames?.[i - 1] ?? `n${i}`, netns: `${prefix}-n${i}`, ip: nodeIp(i), podCidr: podCidr(i) });
   const plan: ClusterPlan = {
     prefix,
     underlay: { netns: `${prefix}-ul`, bridge: 'br0' },
