@@ -19,7 +19,8 @@ commands:
 Run "nodemesh <command> --help" for the flags of a command.
 `;
 
-type Command = (argv: string[]) => Promise<void>;
+/** A command may return its exit status (the demo's --once reports failed steps with 1). */
+type Command = (argv: string[]) => Promise<void | number>;
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
   controlplane: async () => (await import('../controlplane/main.ts')).runControlPlaneCommand,
@@ -64,8 +65,7 @@ async function main(argv: string[]): Promise<number> {
   const load = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   try {
     if (!load) throw new UsageError(`nodemesh: unknown command ${JSON.stringify(name)}\n\n${USAGE}`);
-    await (await load())(rest);
-    return 0;
+    return (await (await load())(rest)) ?? 0;
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`${err.message}\n`);
