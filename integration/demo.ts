@@ -1,0 +1,144 @@
+// `nodemesh demo [--once]`: the two-node demo. Builds the network-namespace
+// cluster described by examples/demo, runs the real control plane and node
+// agents on it, starts servers in the pods, then runs the demo's steps and
+// prints a report. With --once it tears down and exits 0 only if every step
+// behaved as expected; otherwise it stays up for exploring until Ctrl-C.
+
+import { relative } from 'node:path';
+import { parseFlags, usageOf } from '../cli/args.ts';
+import { NodemeshError } from '../core/errors.ts';
+import { setLevel } from '../core/log.ts';
+import { createCluster, type Cluster } from './cluster/cluster.ts';
+import { startMesh, type Mesh } from './cluster/mesh.ts';
+import { runPrefix, sweepStale } from './cluster/netns.ts';
+import { serverScript, startServer } from './cluster/servers.ts';
+import { DEMO_CONFIG_DIR, loadDemoSpec } from './demo-config.ts';
+import { adminGet, natRules } from './demo-node-api.ts';
+import type { WorkloadView } from './demo-node-api.ts';
+import { ROLES, STEPS, type Demo, type StepResult } from './demo-steps.ts';
+
+const FLAGS = {
+  once: { type: 'boolean', description: 'print the report, tear down and exit: 0 only if every step behaved as expected' },
+  prefix: { type: 'string', default: 'nmdemo', description: 'start of the network namespace names (the process id is appended)' },
+} as const;
+const SUMMARY = 'Runs a two-node cluster in network namespaces (root) from examples/demo with the real control plane and nodes, shows meshed traffic, certificates, a policy denial and metrics.';
+const CAPTURE_TIMEOUT_MS = 10_000;
+
+const out = (line = '') => process.stdout.write(`${line}\n`);
+
+export async function runDemoCommand(argv: string[]): Promise<number> {
+  const flags = parseFlags('demo', SUMMARY, argv, FLAGS);
+  if (flags.help) {
+    process.stdout.write(usageOf('demo', SUMMARY, FLAGS));
+    return 0;
+  }
+  // The report is for people; the harness's JSON info lines would only interleave with it.
+  if (!process.env.NODEMESH_LOG_LEVEL) setLevel('warn');
+  await sweepStale(flags.prefix);
+  const spec = loadDemoSpec();
+  const prefix = runPrefix(flags.prefix);
+  out(`nodemesh demo: building ${spec.nodes} nodes in network namespaces ${prefix}-* from ${relative(process.cwd(), DEMO_CONFIG_DIR) || DEMO_CONFIG_DIR} …`);
+  const cluster = await createCluster(spec, { prefix });
+  try {
+    const demo = await startDemo(cluster);
+    const ok = await report(demo);
+    if (flags.once) return ok ? 0 : 1;
+    explore(demo);
+    await untilInterrupted();
+    out('\ntearing down: stopping processes, deleting namespaces …');
+    return 130;
+  } finally {
+    await cluster.teardown();
+    out(`demo torn down: no ${prefix}-* namespace or process left`);
+  }
+}
+
+async function startDemo(cluster: Cluster): Promise<Demo> {
+  const mesh = await startMesh(cluster, { configDir: DEMO_CONFIG_DIR });
+  // Every container port of the Service's pods gets a server: a greeter (says
+  // "hello from <pod>", then echoes) on TCP ports, an HTTP server on "http".
+  const service = cluster.service(ROLES.service);
+  const selected = cluster.pods.filter((p) => p.namespace === service.namespace && Object.entries(service.selector).every(([k, v]) => p.labels[k] === v));
+  await Promise.all(selected.flatMap((pod) => pod.ports.map((port) =>
+    startServer(cluster, `${pod.namespace}/${pod.name}`, port.name === 'http' ? 'http' : 'greeter', port.port, `${pod.namespace}/${pod.name}`))));
+  const meshed = await waitForCapture(cluster, mesh);
+  printCluster(cluster, mesh, meshed);
+  return { cluster, mesh };
+}
+
+/** Waits until each node's nat table redirects the outbound traffic of every meshed pod it runs; returns those pods by node. */
+async function waitForCapture(cluster: Cluster, mesh: Mesh): Promise<Map<string, WorkloadView[]>> {
+  const meshed = new Map<string, WorkloadView[]>();
+  for (const node of cluster.nodes) {
+    const workloads = await adminGet<WorkloadView[]>(cluster, node.name, '/workloads');
+    meshed.set(node.name, workloads);
+    const deadline = Date.now() + CAPTURE_TIMEOUT_MS;
+    for (;;) {
+      const rules = await natRules(cluster, node.name);
+      const missing = workloads.filter((w) => !rules.includes(`-s ${w.ip}/32 -p tcp -j NODEMESH-OUTBOUND`));
+      if (missing.length === 0) break;
+      if (Date.now() > deadline) {
+        throw new NodemeshError('NM_DEMO_CAPTURE', `node ${node.name} did not capture ${missing.map((w) => `${w.namespace}/${w.name} (${w.ip})`).join(', ')} within ${CAPTURE_TIMEOUT_MS} ms; see its log ${mesh.logFile(`node-${node.name}`)}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  return meshed;
+}
+
+function printCluster(cluster: Cluster, mesh: Mesh, meshed: Map<string, WorkloadView[]>): void {
+  out(`  control plane  ${mesh.controlPlaneAddress}  (netns ${cluster.controlPlane.netns})`);
+  for (const node of cluster.nodes) {
+    const local = new Set((meshed.get(node.name) ?? []).map((w) => w.ip));
+    const pods = cluster.pods.filter((p) => p.node === node.name).map((p) => `${p.namespace}/${p.name} ${p.ip}${local.has(p.ip) ? ' (meshed)' : ' (not meshed)'}`);
+    out(`  node ${node.name.padEnd(9)} ${node.ip.padEnd(13)} ${pods.join(', ')}`);
+  }
+  for (const svc of cluster.services) {
+    out(`  service        ${svc.namespace}/${svc.name} ${svc.clusterIP}  ports ${svc.ports.map((p) => `${p.port}→${p.targetPort}`).join(', ')}`);
+  }
+  out();
+}
+
+/** Runs every step, prints it with ✔/✘, and says whether all behaved as expected. */
+async function report(demo: Demo): Promise<boolean> {
+  let passed = 0;
+  for (const [i, step] of STEPS.entries()) {
+    let result: StepResult;
+    try {
+      result = await step.run(demo);
+    } catch (err) {
+      result = { ok: false, evidence: `failed: ${(err as Error).message.split('\n')[0]}`, details: [] };
+    }
+    if (result.ok) passed++;
+    out(`${result.ok ? '✔' : '✘'} ${i + 1}. ${step.title}`);
+    out(`     ${result.evidence}`);
+    for (const detail of result.details) out(detail.split('\n').map((l) => `       ${l}`).join('\n'));
+    out();
+  }
+  const ok = passed === STEPS.length;
+  out(ok ? `All ${STEPS.length} steps behaved as expected.` : `${STEPS.length - passed} of ${STEPS.length} steps did not behave as expected; node logs: ${demo.mesh.workDir}/logs`);
+  return ok;
+}
+
+function explore({ cluster, mesh }: Demo): void {
+  const node = (name: string) => cluster.node(name).netns;
+  const [first, second] = [cluster.nodes[0]!.name, (cluster.nodes[1] ?? cluster.nodes[0]!).name];
+  const client = cluster.pod(ROLES.client);
+  const service = cluster.service(ROLES.service);
+  const tcpClient = `${process.execPath} ${serverScript('tcp-client')}`;
+  out('Explore (as root, in another terminal):');
+  out(`  ip netns exec ${node(first)} curl -s 127.0.0.1:15000/connections     # the admin API: also /workloads /certs /policies /config_dump`);
+  out(`  ip netns exec ${node(second)} curl -s 127.0.0.1:15020/metrics | grep ^nodemesh_`);
+  out(`  ip netns exec ${client.netns} ${tcpClient} ${service.clusterIP} ${service.ports[0]!.port} hi`);
+  out(`  ip netns exec ${client.netns} curl -s ${service.clusterIP}:${service.ports.find((p) => p.appProtocol === 'http')?.port ?? service.ports[0]!.port}/`);
+  out(`  edit ${relative(process.cwd(), DEMO_CONFIG_DIR) || DEMO_CONFIG_DIR}/*.yaml: the control plane applies changes live`);
+  out(`  logs: ${mesh.workDir}/logs   namespaces: ip netns list | grep ${cluster.prefix}`);
+  out('Press Ctrl-C to tear everything down.');
+}
+
+function untilInterrupted(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
