@@ -1,0 +1,57 @@
+// A keep-alive http.Agent for one upstream endpoint whose connections come from
+// the mesh: an HBONE stream (HbonePool.connect) to a remote pod, or a plain
+// socket to a pod on this node after the in-process authorization. The agent
+// pools them as it pools sockets, so requests to an endpoint reuse tunnels.
+
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { PeerError } from '../../core/errors.ts';
+
+/** Idle pooled connections are closed after this long. */
+const FREE_CONNECTION_TIMEOUT_MS = 30_000;
+const MAX_CONNECTIONS_PER_ENDPOINT = 256;
+
+/** Opening the connection failed: the request never left, so it is safe to retry. */
+export class UpstreamConnectError extends PeerError {}
+
+export type Connect = () => Promise<Duplex>;
+
+export class UpstreamAgent extends http.Agent {
+  readonly #connect: Connect;
+
+  constructor(connect: Connect) {
+    super({ keepAlive: true, maxSockets: MAX_CONNECTIONS_PER_ENDPOINT, maxFreeSockets: MAX_CONNECTIONS_PER_ENDPOINT, scheduling: 'lifo' });
+    this.#connect = connect;
+  }
+
+  override createConnection(_options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
+    this.#connect().then(
+      (stream) => callback?.(null, socketLike(stream)),
+      (err: Error) => callback?.(err instanceof UpstreamConnectError ? err : new UpstreamConnectError(err.message, { cause: err }), undefined as unknown as Duplex),
+    );
+    // Asynchronous: the agent takes the connection from the callback.
+    return undefined;
+  }
+
+  override keepSocketAlive(socket: Duplex): boolean {
+    (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(FREE_CONNECTION_TIMEOUT_MS);
+    return true;
+  }
+
+  override reuseSocket(socket: Duplex): void {
+    (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(0);
+  }
+}
+
+/**
+ * node:http and http-proxy call socket-only methods (setNoDelay, setKeepAlive,
+ * ref, unref) on the connections they are given; an HTTP/2 stream has none, and
+ * for a tunnel stream they have no meaning, so they become no-ops.
+ */
+function socketLike(stream: Duplex): Duplex {
+  const s = stream as Duplex & Record<string, unknown>;
+  for (const method of ['setNoDelay', 'setKeepAlive', 'ref', 'unref']) {
+    if (typeof s[method] !== 'function') s[method] = () => stream;
+  }
+  return stream;
+}
