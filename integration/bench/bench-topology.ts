@@ -1,0 +1,50 @@
+// The benchmark cluster: two nodes; on node n1 one client pod per path, on node n2
+// a plain server pod (direct and nginx-mtls) and an enrolled one (the mesh paths),
+// each running nginx with a 1 KiB body and an iperf3 server; plus idle enrolled pods
+// so the node daemons carry a realistic number of local workloads.
+
+import type { ClusterSpec } from '../cluster/plan.ts';
+
+export const HTTP_PORT = 80;
+export const IPERF_PORT = 5201;
+export const MESH = { 'nodemesh.io/mesh': 'enabled' };
+/** Enrolled pods besides the benchmark's own, spread over both nodes (the RSS target names 100). */
+export const IDLE_ENROLLED_PODS = 100;
+
+export type PathName = 'direct' | 'nginx-mtls' | 'nodemesh-l4' | 'nodemesh-l7';
+export const PATHS: PathName[] = ['direct', 'nginx-mtls', 'nodemesh-l4', 'nodemesh-l7'];
+
+/** Which client pod and which Service each path uses. */
+export const PATH_ROUTES: Record<PathName, { client: string; service: string }> = {
+  direct: { client: 'client-direct', service: 'origin-plain' },
+  'nginx-mtls': { client: 'client-nginx', service: 'origin-plain' },
+  'nodemesh-l4': { client: 'client-mesh', service: 'origin-tcp' },
+  'nodemesh-l7': { client: 'client-mesh', service: 'origin-http' },
+};
+
+export function benchClusterSpec(): ClusterSpec {
+  const idle = Array.from({ length: IDLE_ENROLLED_PODS }, (_, i) => ({
+    name: `idle-${i}`,
+    node: i % 2 === 0 ? 'n1' : 'n2',
+    labels: { app: 'idle', shard: String(i % 10) },
+    // Ten identities, so the node holds more than one certificate.
+    serviceAccount: `idle-${i % 10}`,
+    annotations: MESH,
+  }));
+  return {
+    nodes: 2,
+    pods: [
+      { name: 'client-direct', node: 'n1' },
+      { name: 'client-nginx', node: 'n1' },
+      { name: 'client-mesh', node: 'n1', serviceAccount: 'client', annotations: MESH },
+      { name: 'server-plain', node: 'n2', labels: { app: 'origin-plain' } },
+      { name: 'server-mesh', node: 'n2', labels: { app: 'origin-mesh' }, serviceAccount: 'origin', annotations: MESH },
+      ...idle,
+    ],
+    services: [
+      { name: 'origin-plain', selector: { app: 'origin-plain' }, ports: [{ name: 'http', port: HTTP_PORT }, { name: 'iperf', port: IPERF_PORT }] },
+      { name: 'origin-tcp', selector: { app: 'origin-mesh' }, ports: [{ name: 'http', port: HTTP_PORT }, { name: 'iperf', port: IPERF_PORT }] },
+      { name: 'origin-http', selector: { app: 'origin-mesh' }, ports: [{ name: 'http', port: HTTP_PORT, appProtocol: 'http' }] },
+    ],
+  };
+}

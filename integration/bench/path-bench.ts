@@ -1,0 +1,85 @@
+// One round of measurements of one path: saturation requests/s (with the node
+// daemons' CPU and sampled RSS), latency at a fixed rate, new connections per
+// second, and single-stream bulk throughput.
+
+import type { BenchEnv } from './bench-env.ts';
+import type { PathName } from './bench-topology.ts';
+import { HTTP_PORT, IPERF_PORT, PATH_ROUTES } from './bench-topology.ts';
+import { iperfCommand, rateCommand, runIperf, runRate, runWrk, wrkCommand } from './load-tools.ts';
+import { cpuSeconds, rssMib } from './proc-stats.ts';
+
+export interface Durations {
+  /** Seconds of each wrk run and of the fixed-rate run. */
+  loadSeconds: number;
+  bulkSeconds: number;
+}
+
+export const SATURATION_CONNECTIONS = 32;
+export const FIXED_RATE = 1000;
+export const RATE_CONNECTIONS = 16;
+const RSS_SAMPLE_MS = 200;
+
+export interface PathRound {
+  rps: number;
+  p50_ms: number;
+  p90_ms: number;
+  p99_ms: number;
+  conn_per_s: number;
+  bulk_gbps: number | null;
+  cpu_s_per_1k_req: number | null;
+  rss_mib: number | null;
+  /** Failed requests or connections across the round (should be 0). */
+  errors: number;
+}
+
+/** The commands one path runs, for the report. */
+export function pathCommands(env: BenchEnv, path: PathName, d: Durations): Record<string, string[]> {
+  const vip = env.cluster.service(PATH_ROUTES[path].service).clusterIP;
+  const url = `http://${vip}:${HTTP_PORT}/`;
+  return {
+    rps: wrkCommand(url, { connections: SATURATION_CONNECTIONS, seconds: d.loadSeconds }),
+    latency: rateCommand(vip, HTTP_PORT, { rate: FIXED_RATE, seconds: d.loadSeconds, connections: RATE_CONNECTIONS }),
+    conn_per_s: wrkCommand(url, { connections: SATURATION_CONNECTIONS, seconds: d.loadSeconds, closeEach: true }),
+    ...(path === 'nodemesh-l7' ? {} : { bulk: iperfCommand(vip, IPERF_PORT, d.bulkSeconds) }),
+  };
+}
+
+/** The daemon processes of a path, grouped by node (RSS is reported per node). */
+export function daemonPidsByNode(env: BenchEnv, path: PathName): number[][] {
+  if (path === 'direct') return [];
+  if (path === 'nginx-mtls') return env.tunnelPidsByNode();
+  return env.nodePids().map((pid) => [pid]);
+}
+
+export async function measurePath(env: BenchEnv, path: PathName, d: Durations): Promise<PathRound> {
+  const netns = env.cluster.pod(PATH_ROUTES[path].client).netns;
+  const commands = pathCommands(env, path, d);
+  const byNode = daemonPidsByNode(env, path);
+  const pids = byNode.flat();
+
+  let rssPeak = 0;
+  const sample = () => {
+    for (const group of byNode) rssPeak = Math.max(rssPeak, group.reduce((sum, pid) => sum + rssMib(pid), 0));
+  };
+  sample();
+  const sampler = setInterval(sample, RSS_SAMPLE_MS);
+  const cpuBefore = pids.reduce((s, pid) => s + cpuSeconds(pid), 0);
+  const saturation = await runWrk(env.cluster, netns, commands.rps!).finally(() => clearInterval(sampler));
+  const cpuUsed = pids.reduce((s, pid) => s + cpuSeconds(pid), 0) - cpuBefore;
+  sample();
+
+  const latency = await runRate(env.cluster, netns, commands.latency!);
+  const connections = await runWrk(env.cluster, netns, commands.conn_per_s!);
+  const bulk = commands.bulk ? await runIperf(env.cluster, netns, commands.bulk) : null;
+  return {
+    rps: saturation.rps,
+    p50_ms: latency.p50_ms,
+    p90_ms: latency.p90_ms,
+    p99_ms: latency.p99_ms,
+    conn_per_s: connections.rps,
+    bulk_gbps: bulk,
+    cpu_s_per_1k_req: pids.length ? cpuUsed / (saturation.requests / 1000) : null,
+    rss_mib: pids.length ? rssPeak : null,
+    errors: saturation.errors + latency.errors + connections.errors,
+  };
+}

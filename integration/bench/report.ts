@@ -1,0 +1,121 @@
+// The shape of a results file and its rendering as Markdown: one row per path
+// with each metric's ratio to `direct` and to `nginx-mtls`, the targets checked,
+// and the commands and pinning that produced them.
+
+import type { PathName } from './bench-topology.ts';
+import { PATHS } from './bench-topology.ts';
+import type { Durations } from './path-bench.ts';
+import type { ScaleResult } from './scale.ts';
+import type { TunnelMemory } from './tunnel-memory.ts';
+
+export interface PathResult {
+  rps: number | null;
+  p50_ms: number | null;
+  p90_ms: number | null;
+  p99_ms: number | null;
+  conn_per_s: number | null;
+  bulk_gbps: number | null;
+  cpu_s_per_1k_req: number | null;
+  rss_mib: number | null;
+}
+
+export interface BenchResults {
+  date: string;
+  cores: number;
+  commit: string;
+  pinning: { load_generators: string; nodes: string };
+  mode: 'quick' | 'full';
+  rounds: number;
+  durations_s: Durations;
+  paths: Record<PathName, PathResult | null>;
+  /** Why a path or a metric is null. */
+  notes: Partial<Record<PathName, string>>;
+  commands: Partial<Record<PathName, Record<string, string[]>>>;
+  tunnel_memory: TunnelMemory | null;
+  scale: ScaleResult | null;
+  /** Failed requests or connections over all measured rounds. */
+  errors: number;
+  duration_s?: number;
+}
+
+const METRICS: { key: keyof PathResult; label: string; higherIsBetter: boolean }[] = [
+  { key: 'rps', label: 'req/s (32 conns)', higherIsBetter: true },
+  { key: 'p50_ms', label: 'p50 ms @1k/s', higherIsBetter: false },
+  { key: 'p90_ms', label: 'p90 ms @1k/s', higherIsBetter: false },
+  { key: 'p99_ms', label: 'p99 ms @1k/s', higherIsBetter: false },
+  { key: 'conn_per_s', label: 'new conn/s', higherIsBetter: true },
+  { key: 'bulk_gbps', label: 'bulk Gb/s', higherIsBetter: true },
+  { key: 'cpu_s_per_1k_req', label: 'daemon CPU s / 1k req', higherIsBetter: false },
+  { key: 'rss_mib', label: 'daemon RSS MiB', higherIsBetter: false },
+];
+
+function ratio(value: number | null | undefined, base: number | null | undefined): string {
+  if (value == null || base == null || base === 0) return '–';
+  return `${(value / base).toFixed(2)}x`;
+}
+
+function cell(value: number | null | undefined): string {
+  return value == null ? 'null' : String(value);
+}
+
+function targets(r: BenchResults): [string, string, boolean | null][] {
+  const l4 = r.paths['nodemesh-l4'];
+  const ng = r.paths['nginx-mtls'];
+  const direct = r.paths.direct;
+  const check = (ok: boolean | null, text: string, target: string): [string, string, boolean | null] => [target, text, ok];
+  const has = (...v: (number | null | undefined)[]) => v.every((x) => x != null);
+  const out: [string, string, boolean | null][] = [];
+  if (l4 && ng && direct) {
+    out.push(check(has(l4.rps, ng.rps) ? l4.rps! >= ng.rps! : null, ratio(l4.rps, ng.rps), 'rps >= 1.0x nginx-mtls'));
+    out.push(check(has(l4.p99_ms, ng.p99_ms) ? l4.p99_ms! <= 1.5 * ng.p99_ms! : null, ratio(l4.p99_ms, ng.p99_ms), 'p99 @1k/s <= 1.5x nginx-mtls'));
+    const added = has(l4.p50_ms, direct.p50_ms) ? l4.p50_ms! - direct.p50_ms! : null;
+    out.push(check(added === null ? null : added <= 0.3, added === null ? '–' : `${added.toFixed(3)} ms`, 'added p50 over direct <= 0.3 ms'));
+    out.push(check(has(l4.bulk_gbps, ng.bulk_gbps) ? l4.bulk_gbps! >= 0.8 * ng.bulk_gbps! : null, ratio(l4.bulk_gbps, ng.bulk_gbps), 'bulk >= 0.8x nginx-mtls'));
+    out.push(check(has(l4.conn_per_s, ng.conn_per_s) ? l4.conn_per_s! >= ng.conn_per_s! : null, ratio(l4.conn_per_s, ng.conn_per_s), 'new conn/s >= 1.0x nginx-mtls'));
+    out.push(check(l4.cpu_s_per_1k_req == null ? null : l4.cpu_s_per_1k_req <= 0.1, `${cell(l4.cpu_s_per_1k_req)} core·s per 1k req (both nodes)`, 'daemon CPU <= 0.1 core per 1,000 rps'));
+  }
+  if (r.tunnel_memory) {
+    const worst = Math.max(...Object.values(r.tunnel_memory.nodes).map((n) => n.rss_mib));
+    out.push(check(worst <= 80, `${worst.toFixed(1)} MiB (max over nodes, ${r.tunnel_memory.enrolled_pods} enrolled pods, ${r.tunnel_memory.connections} open tunnelled connections)`, 'RSS <= 80 MiB'));
+  }
+  if (r.scale) {
+    out.push(check(r.scale.first_sync_s <= 2, `${r.scale.first_sync_s} s`, 'scale: first sync <= 2 s'));
+    out.push(check(r.scale.change_to_all_nodes_ms <= 100, `${r.scale.change_to_all_nodes_ms} ms`, 'scale: one change to all nodes <= 100 ms'));
+    out.push(check(r.scale.node_rss_mib <= 100, `${r.scale.node_rss_mib} MiB`, 'scale: node memory <= 100 MiB at 10,000 pods'));
+  }
+  return out;
+}
+
+export function renderReport(r: BenchResults): string {
+  const lines: string[] = [];
+  lines.push(`### ${r.date} — commit ${r.commit}, ${r.cores} cores, ${r.mode} (${r.rounds} round(s), median)`, '');
+  lines.push(`Pinning: load generators on ${r.pinning.load_generators}; ${r.pinning.nodes}.`, '');
+  lines.push(`| path | ${METRICS.map((m) => m.label).join(' | ')} |`);
+  lines.push(`|---|${METRICS.map(() => '---:').join('|')}|`);
+  for (const path of PATHS) {
+    const p = r.paths[path];
+    lines.push(`| ${path} | ${METRICS.map((m) => cell(p?.[m.key])).join(' | ')} |`);
+  }
+  lines.push('', 'Ratios (value / direct ; value / nginx-mtls):', '');
+  lines.push(`| path | ${METRICS.map((m) => m.label).join(' | ')} |`);
+  lines.push(`|---|${METRICS.map(() => '---:').join('|')}|`);
+  for (const path of PATHS) {
+    const p = r.paths[path];
+    lines.push(`| ${path} | ${METRICS.map((m) => `${ratio(p?.[m.key], r.paths.direct?.[m.key])} ; ${ratio(p?.[m.key], r.paths['nginx-mtls']?.[m.key])}`).join(' | ')} |`);
+  }
+  for (const [path, note] of Object.entries(r.notes)) lines.push('', `${path}: ${note}`);
+  const checks = targets(r);
+  if (checks.length) {
+    lines.push('', '| target | measured | met |', '|---|---|---|');
+    for (const [target, text, ok] of checks) lines.push(`| ${target} | ${text} | ${ok === null ? 'n/a' : ok ? 'yes' : 'NO'} |`);
+  }
+  if (r.scale) {
+    lines.push('', `Scale (${r.scale.pods} pods, ${r.scale.services} services, ${r.scale.nodes_watching} node agents watching): first sync ${r.scale.first_sync_s} s (${r.scale.first_sync_from_spawn_s} s from process start), one pod change to all nodes ${r.scale.change_to_all_nodes_ms} ms (median of ${r.scale.changes}), node RSS ${r.scale.node_rss_mib} MiB, control plane RSS ${r.scale.controlplane_rss_mib} MiB.`);
+  }
+  lines.push('', 'Commands (each inside the client pod\'s network namespace, `ip netns exec <pod> ...`):', '');
+  for (const path of PATHS) {
+    for (const [what, argv] of Object.entries(r.commands[path] ?? {})) lines.push(`- ${path} ${what}: \`${argv.join(' ')}\``);
+  }
+  if (r.errors) lines.push('', `Errors over all rounds: ${r.errors} failed requests or connections.`);
+  return `${lines.join('\n')}\n`;
+}
