@@ -39,6 +39,10 @@ export interface Step {
 export interface Demo {
   cluster: Cluster;
   mesh: Mesh;
+  /** Temporary: the config copy, the mesh's state and logs; removed on teardown. */
+  workDir: string;
+  /** The copy of examples/demo the control plane watches. */
+  configDir: string;
 }
 
 interface Cast {

@@ -4,7 +4,9 @@
 // prints a report. With --once it tears down and exits 0 only if every step
 // behaved as expected; otherwise it stays up for exploring until Ctrl-C.
 
-import { relative } from 'node:path';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { extname, join, relative } from 'node:path';
 import { parseFlags, usageOf } from '../cli/args.ts';
 import { NodemeshError } from '../core/errors.ts';
 import { setLevel } from '../core/log.ts';
@@ -54,7 +56,12 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
 }
 
 async function startDemo(cluster: Cluster): Promise<Demo> {
-  const mesh = await startMesh(cluster, { configDir: DEMO_CONFIG_DIR });
+  // The control plane reads a copy of examples/demo, so edits made while exploring stay out of the repository.
+  const workDir = await mkdtemp(join(tmpdir(), `nodemesh-${cluster.prefix}-`));
+  cluster.onTeardown(() => rm(workDir, { recursive: true, force: true }));
+  const configDir = join(workDir, 'config');
+  await cp(DEMO_CONFIG_DIR, configDir, { recursive: true, filter: (src) => src === DEMO_CONFIG_DIR || ['.yaml', '.yml'].includes(extname(src)) });
+  const mesh = await startMesh(cluster, { configDir, workDir: join(workDir, 'mesh') });
   // Every container port of the Service's pods gets a server: a greeter (says
   // "hello from <pod>", then echoes) on TCP ports, an HTTP server on "http".
   const service = cluster.service(ROLES.service);
@@ -63,7 +70,7 @@ async function startDemo(cluster: Cluster): Promise<Demo> {
     startServer(cluster, `${pod.namespace}/${pod.name}`, port.name === 'http' ? 'http' : 'greeter', port.port, `${pod.namespace}/${pod.name}`))));
   const meshed = await waitForCapture(cluster, mesh);
   printCluster(cluster, mesh, meshed);
-  return { cluster, mesh };
+  return { cluster, mesh, workDir, configDir };
 }
 
 /** Waits until each node's nat table redirects the outbound traffic of every meshed pod it runs; returns those pods by node. */
@@ -116,23 +123,25 @@ async function report(demo: Demo): Promise<boolean> {
     out();
   }
   const ok = passed === STEPS.length;
-  out(ok ? `All ${STEPS.length} steps behaved as expected.` : `${STEPS.length - passed} of ${STEPS.length} steps did not behave as expected; node logs: ${demo.mesh.workDir}/logs`);
+  out(ok ? `All ${STEPS.length} steps behaved as expected.` : `${STEPS.length - passed} of ${STEPS.length} steps did not behave as expected; logs: ${join(demo.mesh.workDir, 'logs')}`);
   return ok;
 }
 
-function explore({ cluster, mesh }: Demo): void {
+function explore({ cluster, mesh, workDir, configDir }: Demo): void {
   const node = (name: string) => cluster.node(name).netns;
   const [first, second] = [cluster.nodes[0]!.name, (cluster.nodes[1] ?? cluster.nodes[0]!).name];
   const client = cluster.pod(ROLES.client);
   const service = cluster.service(ROLES.service);
   const tcpClient = `${process.execPath} ${serverScript('tcp-client')}`;
+  out();
   out('Explore (as root, in another terminal):');
   out(`  ip netns exec ${node(first)} curl -s 127.0.0.1:15000/connections     # the admin API: also /workloads /certs /policies /config_dump`);
   out(`  ip netns exec ${node(second)} curl -s 127.0.0.1:15020/metrics | grep ^nodemesh_`);
   out(`  ip netns exec ${client.netns} ${tcpClient} ${service.clusterIP} ${service.ports[0]!.port} hi`);
   out(`  ip netns exec ${client.netns} curl -s ${service.clusterIP}:${service.ports.find((p) => p.appProtocol === 'http')?.port ?? service.ports[0]!.port}/`);
-  out(`  edit ${relative(process.cwd(), DEMO_CONFIG_DIR) || DEMO_CONFIG_DIR}/*.yaml: the control plane applies changes live`);
-  out(`  logs: ${mesh.workDir}/logs   namespaces: ip netns list | grep ${cluster.prefix}`);
+  out(`  edit ${join(configDir, 'policy.yaml')} (a copy of examples/demo): the control plane applies it live`);
+  out(`  logs: ${join(mesh.workDir, 'logs')}   namespaces: ip netns list | grep ${cluster.prefix}`);
+  out(`  everything the demo wrote: ${workDir}`);
   out('Press Ctrl-C to tear everything down.');
 }
 

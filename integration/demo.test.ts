@@ -1,0 +1,119 @@
+// `nodemesh demo` as a user runs it: the real executable in a child process,
+// building the examples/demo cluster in network namespaces. Needs root; fails
+// (never skips) when it cannot set the cluster up.
+
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { deletePrefix, listNamespaces, run } from './cluster/netns.ts';
+
+const CLI = fileURLToPath(new URL('../cli/nodemesh.ts', import.meta.url));
+const BASE = 'nmdt';
+
+interface Demo {
+  child: ChildProcess;
+  prefix: string;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts the demo; whatever happens, the test ends with the child gone and its namespaces deleted. */
+function startDemo(t: TestContext, args: string[]): Demo {
+  const child = spawn(process.execPath, [CLI, 'demo', '--prefix', BASE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  const prefix = `${BASE}${child.pid}`;
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    await deletePrefix(prefix);
+  });
+  return { child, prefix, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+async function namespacesOf(prefix: string): Promise<string[]> {
+  return (await listNamespaces()).filter((ns) => ns.startsWith(`${prefix}-`));
+}
+
+async function pidsIn(namespaces: string[]): Promise<number[]> {
+  const pids = await Promise.all(namespaces.map((ns) => run(['ip', 'netns', 'pids', ns])));
+  return pids.join(' ').split(/\s+/).filter(Boolean).map(Number);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(what: string, demo: Demo, check: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (demo.child.exitCode !== null) assert.fail(`demo exited (${demo.child.exitCode}) before ${what}\n--- stdout ---\n${demo.stdout()}\n--- stderr ---\n${demo.stderr()}`);
+    if (Date.now() > deadline) assert.fail(`demo did not get to ${what} within ${timeoutMs} ms\n--- stdout ---\n${demo.stdout()}\n--- stderr ---\n${demo.stderr()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('nodemesh demo --once: every step passes, the report shows identities, mTLS, the denial and the metrics, and nothing is left', { timeout: 180_000 }, async (t) => {
+  const demo = startDemo(t, ['--once']);
+  const { code } = await demo.exited;
+  const out = demo.stdout();
+  assert.equal(code, 0, `demo --once failed\n--- stdout ---\n${out}\n--- stderr ---\n${demo.stderr()}`);
+
+  for (const step of [1, 2, 3, 4]) assert.match(out, new RegExp(`^✔ ${step}\\. `, 'm'), `step ${step} passed`);
+  assert.doesNotMatch(out, /✘/);
+  assert.match(out, /All 4 steps behaved as expected\./);
+  // 1: both replicas reached through the VIP, with both identities, over mTLS.
+  for (const server of ['demo/server-a 10.244.2.10:7000', 'demo/server-b 10.244.2.11:7000']) {
+    assert.match(out, new RegExp(`→ ${server} \\[n2\\] spiffe://cluster\\.local/ns/demo/sa/server\\s+mutual_tls, HBONE`));
+  }
+  assert.match(out, /demo\/client \[n1\] spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client\n\s+→ demo\/server 10\.96\.0\.10:80/);
+  assert.match(out, /source_principal="spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client",connection_security_policy="mutual_tls"\} = 2/);
+  // 2: each node holds its own pods' identity only.
+  assert.match(out, /n1: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client; n2: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/server; every node trusts the one root/);
+  // 3: the refusal, decided by the demo's policy, and the allowed connections.
+  assert.match(out, /denied by DENY policy demo\/deny-legacy-admin .*policy demo\/deny-legacy-admin\)/);
+  assert.match(out, /✔ legacy\/outsider \(plaintext, no identity\) → demo\/server-a:7001 {2}refused/);
+  assert.match(out, /✔ demo\/client \(mTLS\) → demo\/server-a:7001 {2}allowed: "hello from demo\/server-a"/);
+  assert.match(out, /✔ legacy\/outsider \(plaintext\) → demo\/server-a:7000 {2}allowed/);
+  // 4: node-2's own metrics lines.
+  assert.match(out, /^ +nodemesh_tcp_connections_denied_total\{reporter="destination",.*reason="policy"\} 1$/m);
+  assert.match(out, /^ +nodemesh_tcp_sent_bytes_total\{reporter="destination",.*connection_security_policy="mutual_tls"\} [1-9]\d*$/m);
+
+  assert.match(out, new RegExp(`demo torn down: no ${demo.prefix}-\\* namespace`));
+  assert.deepEqual(await namespacesOf(demo.prefix), []);
+});
+
+test('nodemesh demo: stays up for exploring, and Ctrl-C (SIGINT) tears down every namespace, process and work directory', { timeout: 180_000 }, async (t) => {
+  const demo = startDemo(t, []);
+  await waitFor('"Press Ctrl-C"', demo, () => demo.stdout().includes('Press Ctrl-C'), 120_000);
+  const out = demo.stdout();
+  assert.match(out, /All 4 steps behaved as expected\./);
+  assert.match(out, new RegExp(`ip netns exec ${demo.prefix}-n1 curl -s 127\\.0\\.0\\.1:15000/connections`));
+  const workDir = /everything the demo wrote: (\S+)/.exec(out)?.[1];
+  assert.ok(workDir && existsSync(workDir), `the report names an existing work directory: ${workDir}`);
+
+  const namespaces = await namespacesOf(demo.prefix);
+  assert.ok(namespaces.includes(`${demo.prefix}-n1`) && namespaces.includes(`${demo.prefix}-pod-demo-client`), `cluster is up: ${namespaces.join(', ')}`);
+  const pids = await pidsIn(namespaces);
+  assert.ok(pids.length >= 5, `control plane, two nodes and servers run in the cluster: ${pids.join(' ')}`);
+
+  demo.child.kill('SIGINT');
+  const { code } = await demo.exited;
+  assert.equal(code, 130, `exit status after Ctrl-C\n${demo.stdout().slice(out.length)}\n${demo.stderr()}`);
+  assert.deepEqual(await namespacesOf(demo.prefix), []);
+  assert.deepEqual(pids.filter(alive), [], 'no process of the demo outlives it');
+  assert.equal(existsSync(workDir), false, 'the work directory is removed');
+});
