@@ -202,7 +202,7 @@ const policy: Step = {
     // The refusal must come from a policy, not from e.g. a missing enrollment.
     const ok = checks.every(([good]) => good) && refusal?.policy !== undefined;
     const evidence = refusal
-      ? `${target.pod.node} log: ${refusal.msg} (source ${refusal.sourceIp}, destination ${refusal.destination}, policy ${refusal.policy ?? 'none'})`
+      ? `${target.pod.node} log: ${refusal.msg} (source ${refusal.sourceIp}, destination ${refusal.destination})`
       : `${target.pod.node} logged no refusal of ${outsider.ip} → ${target.pod.ip}:${adminPort}`;
     return { ok, evidence, details: checks.map(([good, line]) => `${good ? '✔' : '✘'} ${line}`) };
   },
