@@ -101,8 +101,9 @@ const traffic: Step = {
   title: 'Who talked to whom: client → Service VIP → servers, over mTLS HBONE',
   async run({ cluster }) {
     const { client, service, port, backends } = castOf(cluster);
-    // One long-lived connection per backend: the balancer picks the least loaded
-    // endpoint, so they spread over every replica and stay visible in /connections.
+    // One long-lived connection per backend, each open while the next starts: the
+    // balancer compares two endpoints and takes the less loaded, so with the demo's
+    // two replicas each gets one, and all stay visible in /connections.
     const conns: OpenConnection[] = [];
     try {
       const greetings: string[] = [];

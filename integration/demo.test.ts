@@ -5,9 +5,13 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { InvalidObjectError } from '../core/errors.ts';
 import { deletePrefix, listNamespaces, run } from './cluster/netns.ts';
+import { loadDemoSpec } from './demo-config.ts';
 
 const CLI = fileURLToPath(new URL('../cli/nodemesh.ts', import.meta.url));
 const BASE = 'nmdt';
@@ -65,6 +69,34 @@ async function waitFor(what: string, demo: Demo, check: () => boolean, timeoutMs
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+test('the demo cluster spec comes from examples/demo: nodes, pod IPs, service accounts, ports and VIPs as the YAML says', () => {
+  const spec = loadDemoSpec();
+  assert.equal(spec.nodes, 2);
+  const pods = new Map(spec.pods!.map((p) => [`${p.namespace}/${p.name}`, p]));
+  assert.deepEqual([...pods.keys()].sort(), ['demo/client', 'demo/server-a', 'demo/server-b', 'legacy/outsider']);
+  assert.deepEqual([pods.get('demo/client')!.node, pods.get('demo/client')!.ip, pods.get('demo/client')!.serviceAccount], ['n1', '10.244.1.10', 'client']);
+  assert.deepEqual([pods.get('demo/server-b')!.node, pods.get('demo/server-b')!.ip, pods.get('demo/server-b')!.labels], ['n2', '10.244.2.11', { app: 'server', version: 'b' }]);
+  assert.deepEqual(pods.get('demo/server-a')!.ports, [{ name: 'tcp-echo', port: 7000 }, { name: 'admin', port: 7001 }, { name: 'http', port: 8080 }]);
+  assert.equal(pods.get('legacy/outsider')!.serviceAccount, undefined);
+  const server = spec.services!.find((s) => s.name === 'server')!;
+  assert.equal(server.clusterIP, '10.96.0.10');
+  assert.deepEqual(server.ports.map((p) => [p.port, p.targetPort, p.appProtocol]), [[80, 7000, undefined], [8080, 8080, 'http']]);
+  assert.deepEqual(spec.namespaces!.find((n) => n.name === 'demo')!.annotations, { 'nodemesh.io/mesh': 'enabled' });
+});
+
+test('a demo pod on a node the namespace cluster cannot name is rejected, naming the pod, file and field', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nodemesh-demo-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'pods.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {nodeName: worker-1}\nstatus: {podIP: 10.244.1.5}\n');
+  assert.throws(() => loadDemoSpec(dir), (err: unknown) => {
+    assert.ok(err instanceof InvalidObjectError);
+    assert.equal(err.object, 'Pod shop/web (pods.yaml)');
+    assert.equal(err.field, 'spec.nodeName');
+    assert.match(err.message, /"worker-1": the demo cluster names its nodes n1, n2/);
+    return true;
+  });
+});
 
 test('nodemesh demo --once: every step passes, the report shows identities, mTLS, the denial and the metrics, and nothing is left', { timeout: 180_000 }, async (t) => {
   const demo = startDemo(t, ['--once']);

@@ -7,12 +7,12 @@
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, relative } from 'node:path';
-import { parseFlags, usageOf } from '../cli/args.ts';
+import { parseFlags, usageOf, UsageError } from '../cli/args.ts';
 import { NodemeshError } from '../core/errors.ts';
 import { setLevel } from '../core/log.ts';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import { startMesh, type Mesh } from './cluster/mesh.ts';
-import { runPrefix, sweepStale } from './cluster/netns.ts';
+import { belongsTo, listNamespaces, runPrefix, sweepStale } from './cluster/netns.ts';
 import { serverScript, startServer } from './cluster/servers.ts';
 import { DEMO_CONFIG_DIR, loadDemoSpec } from './demo-config.ts';
 import { adminGet, natRules } from './demo-node-api.ts';
@@ -36,6 +36,8 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   }
   // The report is for people; the harness's JSON info lines would only interleave with it.
   if (!process.env.NODEMESH_LOG_LEVEL) setLevel('warn');
+  // runPrefix appends the pid: digits in the base would make stale runs unrecognisable.
+  if (!/^[a-z]+$/.test(flags.prefix)) throw new UsageError(`nodemesh demo: --prefix ${JSON.stringify(flags.prefix)}: use lower-case letters only`);
   await sweepStale(flags.prefix);
   const spec = loadDemoSpec();
   const prefix = runPrefix(flags.prefix);
@@ -44,14 +46,21 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   try {
     const demo = await startDemo(cluster);
     const ok = await report(demo);
-    if (flags.once) return ok ? 0 : 1;
+    if (flags.once) {
+      // The logs go with the teardown: keep their tails for whoever has to find out why.
+      if (!ok) process.stderr.write(`${await demo.mesh.logs()}\n`);
+      return ok ? 0 : 1;
+    }
     explore(demo);
     await untilInterrupted();
     out('\ntearing down: stopping processes, deleting namespaces …');
     return 130;
   } finally {
     await cluster.teardown();
-    out(`demo torn down: no ${prefix}-* namespace or process left`);
+    const left = (await listNamespaces()).filter((ns) => belongsTo(ns, prefix));
+    out(left.length === 0
+      ? `demo torn down: no ${prefix}-* namespace or process left`
+      : `demo torn down, but namespaces ${left.join(' ')} remain: remove them with "node integration/cluster-cli.ts down --prefix ${prefix}"`);
   }
 }
 
@@ -123,7 +132,7 @@ async function report(demo: Demo): Promise<boolean> {
     out();
   }
   const ok = passed === STEPS.length;
-  out(ok ? `All ${STEPS.length} steps behaved as expected.` : `${STEPS.length - passed} of ${STEPS.length} steps did not behave as expected; logs: ${join(demo.mesh.workDir, 'logs')}`);
+  out(ok ? `All ${STEPS.length} steps behaved as expected.` : `${STEPS.length - passed} of ${STEPS.length} steps did not behave as expected.`);
   return ok;
 }
 
@@ -137,8 +146,10 @@ function explore({ cluster, mesh, workDir, configDir }: Demo): void {
   out('Explore (as root, in another terminal):');
   out(`  ip netns exec ${node(first)} curl -s 127.0.0.1:15000/connections     # the admin API: also /workloads /certs /policies /config_dump`);
   out(`  ip netns exec ${node(second)} curl -s 127.0.0.1:15020/metrics | grep ^nodemesh_`);
-  out(`  ip netns exec ${client.netns} ${tcpClient} ${service.clusterIP} ${service.ports[0]!.port} hi`);
-  out(`  ip netns exec ${client.netns} curl -s ${service.clusterIP}:${service.ports.find((p) => p.appProtocol === 'http')?.port ?? service.ports[0]!.port}/`);
+  const tcpPort = service.ports.find((p) => p.name === ROLES.servicePort) ?? service.ports[0]!;
+  const httpPort = service.ports.find((p) => p.appProtocol === 'http');
+  out(`  ip netns exec ${client.netns} ${tcpClient} ${service.clusterIP} ${tcpPort.port} hi`);
+  if (httpPort) out(`  ip netns exec ${client.netns} curl -s ${service.clusterIP}:${httpPort.port}/`);
   out(`  edit ${join(configDir, 'policy.yaml')} (a copy of examples/demo): the control plane applies it live`);
   out(`  logs: ${join(mesh.workDir, 'logs')}   namespaces: ip netns list | grep ${cluster.prefix}`);
   out(`  everything the demo wrote: ${workDir}`);
