@@ -47,6 +47,14 @@ const ip = (pod: string) => fx.cluster.pod(pod).ip;
 const vip = () => fx.cluster.service('shop/server').clusterIP;
 const accepted = (server: string) => servers.get(server)!.accepted();
 
+/** An entry of a node's admin /connections. */
+interface Connection {
+  listener: string;
+  security: string;
+  source: { ip: string; principal: string | null };
+  destination: { workload: string | null };
+}
+
 test('an enrolled client on n1 reaches both server pod IPs and the Service VIP on n2, payload echoed intact', async () => {
   const text = `ping ${randomBytes(6).toString('hex')}`;
   for (const server of ['server-a', 'server-b']) {
@@ -66,7 +74,11 @@ test('64 MiB through the Service VIP come back byte for byte (sha256 of what was
   assert.equal(result.receivedSha256, result.sentSha256);
 });
 
-test('20 connections to the Service VIP are spread over both endpoints', async () => {
+test('20 connections to the Service VIP are balanced by n1\'s daemon and spread over both endpoints', async () => {
+  // Capture runs before kube-proxy's DNAT: the source daemon sees the VIP and reports the Service.
+  const bySource = { reporter: 'source', source_principal: CLIENT_PRINCIPAL, destination_service: 'server.shop.svc.cluster.local' };
+  const balanced = async () => sumOf(await scrapeMetrics(fx.cluster, 'n1'), 'nodemesh_tcp_connections_opened_total', bySource);
+  const balancedBefore = await balanced();
   const before = { a: accepted('server-a'), b: accepted('server-b') };
   const seen = new Map<string, number>();
   for (let i = 0; i < 20; i++) {
@@ -78,6 +90,7 @@ test('20 connections to the Service VIP are spread over both endpoints', async (
   // Each answer came from a connection the server accepted: nothing was answered by anyone else.
   assert.equal(accepted('server-a') - before.a, seen.get('hello from server-a\n'));
   assert.equal(accepted('server-b') - before.b, seen.get('hello from server-b\n'));
+  assert.equal(await balanced() - balancedBefore, 20);
 });
 
 test('on the underlay, meshed traffic is TCP to port 15008 only and its payload never appears in clear', async (t) => {
@@ -111,7 +124,7 @@ test('on the underlay, meshed traffic is TCP to port 15008 only and its payload 
   assert.ok(meshed.some((s) => s.payload.length > 0 && s.dstPort === 15008), 'no HBONE data seen on the underlay');
 });
 
-test('the server pods see the tunnelled connections, and n2 reports the client\'s principal over mutual TLS', async () => {
+test('the server pods see the tunnelled connections, and n2 reports the client\'s principal over mutual TLS', async (t) => {
   const series = { reporter: 'destination', source_principal: CLIENT_PRINCIPAL, destination_principal: SERVER_PRINCIPAL, connection_security_policy: 'mutual_tls' };
   const opened = async () => sumOf(await scrapeMetrics(fx.cluster, 'n2'), 'nodemesh_tcp_connections_opened_total', series);
   const openedBefore = await opened();
@@ -123,6 +136,14 @@ test('the server pods see the tunnelled connections, and n2 reports the client\'
   }
   assert.equal(accepted('server-a') - acceptedBefore, connections, 'server-a accepted one connection per client connection');
   assert.equal(await opened() - openedBefore, connections, 'n2 counts each tunnelled connection with the client\'s principal and mutual_tls');
+
+  // While a tunnel is open, n2 lists it with the client's own pod IP (carried in Forwarded) and principal.
+  const conn = await openConnection(fx.cluster, fx.cluster.pod('shop/client').netns, ip('shop/server-a'), PORT);
+  t.after(() => conn.close());
+  await conn.roundTrip('tunnelled');
+  const inbound = (await adminGet<Connection[]>(fx.cluster, 'n2', '/connections')).filter((c) => c.listener === 'inbound');
+  const described = new Set(inbound.map((c) => JSON.stringify([c.source.ip, c.source.principal, c.destination.workload, c.security])));
+  assert.deepEqual([...described], [JSON.stringify([ip('shop/client'), 'cluster.local/ns/shop/sa/client', 'shop/server-a', 'mutual_tls'])]);
 });
 
 test('a second enrolled client on n2 reaches server-a on the same-node path, authorized as itself', async (t) => {
@@ -133,7 +154,6 @@ test('a second enrolled client on n2 reaches server-a on the same-node path, aut
   const conn = await openConnection(fx.cluster, fx.cluster.pod('shop/neighbour').netns, ip('shop/server-a'), PORT);
   t.after(() => conn.close());
   await conn.roundTrip('still here');
-  interface Connection { listener: string; security: string; source: { principal: string | null }; destination: { workload: string | null } }
   const open = await adminGet<Connection[]>(fx.cluster, 'n2', '/connections');
   const sameNode = open.filter((c) => c.listener === 'same-node');
   assert.equal(sameNode.length, 1, `n2 connections: ${JSON.stringify(open)}`);

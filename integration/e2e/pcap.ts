@@ -23,8 +23,9 @@ export interface Capture {
 /** Starts `tcpdump -i IFACE -w FILE` in a namespace of the cluster and waits until it listens. */
 export async function startCapture(cluster: Cluster, netns: string, iface: string, file: string): Promise<Capture> {
   // --immediate-mode: hand each packet over as it arrives (TPACKET_V3 otherwise holds
-  // them in blocks that a stop can discard); -U: write it at once; -s 0: whole packets.
-  const proc = cluster.spawn(netns, ['tcpdump', '-i', iface, '-n', '--immediate-mode', '-U', '-s', '0', '-w', file, 'tcp']);
+  // them in blocks that a stop can discard); -U: write it at once; -s 0: whole packets;
+  // -Z root: keep the rights to write into the test's private temporary directory.
+  const proc = cluster.spawn(netns, ['tcpdump', '-i', iface, '-n', '--immediate-mode', '-U', '-s', '0', '-Z', 'root', '-w', file, 'tcp']);
   await proc.waitForOutput(`listening on ${iface}`);
   return {
     file,
