@@ -48,14 +48,15 @@ async function startNginx(cluster: Cluster, netns: string, confFile: string): Pr
   return proc;
 }
 
-export async function startBenchEnv(prefix: string): Promise<BenchEnv> {
+/** `nodeEnv` is extra environment for the nodemesh processes (e.g. NODE_OPTIONS=--cpu-prof). */
+export async function startBenchEnv(prefix: string, nodeEnv: Record<string, string> = {}): Promise<BenchEnv> {
   const cluster = await createCluster(benchClusterSpec(), { prefix });
   const workDir = await mkdtemp(join(tmpdir(), `${prefix}-bench-`));
   cluster.onTeardown(() => rm(workDir, { recursive: true, force: true }));
   try {
     const configDir = join(workDir, 'config');
     await generateConfigDir(cluster, configDir);
-    const mesh = await startMesh(cluster, { configDir, env: { NODEMESH_LOG_LEVEL: 'warn' } });
+    const mesh = await startMesh(cluster, { configDir, env: { NODEMESH_LOG_LEVEL: 'warn', ...nodeEnv } });
     pin(mesh.controlPlane!.pid, NODE_CPU);
     for (const node of mesh.nodes.values()) pin(node.pid, NODE_CPU);
 

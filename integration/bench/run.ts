@@ -3,7 +3,7 @@
 // nginx-mtls, nodemesh-l4, nodemesh-l7), then the control plane at scale. Writes
 // results/<date>.json (medians of the rounds) and results/<date>.md (the table).
 //
-//   node integration/bench/run.ts [--quick] [--rounds N] [--skip-paths] [--skip-scale]
+//   node integration/bench/run.ts [--quick] [--rounds N] [--paths a,b] [--skip-paths] [--skip-scale] [--cpu-prof DIR]
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -35,9 +35,15 @@ const { values: flags } = parseArgs({
     rounds: { type: 'string' },
     'skip-paths': { type: 'boolean', default: false },
     'skip-scale': { type: 'boolean', default: false },
+    // Comma-separated subset of the paths, for profiling one of them.
+    paths: { type: 'string' },
+    // Writes a V8 CPU profile of every nodemesh process into this directory.
+    'cpu-prof': { type: 'string' },
   },
 });
 const rounds = Number(flags.rounds ?? (flags.quick ? 1 : 3));
+const selected = flags.paths ? PATHS.filter((p) => flags.paths!.split(',').includes(p)) : PATHS;
+const nodeEnv: Record<string, string> = flags['cpu-prof'] ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${flags['cpu-prof']}` } : {};
 const durations: Durations = flags.quick ? { loadSeconds: 3, bulkSeconds: 3 } : { loadSeconds: 10, bulkSeconds: 10 };
 
 function commit(): string {
@@ -59,16 +65,16 @@ async function l7Active(env: BenchEnv): Promise<boolean> {
 }
 
 async function benchPaths(prefix: string): Promise<Pick<BenchResults, 'paths' | 'notes' | 'commands' | 'tunnel_memory' | 'errors'>> {
-  const env = await startBenchEnv(prefix);
+  const env = await startBenchEnv(prefix, nodeEnv);
   try {
     const samples = new Map<PathName, PathRound[]>(PATHS.map((p) => [p, []]));
     const notes: Record<string, string> = {};
     // Warm every path (TLS sessions, pools, JIT) before anything is recorded.
-    for (const path of PATHS) await measurePath(env, path, { loadSeconds: 1, bulkSeconds: 1 });
+    for (const path of selected) await measurePath(env, path, { loadSeconds: 1, bulkSeconds: 1 });
     let errors = 0;
     for (let r = 0; r < rounds; r++) {
       // Paths alternate within each round so drift in the machine's load hits all of them alike.
-      for (const path of PATHS) {
+      for (const path of selected) {
         const result = await measurePath(env, path, durations);
         log.info('measured', { round: r + 1, path, ...result });
         errors += result.errors;
@@ -76,8 +82,8 @@ async function benchPaths(prefix: string): Promise<Pick<BenchResults, 'paths' | 
       }
     }
     const active = await l7Active(env);
-    const paths = {} as BenchResults['paths'];
-    for (const path of PATHS) {
+    const paths: BenchResults['paths'] = { direct: null, 'nginx-mtls': null, 'nodemesh-l4': null, 'nodemesh-l7': null };
+    for (const path of selected) {
       const runs = samples.get(path)!;
       const pick = (key: keyof PathRound) => round(median(runs.map((s) => s[key])));
       const result: PathResult = {
@@ -125,7 +131,7 @@ async function main(): Promise<void> {
   if (!flags['skip-paths']) {
     Object.assign(results, await benchPaths(runPrefix('nmb')));
   }
-  if (!flags['skip-scale']) results.scale = await runScaleBench(runPrefix('nmb', 's'), { quick: flags.quick });
+  if (!flags['skip-scale']) results.scale = await runScaleBench(runPrefix('nmb', 's'), { quick: flags.quick, env: nodeEnv });
   results.duration_s = Math.round((Date.now() - started.getTime()) / 1000);
 
   mkdirSync(RESULTS_DIR, { recursive: true });

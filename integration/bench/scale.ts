@@ -114,7 +114,8 @@ function logTime(proc: ClusterProcess, msg: string): number | undefined {
   return undefined;
 }
 
-export async function runScaleBench(prefix: string, opts: { quick: boolean }): Promise<ScaleResult> {
+/** `opts.env` is extra environment for the nodemesh processes (e.g. NODE_OPTIONS=--cpu-prof). */
+export async function runScaleBench(prefix: string, opts: { quick: boolean; env?: Record<string, string> }): Promise<ScaleResult> {
   const watching = opts.quick ? 2 : 3;
   const changes = opts.quick ? 3 : 7;
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-scale-`));
@@ -138,12 +139,12 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean }): P
 
     const cpStart = Date.now();
     const cp = procs.spawn(['taskset', '-c', NODE_CPU, process.execPath, NODEMESH_CLI, 'controlplane',
-      '--source', configDir, '--listen', `127.0.0.1:${cpPort}`, '--ca-dir', caDir, '--node-tokens', join(dir, 'node-tokens')]);
+      '--source', configDir, '--listen', `127.0.0.1:${cpPort}`, '--ca-dir', caDir, '--node-tokens', join(dir, 'node-tokens')], { env: { ...process.env, ...opts.env } });
     await cp.waitForOutput('control plane running', 120_000);
     const controlplaneStart = (Date.now() - cpStart) / 1000;
     if (!existsSync(join(caDir, 'ca-cert.pem'))) throw new NodemeshError('NM_BENCH_SCALE', `control plane wrote no CA into ${caDir}`);
 
-    const agents: { name: string; proc: ClusterProcess; metricsPort: number; spawnedAt: number }[] = [];
+    const agents: { name: string; proc: ClusterProcess; metricsPort: number; healthPort: number }[] = [];
     const syncTimes: { fromStart: number; fromSpawn: number }[] = [];
     // One agent at a time, so each first sync is measured without the others competing.
     for (let i = 1; i <= watching; i++) {
@@ -155,15 +156,22 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean }): P
         '--node-name', name, '--controlplane', `127.0.0.1:${cpPort}`, '--token-file', join(dir, `token-${name}`),
         '--ca-file', join(caDir, 'ca-cert.pem'), '--state-dir', join(dir, `state-${name}`),
         '--admin-addr', `127.0.0.1:${adminPort}`, '--metrics-addr', `127.0.0.1:${metricsPort}`, '--health-addr', `127.0.0.1:${healthPort}`,
-      ], { env: { ...process.env, NODEMESH_LOG_LEVEL: 'info' } });
+      ], { env: { ...process.env, ...opts.env, NODEMESH_LOG_LEVEL: 'info' } });
       await until(`node ${name}'s first sync`, 60_000, 2, async () => ((await configVersion(metricsPort)) > 0 ? true : undefined));
       const syncedAt = Date.now();
       const startedAt = logTime(proc, 'node agent started') ?? spawnedAt;
       syncTimes.push({ fromStart: (syncedAt - startedAt) / 1000, fromSpawn: (syncedAt - spawnedAt) / 1000 });
-      agents.push({ name, proc, metricsPort, spawnedAt });
+      agents.push({ name, proc, metricsPort, healthPort });
     }
-    // Certificates of each node's 100 local pods are being signed now; let that finish.
-    await new Promise((r) => setTimeout(r, 3000));
+    // Certificates of each node's local identities are being issued now; changes are
+    // timed once every node reports ready (all issued), so key generation is not counted.
+    for (const a of agents) {
+      await until(`node ${a.name} ready`, 120_000, 50, async () => {
+        const res = await fetch(`http://127.0.0.1:${a.healthPort}/healthz/ready`).catch(() => undefined);
+        return res?.status === 200 ? true : undefined;
+      });
+    }
+    await new Promise((r) => setTimeout(r, 1000));
 
     const samples: number[] = [];
     const changed = pods[4321]!;
