@@ -118,8 +118,8 @@ test('on the underlay, meshed traffic is TCP to port 15008 only and its payload 
   const controlPlane = fx.cluster.controlPlane.ip;
   const outsider = ip('legacy/outsider');
   const meshed = tcpPackets(pcap).filter((s) => ![s.src, s.dst].some((a) => a === controlPlane || a === outsider));
-  const servers = new Set([ip('shop/server-a'), ip('shop/server-b')]);
-  const offPort = meshed.filter((s) => !((s.dstPort === 15008 && servers.has(s.dst)) || (s.srcPort === 15008 && servers.has(s.src))));
+  const serverIps = new Set([ip('shop/server-a'), ip('shop/server-b')]);
+  const offPort = meshed.filter((s) => !((s.dstPort === 15008 && serverIps.has(s.dst)) || (s.srcPort === 15008 && serverIps.has(s.src))));
   assert.deepEqual(offPort.map((s) => `${s.src}:${s.srcPort} > ${s.dst}:${s.dstPort}`), [], 'meshed packets not to or from a server pod\'s port 15008');
   assert.ok(meshed.some((s) => s.payload.length > 0 && s.dstPort === 15008), 'no HBONE data seen on the underlay');
 });
