@@ -90,6 +90,31 @@ export function renderReport(r: BenchResults): string {
   const lines: string[] = [];
   lines.push(`### ${r.date} — commit ${r.commit}, ${r.cores} cores, ${r.mode} (${r.rounds} round(s), median)`, '');
   lines.push(`Pinning: load generators on ${r.pinning.load_generators}; ${r.pinning.nodes}.`, '');
+  if (PATHS.some((p) => r.paths[p])) renderPaths(r, lines);
+  for (const [path, note] of Object.entries(r.notes)) lines.push('', `${path}: ${note}`);
+  const checks = targets(r);
+  if (checks.length) {
+    lines.push('', '| target | measured | met |', '|---|---|---|');
+    for (const [target, text, ok] of checks) lines.push(`| ${target} | ${text} | ${ok === null ? 'n/a' : ok ? 'yes' : 'NO'} |`);
+  }
+  if (r.tunnel_memory) {
+    const nodes = Object.entries(r.tunnel_memory.nodes).map(([n, m]) => `${n} ${m.idle_rss_mib.toFixed(1)} -> ${m.rss_mib.toFixed(1)} MiB (peak ${m.peak_rss_mib.toFixed(1)})`);
+    lines.push('', `Node RSS idle -> with ${r.tunnel_memory.connections} open tunnelled connections: ${nodes.join('; ')}.`);
+  }
+  if (r.scale) {
+    lines.push('', `Scale (${r.scale.pods} pods, ${r.scale.services} services, ${r.scale.nodes_watching} node agents watching): first sync ${r.scale.first_sync_s} s (${r.scale.first_sync_from_spawn_s} s from process start), one pod change to all nodes ${r.scale.change_to_all_nodes_ms} ms (median of ${r.scale.changes}; samples ${r.scale.change_samples_ms.join(', ')}), node RSS ${r.scale.node_rss_mib} MiB, control plane RSS ${r.scale.controlplane_rss_mib} MiB, control plane start ${r.scale.controlplane_start_s} s.`);
+  }
+  if (PATHS.some((p) => r.commands[p])) {
+    lines.push('', 'Commands (each inside the client pod\'s network namespace, `ip netns exec <pod> ...`):', '');
+    for (const path of PATHS) {
+      for (const [what, argv] of Object.entries(r.commands[path] ?? {})) lines.push(`- ${path} ${what}: \`${argv.join(' ')}\``);
+    }
+  }
+  if (r.errors) lines.push('', `Errors over all rounds: ${r.errors} failed requests or connections.`);
+  return `${lines.join('\n')}\n`;
+}
+
+function renderPaths(r: BenchResults, lines: string[]): void {
   lines.push(`| path | ${METRICS.map((m) => m.label).join(' | ')} |`);
   lines.push(`|---|${METRICS.map(() => '---:').join('|')}|`);
   for (const path of PATHS) {
@@ -103,19 +128,4 @@ export function renderReport(r: BenchResults): string {
     const p = r.paths[path];
     lines.push(`| ${path} | ${METRICS.map((m) => `${ratio(p?.[m.key], r.paths.direct?.[m.key])} ; ${ratio(p?.[m.key], r.paths['nginx-mtls']?.[m.key])}`).join(' | ')} |`);
   }
-  for (const [path, note] of Object.entries(r.notes)) lines.push('', `${path}: ${note}`);
-  const checks = targets(r);
-  if (checks.length) {
-    lines.push('', '| target | measured | met |', '|---|---|---|');
-    for (const [target, text, ok] of checks) lines.push(`| ${target} | ${text} | ${ok === null ? 'n/a' : ok ? 'yes' : 'NO'} |`);
-  }
-  if (r.scale) {
-    lines.push('', `Scale (${r.scale.pods} pods, ${r.scale.services} services, ${r.scale.nodes_watching} node agents watching): first sync ${r.scale.first_sync_s} s (${r.scale.first_sync_from_spawn_s} s from process start), one pod change to all nodes ${r.scale.change_to_all_nodes_ms} ms (median of ${r.scale.changes}), node RSS ${r.scale.node_rss_mib} MiB, control plane RSS ${r.scale.controlplane_rss_mib} MiB.`);
-  }
-  lines.push('', 'Commands (each inside the client pod\'s network namespace, `ip netns exec <pod> ...`):', '');
-  for (const path of PATHS) {
-    for (const [what, argv] of Object.entries(r.commands[path] ?? {})) lines.push(`- ${path} ${what}: \`${argv.join(' ')}\``);
-  }
-  if (r.errors) lines.push('', `Errors over all rounds: ${r.errors} failed requests or connections.`);
-  return `${lines.join('\n')}\n`;
 }
