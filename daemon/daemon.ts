@@ -15,6 +15,7 @@ import { checkAccess } from './access-check.ts';
 import { OutboundListener } from './outbound.ts';
 import { InboundPlaintextListener } from './inbound-plaintext.ts';
 import { InboundListener } from './inbound.ts';
+import { HttpOutbound } from './l7/http-outbound.ts';
 
 const log = logger('daemon');
 
@@ -46,12 +47,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tracker = new ConnectionTracker(metrics);
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
+  const http = new HttpOutbound({ config, pool, tracker, metrics });
   const bound: { close(): void }[] = [];
   let outbound: OutboundListener;
   let inboundPlaintext: InboundPlaintextListener;
   let inbound: InboundListener;
   try {
-    outbound = await OutboundListener.bind({ config, tracker, metrics, pool, balancer, host, port: opts.ports?.outbound ?? 15001 });
+    outbound = await OutboundListener.bind({ config, tracker, metrics, pool, balancer, http, host, port: opts.ports?.outbound ?? 15001 });
     bound.push(outbound);
     inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, metrics, balancer, host, port: opts.ports?.inboundPlaintext ?? 15006 });
     bound.push(inboundPlaintext);
@@ -97,6 +99,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       stopped = true;
       listeners.forEach((l) => l.close());
       tracker.destroyAll('data plane stopped');
+      http.close();
       pool.destroy();
     },
   };

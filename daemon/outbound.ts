@@ -3,7 +3,9 @@
 // over its endpoints; an enrolled workload on another node is reached through an
 // HBONE tunnel presenting the source workload's identity; one on this node takes
 // the in-process path with the same authorization the destination side applies;
-// anything else passes through unchanged.
+// anything else passes through unchanged. Connections to mesh destinations whose
+// port is not declared opaque are first checked for HTTP (l7/detect.ts); HTTP/1
+// goes to the per-request HTTP proxy (l7/http-outbound.ts).
 
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -24,6 +26,9 @@ import { resolveDestination } from './destination.ts';
 import { listen, openSockets, stopListening } from './listen.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
+import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
+import { destinationProtocol } from './l7/protocol.ts';
+import type { HttpOutbound } from './l7/http-outbound.ts';
 
 const log = logger('outbound');
 
@@ -36,6 +41,10 @@ export interface OutboundOptions {
   host: string;
   port: number;
   destinationOf?: (socket: net.Socket) => SocketAddress | null;
+  /** HTTP handling; without it every connection is carried as TCP. */
+  http?: HttpOutbound;
+  /** How long an undeclared port waits for the client's first bytes before it is treated as TCP. */
+  detectTimeoutMs?: number;
 }
 
 /** What every path of one outbound connection shares. */
@@ -45,6 +54,8 @@ interface Outbound {
   sourceIdentity: string;
   sourceIp: string;
   service?: Service;
+  /** Bytes read while detecting the protocol, sent upstream before the rest. */
+  head: Buffer;
 }
 
 export class OutboundListener {
@@ -88,12 +99,28 @@ export class OutboundListener {
       return refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
     }
     if (!dst) return refuse(client, 'connection was not redirected (dialled the outbound port directly?)', { sourceIp });
-    const { config, balancer } = this.#opts;
+    const { config } = this.#opts;
     const source = config.isLocalEnrolled(sourceIp);
     if (!source) return refuse(client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
     const sourceIdentity = identityOf(config.settings().trustDomain, source.namespace, source.serviceAccount);
+    const { http } = this.#opts;
+    const inMesh = config.serviceByVip(dst.ip) !== undefined || config.workloadByIp(dst.ip) !== undefined;
+    const declared = http && inMesh ? destinationProtocol(config, dst.ip, dst.port) : 'opaque';
+    if (declared === 'opaque') return this.#forward({ client, source, sourceIdentity, sourceIp, head: Buffer.alloc(0) }, dst);
+    // A declared HTTP port waits for its client as long as the client likes (pre-connected pools).
+    const timeoutMs = declared === 'detect' ? this.#opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS : 0;
+    detectProtocol(client, timeoutMs).then(({ protocol, head }) => {
+      if (client.destroyed) return;
+      if (protocol === 'http1') return http!.handle(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head);
+      this.#forward({ client, source, sourceIdentity, sourceIp, head }, dst);
+    });
+  }
+
+  /** Carries the connection as TCP to where its original destination resolves. */
+  #forward(out: Outbound, dst: SocketAddress): void {
+    const { client, sourceIp } = out;
+    const { config, balancer } = this.#opts;
     const destination = resolveDestination(config, balancer, dst.ip, dst.port);
-    const out: Outbound = { client, source, sourceIdentity, sourceIp };
     switch (destination.kind) {
       case 'unavailable':
         return refuse(client, destination.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
@@ -188,6 +215,7 @@ export class OutboundListener {
       return;
     }
     const tracked = this.#opts.tracker.open({ ...this.#info(out, upstream, dest), listener: 'outbound', reporter: 'source' });
+    if (out.head.length) upstream.write(out.head);
     splice(out.client, upstream, (err) => {
       release();
       tracked.finish(err);

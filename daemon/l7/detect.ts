@@ -56,8 +56,8 @@ export interface Detection {
 }
 
 /**
- * Reads from `socket` until `classify` decides, the timeout expires or the
- * client closes; leaves the socket paused with nothing consumed but `head`.
+ * Reads from `socket` until `classify` decides, the timeout expires (0: never)
+ * or the client closes; leaves the socket paused with nothing consumed but `head`.
  */
 export function detectProtocol(socket: Socket, timeoutMs = DEFAULT_DETECT_TIMEOUT_MS): Promise<Detection> {
   return new Promise((resolve) => {
@@ -78,7 +78,7 @@ export function detectProtocol(socket: Socket, timeoutMs = DEFAULT_DETECT_TIMEOU
       if (verdict !== 'more') finish(verdict);
     };
     const onEnd = () => finish('opaque');
-    const timer = setTimeout(() => finish('opaque'), timeoutMs);
+    const timer = timeoutMs > 0 ? setTimeout(() => finish('opaque'), timeoutMs) : undefined;
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('close', onEnd);

@@ -9,6 +9,8 @@ import type { Endpoint } from '../../core/types.ts';
 const DECAY_MS = 10_000;
 /** The latency assumed for an endpoint never measured: cheap enough to be tried. */
 const DEFAULT_RTT_MS = 1;
+/** What a failed attempt (refused, reset) counts as, so the next choices avoid that endpoint. */
+const FAILURE_PENALTY_MS = 1_000;
 /** Endpoints not used for this long are forgotten. */
 const FORGET_MS = 5 * 60_000;
 
@@ -47,19 +49,20 @@ export class PeakEwmaBalancer {
     return this.#decayed(s, this.#now()) * (s.pending + 1);
   }
 
-  /** Marks a request to `ip` as started; call the result when its response has arrived (or it failed). */
-  start(ip: string): () => void {
+  /** Marks a request to `ip` as started; call the result when its response has arrived, or it failed. */
+  start(ip: string): (failed?: boolean) => void {
     const now = this.#now();
     this.#forgetIdle(now);
     const s = this.#stats.get(ip) ?? { ewmaMs: DEFAULT_RTT_MS, updatedAt: now, pending: 0 };
     this.#stats.set(ip, s);
     s.pending++;
     let done = false;
-    return () => {
+    return (failed = false) => {
       if (done) return;
       done = true;
       s.pending--;
-      this.#observe(s, this.#now() - now);
+      const elapsed = this.#now() - now;
+      this.#observe(s, failed ? Math.max(elapsed, FAILURE_PENALTY_MS) : elapsed);
     };
   }
 

@@ -33,12 +33,15 @@ export class UpstreamAgent extends http.Agent {
     return undefined;
   }
 
+  // The base methods also arm and clear node's guard against data arriving on idle sockets.
   override keepSocketAlive(socket: Duplex): boolean {
+    const kept = (super.keepSocketAlive(socket) as unknown as boolean | undefined) !== false;
     (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(FREE_CONNECTION_TIMEOUT_MS);
-    return true;
+    return kept;
   }
 
-  override reuseSocket(socket: Duplex): void {
+  override reuseSocket(socket: Duplex, request: http.ClientRequest): void {
+    super.reuseSocket(socket, request);
     (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(0);
   }
 }
@@ -52,6 +55,16 @@ function socketLike(stream: Duplex): Duplex {
   const s = stream as Duplex & Record<string, unknown>;
   for (const method of ['setNoDelay', 'setKeepAlive', 'ref', 'unref']) {
     if (typeof s[method] !== 'function') s[method] = () => stream;
+  }
+  // node:http corks the request head (a latin1 string) with the body; on a reused
+  // HTTP/2 stream that string arrived corrupted at the pod (seen with node 24: the
+  // first bytes of the head replaced by garbage), while Buffers arrive intact.
+  const writev = s._writev as ((chunks: { chunk: unknown; encoding: BufferEncoding }[], cb: (err?: Error | null) => void) => void) | undefined;
+  if (writev) {
+    s._writev = function (chunks: { chunk: unknown; encoding: BufferEncoding }[], cb: (err?: Error | null) => void) {
+      const buffers = Object.assign(chunks.map((c) => ({ chunk: typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk, encoding: 'buffer' as BufferEncoding })), { allBuffers: true });
+      return writev.call(stream, buffers, cb);
+    };
   }
   return stream;
 }

@@ -1,0 +1,341 @@
+// The HTTP path end to end in-process: a real outbound listener (told the
+// original destination instead of reading SO_ORIGINAL_DST), real HBONE to real
+// inbound listeners, real HTTP servers on loopback addresses standing in for
+// pods (127.0.0.2 the client pod on node n2, 127.0.0.3/.4 server pods on n1,
+// 127.0.0.5 a server pod on n2, next to the client).
+
+import { test } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
+import { WebSocket, WebSocketServer } from 'ws';
+import type { AuthorizationPolicy, HttpRoute, HttpRouteRule, Resource, Service, Workload } from '../../core/types.ts';
+import { CertificateAuthority } from '../../controlplane/ca.ts';
+import { ConfigStore } from '../../agent/config-store.ts';
+import { createMetrics } from '../metrics.ts';
+import { ConnectionTracker } from '../connection-tracker.ts';
+import { LoadBalancer } from '../load-balancer.ts';
+import { HbonePool } from '../hbone-pool.ts';
+import { InboundListener } from '../inbound.ts';
+import { OutboundListener } from '../outbound.ts';
+import type { SocketAddress } from '../original-dst.ts';
+import { MemoryCertSource, spiffe, workload } from '../testdata/mesh-fixture.ts';
+import { HttpOutbound } from './http-outbound.ts';
+
+const client = workload('frontend', '127.0.0.2', 'n2', { namespace: 'web' });
+const v1 = workload('cart-v1', '127.0.0.3', 'n1', { labels: { app: 'cart', version: 'v1' }, serviceAccount: 'cart' });
+const v2 = workload('cart-v2', '127.0.0.4', 'n1', { labels: { app: 'cart', version: 'v2' }, serviceAccount: 'cart' });
+const local = workload('inventory', '127.0.0.5', 'n2');
+const WORKLOADS = [client, v1, v2, local];
+
+function service(name: string, vip: string, endpoints: Workload[], targetPort: number, extra: Partial<Service> = {}): Service {
+  return {
+    namespace: 'shop', name, vips: [vip], ports: [{ name: 'http', port: 80, targetPort, targetPortName: '', appProtocol: '' }],
+    endpoints: endpoints.map((w) => ({ workloadUid: w.uid, ip: w.ip, ready: true })), opaquePorts: [], ...extra,
+  };
+}
+
+function route(rules: Partial<HttpRouteRule>[], name = 'cart', namespace = 'shop'): HttpRoute {
+  return {
+    namespace, name, parents: [{ namespace: 'shop', name: 'cart', port: 0 }], hostnames: [], creationTimestamp: '2025-01-01T00:00:00Z',
+    rules: rules.map((r) => ({
+      matches: [{ path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: '' }],
+      filters: [], backendRefs: [], requestTimeoutMs: 0, backendRequestTimeoutMs: 0, ...r,
+    })),
+  };
+}
+
+const backend = (name: string, weight = 1) => ({ namespace: 'shop', name, port: 80, weight, invalidReason: '' });
+
+interface Pod {
+  name: string;
+  /** Requests seen, for retry assertions. */
+  hits: number;
+  /** Status codes to answer the next requests with before behaving. */
+  failWith: number[];
+}
+
+/** An HTTP "pod": echoes what it saw as JSON; /slow waits, /sse streams, WebSocket echoes. */
+async function pod(t: TestContext, ip: string, name: string, port = 0): Promise<{ port: number; state: Pod }> {
+  const state: Pod = { name, hits: 0, failWith: [] };
+  const server = http.createServer((req, res) => {
+    state.hits++;
+    const failure = state.failWith.shift();
+    if (failure) return void res.writeHead(failure).end(`${name} failing`);
+    if (req.url === '/slow') return void setTimeout(() => res.end('late'), 1_000).unref();
+    if (req.url === '/sse') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: first\n\n');
+      setTimeout(() => res.end('data: last\n\n'), 300).unref();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.setHeader('x-served-by', name);
+      res.end(JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks).toString() }));
+    });
+  });
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`${name}:${String(m)}`)));
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, ip, () => resolve()));
+  t.after(() => {
+    wss.clients.forEach((c) => c.terminate());
+    wss.close();
+    server.closeAllConnections();
+    server.close();
+  });
+  return { port: (server.address() as AddressInfo).port, state };
+}
+
+async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: AuthorizationPolicy[]; services?: (appPort: number) => Service[] } = {}) {
+  const ca = await CertificateAuthority.create();
+  const clientCerts = await MemoryCertSource.issuing(ca, [spiffe(client)]);
+  const serverCerts = await MemoryCertSource.issuing(ca, [spiffe(v1), spiffe(local)]);
+  const a = await pod(t, v1.ip, 'cart-v1');
+  const b = await pod(t, v2.ip, 'cart-v2', a.port);
+  const c = await pod(t, local.ip, 'inventory', a.port);
+  const services = things.services?.(a.port) ?? [
+    service('cart', '10.96.0.10', [v1, v2], a.port),
+    service('cart-v1', '10.96.0.11', [v1], a.port),
+    service('cart-v2', '10.96.0.12', [v2], a.port),
+    service('inventory', '10.96.0.20', [local], a.port),
+  ];
+  const resources: Resource[] = [
+    ...WORKLOADS.map((w): Resource => ({ kind: 'workload', key: w.uid, version: 1, workload: w })),
+    ...services.map((s): Resource => ({ kind: 'service', key: `${s.namespace}/${s.name}`, version: 1, service: s })),
+    ...(things.routes ?? []).map((r): Resource => ({ kind: 'route', key: `${r.namespace}/${r.name}`, version: 1, route: r })),
+    ...(things.policies ?? []).map((p): Resource => ({ kind: 'policy', key: `${p.namespace}/${p.name}`, version: 1, policy: p })),
+  ];
+  const update = { epoch: 't', version: 1, snapshot: true, upserts: resources, removals: [] };
+  const sourceConfig = new ConfigStore('n2');
+  sourceConfig.apply(update);
+  const destinationConfig = new ConfigStore('n1');
+  destinationConfig.apply(update);
+
+  const destinationRegistry = new Registry();
+  const destinationMetrics = createMetrics(destinationRegistry);
+  const destinationTracker = new ConnectionTracker(destinationMetrics);
+  const inboundFor = async (ip: string, port: number) => {
+    const inbound = await InboundListener.bind({
+      config: destinationConfig, certs: serverCerts, tracker: destinationTracker, metrics: destinationMetrics, host: ip, port,
+      destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
+    });
+    t.after(() => inbound.close());
+    return inbound;
+  };
+  const hbonePort = (await inboundFor(v1.ip, 0)).port;
+  await inboundFor(v2.ip, hbonePort);
+
+  const registry = new Registry();
+  const metrics = createMetrics(registry);
+  const tracker = new ConnectionTracker(metrics);
+  const pool = new HbonePool({ certs: clientCerts, port: hbonePort });
+  t.after(() => pool.destroy());
+  const httpOutbound = new HttpOutbound({ config: sourceConfig, pool, tracker, metrics });
+  t.after(() => httpOutbound.close());
+  let target: SocketAddress = { ip: '10.96.0.10', port: 80 };
+  const outbound = await OutboundListener.bind({
+    config: sourceConfig, tracker, metrics, pool, balancer: new LoadBalancer(), http: httpOutbound, host: '127.0.0.1', port: 0,
+    destinationOf: () => target,
+  });
+  t.after(() => outbound.close());
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+
+  /** One request from the client pod, as if to `dst` (a VIP or pod IP). */
+  const request = (dst: SocketAddress, path: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}) => {
+    target = dst;
+    return new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const req = http.request({
+        host: '127.0.0.1', port: outbound.port, localAddress: client.ip, agent, path, method: opts.method ?? 'GET',
+        headers: { host: 'cart.shop', ...opts.headers },
+      }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(opts.body);
+    });
+  };
+  const setTarget = (dst: SocketAddress) => (target = dst);
+  return { request, setTarget, outbound, registry, destinationRegistry, pods: { a: a.state, b: b.state, c: c.state }, appPort: a.port, sourceConfig };
+}
+
+const CART = { ip: '10.96.0.10', port: 80 };
+
+test('weighted backendRefs split requests on one keep-alive connection 90/10 (per request, not per connection)', async (t) => {
+  const { request, registry } = await setup(t, { routes: [route([{ backendRefs: [backend('cart-v1', 90), backend('cart-v2', 10)] }])] });
+  const counts = { 'cart-v1': 0, 'cart-v2': 0 } as Record<string, number>;
+  for (let i = 0; i < 1000; i++) {
+    const r = await request(CART, `/item/${i}`);
+    assert.equal(r.status, 200);
+    counts[r.headers['x-served-by'] as string]!++;
+  }
+  assert.ok(counts['cart-v1']! >= 850 && counts['cart-v1']! <= 950, JSON.stringify(counts));
+  const text = await registry.metrics();
+  assert.match(text, /nodemesh_requests_total\{reporter="source",source_workload="frontend",source_workload_namespace="web",[^}]*destination_workload="cart-v1",[^}]*destination_service="cart-v1.shop.svc.cluster.local",connection_security_policy="mutual_tls",response_code="200"\} \d+/);
+  assert.match(text, /nodemesh_request_duration_seconds_count\{reporter="source",[^}]*response_code="200"\} \d+/);
+  assert.match(text, /nodemesh_tcp_connections_opened_total\{reporter="source",[^}]*destination_service="cart.shop.svc.cluster.local"[^}]*\} 1\n/, 'the client used one connection');
+});
+
+test('x-forwarded-for carries the client pod IP; request header filters and URL rewrites reach the server; response headers are modified', async (t) => {
+  const { request } = await setup(t, {
+    routes: [route([{
+      matches: [{ path: { type: 'PathPrefix', value: '/old' }, headers: [], queryParams: [], method: '' }],
+      filters: [
+        { type: 'RequestHeaderModifier', headerModifier: { set: [{ name: 'x-env', value: 'canary' }], add: [], remove: ['x-debug'] }, scheme: '', hostname: '', port: 0, statusCode: 0 },
+        { type: 'URLRewrite', hostname: 'cart.internal', path: { type: 'ReplacePrefixMatch', value: '/new' }, scheme: '', port: 0, statusCode: 0 },
+        { type: 'ResponseHeaderModifier', headerModifier: { set: [], add: [{ name: 'x-route', value: 'old' }], remove: ['x-served-by'] }, scheme: '', hostname: '', port: 0, statusCode: 0 },
+      ],
+      backendRefs: [backend('cart-v1')],
+    }])],
+  });
+  const r = await request(CART, '/old/thing?q=1', { headers: { 'x-debug': '1' } });
+  assert.equal(r.status, 200);
+  const seen = JSON.parse(r.body) as { url: string; headers: Record<string, string> };
+  assert.equal(seen.url, '/new/thing?q=1');
+  assert.equal(seen.headers['x-forwarded-for'], client.ip);
+  assert.equal(seen.headers['x-env'], 'canary');
+  assert.equal(seen.headers['x-debug'], undefined);
+  assert.equal(seen.headers.host, 'cart.internal');
+  assert.equal(r.headers['x-route'], 'old');
+  assert.equal(r.headers['x-served-by'], undefined);
+});
+
+test('404 when no rule matches, 500 for invalid or zero-weight backends, 503 without ready endpoints, redirects answered locally', async (t) => {
+  const { request } = await setup(t, {
+    routes: [route([
+      { matches: [{ path: { type: 'Exact', value: '/invalid' }, headers: [], queryParams: [], method: '' }], backendRefs: [{ ...backend('gone'), invalidReason: 'BackendNotFound: Service shop/gone does not exist' }] },
+      { matches: [{ path: { type: 'Exact', value: '/zero' }, headers: [], queryParams: [], method: '' }], backendRefs: [backend('cart-v1', 0)] },
+      { matches: [{ path: { type: 'Exact', value: '/empty' }, headers: [], queryParams: [], method: '' }], backendRefs: [backend('drained')] },
+      { matches: [{ path: { type: 'PathPrefix', value: '/moved' }, headers: [], queryParams: [], method: '' }], filters: [{ type: 'RequestRedirect', scheme: 'https', hostname: 'shop.example', port: 0, statusCode: 301 }] },
+      { matches: [{ path: { type: 'PathPrefix', value: '/api' }, headers: [], queryParams: [], method: '' }], backendRefs: [backend('cart-v1')] },
+    ])],
+    services: (port) => [service('cart', '10.96.0.10', [v1, v2], port), service('cart-v1', '10.96.0.11', [v1], port), service('drained', '10.96.0.13', [], port)],
+  });
+  const missing = await request(CART, '/nothing');
+  assert.equal(missing.status, 404);
+  assert.match(missing.body, /no rule of the HTTPRoutes attached to shop\/cart matches GET \/nothing/);
+  const invalid = await request(CART, '/invalid');
+  assert.equal(invalid.status, 500);
+  assert.match(invalid.body, /BackendNotFound/);
+  assert.equal((await request(CART, '/zero')).status, 500);
+  const empty = await request(CART, '/empty');
+  assert.equal(empty.status, 503);
+  assert.match(empty.body, /Service shop\/drained has no ready endpoint/);
+  const moved = await request(CART, '/moved/x?y=1');
+  assert.equal(moved.status, 301);
+  assert.equal(moved.headers.location, 'https://shop.example/moved/x?y=1');
+  assert.equal((await request(CART, '/api/ok')).status, 200, 'the connection survived the local replies');
+});
+
+test('503s and connect failures are retried on another endpoint; a large body is never replayed', async (t) => {
+  const { request, pods, sourceConfig, appPort } = await setup(t);
+  pods.a.failWith = [503];
+  pods.b.failWith = [503];
+  const first = await request(CART, '/r', { method: 'POST', body: 'payload' });
+  assert.equal(first.status, 200, `two 503s then success within three attempts: ${first.body}`);
+  assert.equal((JSON.parse(first.body) as { body: string }).body, 'payload', 'the body was replayed');
+  assert.equal(pods.a.hits + pods.b.hits, 3);
+
+  pods.a.failWith = [503];
+  pods.b.failWith = [503];
+  const big = 'x'.repeat(100 * 1024);
+  const large = await request(CART, '/big', { method: 'POST', body: big });
+  assert.equal(large.status, 503, 'bodies over 64 KiB are not buffered, so not retried');
+  pods.a.failWith = [];
+  pods.b.failWith = [];
+
+  // An endpoint where nothing listens: the connect failure is retried elsewhere.
+  const dead = workload('cart-dead', '127.0.0.6', 'n2', { labels: { app: 'cart' } });
+  sourceConfig.apply({
+    epoch: 't', version: 2, snapshot: false, removals: [],
+    upserts: [
+      { kind: 'workload', key: dead.uid, version: 2, workload: dead },
+      { kind: 'service', key: 'shop/cart', version: 2, service: service('cart', '10.96.0.10', [dead, v1], appPort) },
+    ],
+  });
+  for (let i = 0; i < 20; i++) assert.equal((await request(CART, `/c${i}`)).status, 200);
+});
+
+test('timeouts: backendRequest and request answer 504 in time', async (t) => {
+  const { request } = await setup(t, {
+    routes: [route([
+      { matches: [{ path: { type: 'Exact', value: '/slow' }, headers: [], queryParams: [], method: '' }], backendRefs: [backend('cart-v1')], backendRequestTimeoutMs: 200 },
+      { matches: [{ path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: '' }], backendRefs: [backend('cart-v2')], requestTimeoutMs: 300 },
+    ])],
+  });
+  let started = performance.now();
+  assert.equal((await request(CART, '/slow')).status, 504);
+  assert.ok(performance.now() - started < 900);
+  started = performance.now();
+  assert.equal((await request(CART, '/slow?x')).status, 200, 'path /slow with a query is Exact /slow too');
+});
+
+test('server-sent events stream through unbuffered; WebSocket upgrades pass through HBONE', async (t) => {
+  const { setTarget, outbound } = await setup(t);
+  setTarget(CART);
+  const firstEventAfter = await new Promise<number>((resolve, reject) => {
+    const started = performance.now();
+    const req = http.get({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip, path: '/sse' }, (res) => {
+      res.once('data', () => {
+        resolve(performance.now() - started);
+        res.destroy();
+      });
+    });
+    req.on('error', reject);
+  });
+  assert.ok(firstEventAfter < 250, `first event after ${firstEventAfter} ms; the stream ends at 300 ms`);
+
+  const ws = new WebSocket(`ws://127.0.0.1:${outbound.port}/chat`, { localAddress: client.ip });
+  t.after(() => ws.terminate());
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  ws.send('hello');
+  const answer = await new Promise<string>((resolve) => ws.once('message', (m) => resolve(String(m))));
+  assert.match(answer, /^cart-v[12]:hello$/);
+});
+
+test('same-node HTTP is authorized per request: only GET /public/* allowed, 403 otherwise', async (t) => {
+  const allowPublic: AuthorizationPolicy = {
+    namespace: 'shop', name: 'public-only', selector: { app: 'inventory' }, action: 'ALLOW',
+    rules: [{ from: [], to: [{ ports: [], notPorts: [], methods: ['GET'], notMethods: [], paths: ['/public/*'], notPaths: [] }] }],
+  };
+  const { request, registry } = await setup(t, { policies: [allowPublic] });
+  const INVENTORY = { ip: '10.96.0.20', port: 80 };
+  assert.equal((await request(INVENTORY, '/public/a')).status, 200);
+  const post = await request(INVENTORY, '/public/x', { method: 'POST', body: 'x' });
+  assert.equal(post.status, 403);
+  assert.match(post.body, /no rule of the ALLOW policies/);
+  assert.equal((await request(INVENTORY, '/private')).status, 403);
+  const after = await request(INVENTORY, "/public/b");
+  assert.equal(after.status, 200, `the connection keeps working after a 403: ${after.body}`);
+  assert.match(await registry.metrics(), /nodemesh_requests_total\{reporter="source",[^}]*destination_workload="inventory",[^}]*response_code="403"\} 2/);
+});
+
+test('a server-speaks-first protocol on an undeclared port gets its greeting within the detection timeout', async (t) => {
+  const { setTarget, outbound } = await setup(t);
+  const greeter = net.createServer((s) => s.end('220 ready\r\n'));
+  await new Promise<void>((resolve) => greeter.listen(0, local.ip, resolve));
+  t.after(() => greeter.close());
+  setTarget({ ip: local.ip, port: (greeter.address() as AddressInfo).port });
+  const started = performance.now();
+  const greeting = await new Promise<string>((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip });
+    let got = '';
+    s.on('data', (c) => (got += c));
+    s.on('end', () => resolve(got));
+    s.on('error', reject);
+    s.on('end', () => s.end());
+  });
+  const elapsed = performance.now() - started;
+  assert.equal(greeting, '220 ready\r\n');
+  assert.ok(elapsed < 400, `greeting after ${elapsed} ms`);
+});

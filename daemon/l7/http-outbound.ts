@@ -1,0 +1,423 @@
+// HTTP/1.1 on the outbound side: connections the detector (or a Service's
+// declared protocol) found to carry HTTP are parsed here, and every request is
+// routed on its own: HTTPRoute matching and filters, a weighted backend, a
+// peak-EWMA endpoint choice, then http-proxy over a keep-alive agent for that
+// endpoint whose connections are HBONE streams (remote pods) or sockets (pods on
+// this node, authorized in-process per request). Connect failures and
+// configured 5xx are retried within a budget when the body could be kept for
+// replay; responses and bodies stream through unbuffered.
+
+import http from 'node:http';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Readable } from 'node:stream';
+import httpProxy from 'http-proxy';
+import { LRUCache } from 'lru-cache';
+import type { HeaderModifier, Service, Workload } from '../../core/types.ts';
+import type { ConfigStore } from '../../agent/config-store.ts';
+import { identityOf } from '../../core/identity.ts';
+import { logger } from '../../core/log.ts';
+import { checkAccess } from '../access-check.ts';
+import type { AuthorizationInput } from '../authorization.ts';
+import type { ConnectionTracker } from '../connection-tracker.ts';
+import type { DaemonMetrics } from '../metrics.ts';
+import type { HbonePool } from '../hbone-pool.ts';
+import { targetPort } from '../destination.ts';
+import { connectTcp } from '../tcp-connect.ts';
+import { RouteTable, pickWeighted } from './route-table.ts';
+import { modifyHeaders, redirectLocation, rewritePath } from './filters.ts';
+import { PeakEwmaBalancer } from './peak-ewma.ts';
+import { RetryBudget } from './retry-budget.ts';
+import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
+import { requestLabels } from './request-metrics.ts';
+
+const log = logger('http-outbound');
+
+/** Bodies up to this size are kept for replay; larger ones stream and are never retried. */
+export const MAX_REPLAY_BODY = 64 * 1024;
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
+
+export interface HttpOutboundOptions {
+  config: ConfigStore;
+  pool: HbonePool;
+  tracker: ConnectionTracker;
+  metrics: DaemonMetrics;
+  /** Upstream statuses retried (default 503: the server says it did not process the request). */
+  retryStatuses?: number[];
+  /** Attempts per request including the first (default 3). */
+  maxAttempts?: number;
+  budget?: RetryBudget;
+  balancer?: PeakEwmaBalancer;
+}
+
+/** The captured connection an HTTP request arrived on. */
+export interface HttpClientConnection {
+  source: Workload;
+  sourceIdentity: string;
+  sourceIp: string;
+  /** Original destination: a Service VIP or a workload IP. */
+  dstIp: string;
+  dstPort: number;
+}
+
+interface Upstream {
+  ip: string;
+  port: number;
+  workload?: Workload;
+  service?: Service;
+}
+
+/** Where a request goes after routing: a Service port, or the pod the client dialled. */
+type Target = { service: Service; port: number } | { direct: Upstream };
+
+type Outcome =
+  | { kind: 'response'; response: http.IncomingMessage }
+  | { kind: 'connect-failed' | 'failed'; error: Error }
+  | { kind: 'timeout' }
+  | { kind: 'local'; status: number; reason: string };
+
+interface InFlight {
+  proxyRequest?: http.ClientRequest;
+  settle(outcome: Outcome): void;
+}
+
+class LocalReply {
+  readonly status: number;
+  readonly reason: string;
+  readonly headers: Record<string, string>;
+  constructor(status: number, reason: string, headers: Record<string, string> = {}) {
+    this.status = status;
+    this.reason = reason;
+    this.headers = headers;
+  }
+}
+
+export class HttpOutbound {
+  readonly #opts: HttpOutboundOptions;
+  readonly #server: http.Server;
+  readonly #proxy = httpProxy.createProxyServer({ xfwd: true, selfHandleResponse: true });
+  readonly #connections = new WeakMap<net.Socket, HttpClientConnection>();
+  readonly #inFlight = new WeakMap<http.IncomingMessage, InFlight>();
+  readonly #agents = new LRUCache<string, UpstreamAgent>({ max: 4096, dispose: (agent) => agent.destroy() });
+  readonly #balancer: PeakEwmaBalancer;
+  readonly #budget: RetryBudget;
+  readonly #retryStatuses: Set<number>;
+  readonly #maxAttempts: number;
+  #routes = new RouteTable([]);
+  #routesVersion = '';
+
+  constructor(opts: HttpOutboundOptions) {
+    this.#opts = opts;
+    this.#balancer = opts.balancer ?? new PeakEwmaBalancer();
+    this.#budget = opts.budget ?? new RetryBudget();
+    this.#retryStatuses = new Set(opts.retryStatuses ?? [503]);
+    this.#maxAttempts = opts.maxAttempts ?? 3;
+    // Never listens: captured sockets are handed to it. No server-side timeouts: the
+    // application's own client decides how long it waits.
+    this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
+    this.#server.on('request', (req, res) => this.#onRequest(req, res));
+    this.#server.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket as net.Socket, head));
+    this.#server.on('clientError', (err, socket) => {
+      log.debug('malformed HTTP from client', { error: err.message });
+      if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    });
+    this.#proxy.on('proxyReq', (proxyRequest, req) => {
+      const flight = this.#inFlight.get(req);
+      if (flight) flight.proxyRequest = proxyRequest;
+    });
+    this.#proxy.on('proxyRes', (response, req) => this.#inFlight.get(req)?.settle({ kind: 'response', response }));
+  }
+
+  /** Takes over a captured connection whose first bytes (`head`, already read) are HTTP/1. */
+  handle(client: net.Socket, conn: HttpClientConnection, head: Buffer): void {
+    this.#connections.set(client, conn);
+    const tracked = this.#opts.tracker.open({
+      listener: 'outbound', reporter: 'source', sourceIp: conn.sourceIp, sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity,
+      destinationIp: conn.dstIp, destinationPort: conn.dstPort, destinationWorkload: this.#opts.config.workloadByIp(conn.dstIp),
+      destinationPrincipal: null, service: this.#opts.config.serviceByVip(conn.dstIp), security: 'mutual_tls',
+      bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
+      destroy: () => client.destroy(),
+    });
+    client.once('close', () => tracked.finish());
+    this.#server.emit('connection', client);
+    // The detector paused the socket; the parser reads the bytes it took first.
+    client.unshift(head);
+    client.resume();
+  }
+
+  /** Closes pooled upstream connections. */
+  close(): void {
+    this.#agents.clear();
+    this.#proxy.close();
+  }
+
+  #routeTable(): RouteTable {
+    const { config } = this.#opts;
+    const version = `${config.epoch}/${config.version}`;
+    if (version !== this.#routesVersion) {
+      this.#routes = new RouteTable(config.routes());
+      this.#routesVersion = version;
+    }
+    return this.#routes;
+  }
+
+  /**
+   * Routing and filters for one request, mutating its URL and headers as the
+   * filters say; a LocalReply when the mesh answers itself (404, 500, redirect).
+   */
+  #route(req: http.IncomingMessage, conn: HttpClientConnection): { target: Target; timeouts: { request: number; backend: number }; responseHeaders?: HeaderModifier } | LocalReply {
+    const { config } = this.#opts;
+    const service = config.serviceByVip(conn.dstIp);
+    if (!service) return { target: { direct: { ip: conn.dstIp, port: conn.dstPort, workload: config.workloadByIp(conn.dstIp) } }, timeouts: { request: 0, backend: 0 } };
+    const url = new URL(req.url ?? '/', 'http://request.invalid');
+    const decision = this.#routeTable().decide(service, conn.dstPort, conn.source.namespace, {
+      method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers,
+    });
+    if (decision.kind === 'unrouted') return { target: { service, port: conn.dstPort }, timeouts: { request: 0, backend: 0 } };
+    if (decision.kind === 'no-match') return new LocalReply(404, `no rule of the HTTPRoutes attached to ${service.namespace}/${service.name} matches ${req.method} ${url.pathname}`);
+    const { rule, match, route } = decision;
+    let responseHeaders: HeaderModifier | undefined;
+    for (const filter of rule.filters) {
+      switch (filter.type) {
+        case 'RequestRedirect': {
+          const location = redirectLocation(filter, { scheme: 'http', host: req.headers.host ?? conn.dstIp, port: conn.dstPort, path: url.pathname, search: url.search }, match);
+          return new LocalReply(filter.statusCode || 302, '', { location });
+        }
+        case 'RequestHeaderModifier':
+          if (filter.headerModifier) modifyHeaders(req.headers, filter.headerModifier);
+          break;
+        case 'ResponseHeaderModifier':
+          responseHeaders = filter.headerModifier;
+          break;
+        case 'URLRewrite':
+          if (filter.hostname) req.headers.host = filter.hostname;
+          if (filter.path) req.url = rewritePath(url.pathname, filter.path, match) + url.search;
+          break;
+      }
+    }
+    const where = `HTTPRoute ${route.namespace}/${route.name}`;
+    if (rule.backendRefs.length === 0) return new LocalReply(500, `${where}: the matched rule has no backendRefs`);
+    const index = pickWeighted(rule.backendRefs.map((b) => b.weight));
+    if (index < 0) return new LocalReply(500, `${where}: every backendRef of the matched rule has weight 0`);
+    const ref = rule.backendRefs[index]!;
+    if (ref.invalidReason) return new LocalReply(500, `${where}: backend ${ref.namespace}/${ref.name}: ${ref.invalidReason}`);
+    const backend = config.serviceByKey(ref.namespace, ref.name);
+    if (!backend) return new LocalReply(500, `${where}: backend Service ${ref.namespace}/${ref.name} does not exist`);
+    return { target: { service: backend, port: ref.port }, timeouts: { request: rule.requestTimeoutMs, backend: rule.backendRequestTimeoutMs }, responseHeaders };
+  }
+
+  /** One endpoint of the target, avoiding those already tried when others are ready. */
+  #upstream(target: Target, tried: Set<string>): Upstream | LocalReply {
+    if ('direct' in target) return target.direct;
+    const { config } = this.#opts;
+    const { service, port } = target;
+    const name = `${service.namespace}/${service.name}`;
+    const servicePort = service.ports.find((p) => p.port === port);
+    if (!servicePort) return new LocalReply(503, `Service ${name} has no port ${port}`);
+    const candidates = service.endpoints.filter((e) => e.ready && targetPort(servicePort, workloadOf(config, e)) !== undefined);
+    const fresh = candidates.filter((e) => !tried.has(e.ip));
+    const endpoint = this.#balancer.choose(fresh.length ? fresh : candidates);
+    if (!endpoint) return new LocalReply(503, `Service ${name} has no ready endpoint for port ${port}`);
+    const workload = workloadOf(config, endpoint);
+    return { ip: endpoint.ip, port: targetPort(servicePort, workload)!, workload, service };
+  }
+
+  /** The keep-alive agent of (source identity, endpoint): its connections carry that identity. */
+  #agentFor(conn: HttpClientConnection, upstream: Upstream): UpstreamAgent {
+    const key = `${conn.sourceIdentity}|${upstream.ip}:${upstream.port}`;
+    let agent = this.#agents.get(key);
+    if (!agent) {
+      agent = new UpstreamAgent(() => this.#connect(conn, upstream));
+      this.#agents.set(key, agent);
+    }
+    return agent;
+  }
+
+  #connect(conn: HttpClientConnection, upstream: Upstream): Promise<Duplex> {
+    const { config, pool } = this.#opts;
+    const w = upstream.workload;
+    if (w?.enrolled && w.node !== config.nodeName) {
+      return pool.connect({
+        sourceIdentity: conn.sourceIdentity, destinationIdentity: identityOf(config.settings().trustDomain, w.namespace, w.serviceAccount),
+        destinationIp: upstream.ip, destinationNode: w.node, target: `${upstream.ip}:${upstream.port}`, forwardedFor: conn.sourceIp,
+      });
+    }
+    return connectTcp(upstream.ip, upstream.port);
+  }
+
+  /** Same-node enrolled destinations are authorized here per request, as their node's inbound side would. */
+  #authorizeLocal(req: http.IncomingMessage, conn: HttpClientConnection, upstream: Upstream): LocalReply | undefined {
+    const w = upstream.workload;
+    const { config, metrics } = this.#opts;
+    if (!w?.enrolled || w.node !== config.nodeName) return undefined;
+    const input: AuthorizationInput = {
+      sourcePrincipal: conn.sourceIdentity, sourceNamespace: conn.source.namespace, sourceIp: conn.sourceIp, destination: w, port: upstream.port,
+      http: { method: req.method ?? 'GET', path: new URL(req.url ?? '/', 'http://request.invalid').pathname },
+    };
+    const decision = checkAccess(config, input);
+    if (decision.allowed) return undefined;
+    metrics.tcpDenied.inc({ reporter: 'destination', destination_workload: w.workloadName, destination_workload_namespace: w.namespace, source_principal: conn.sourceIdentity, reason: 'policy' });
+    return new LocalReply(403, decision.reason);
+  }
+
+  async #onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const conn = this.#connections.get(req.socket as net.Socket);
+    if (!conn) return void res.destroy();
+    const started = performance.now();
+    let reportedUpstream: Upstream | undefined;
+    res.once('close', () => this.#record(conn, reportedUpstream, res, started));
+    const routed = this.#route(req, conn);
+    if (routed instanceof LocalReply) return reply(res, routed);
+    this.#budget.request();
+    const body = await replayableBody(req);
+    let overallTimedOut = false;
+    let current: InFlight | undefined;
+    const overall = routed.timeouts.request
+      ? setTimeout(() => {
+          overallTimedOut = true;
+          if (res.headersSent) res.destroy();
+          else current?.settle({ kind: 'timeout' });
+        }, routed.timeouts.request)
+      : undefined;
+    res.once('close', () => {
+      clearTimeout(overall);
+      // The client went away: stop the attempt in flight.
+      if (!res.writableFinished) current?.proxyRequest?.destroy();
+    });
+    const tried = new Set<string>();
+    for (let attempt = 1; ; attempt++) {
+      const upstream = this.#upstream(routed.target, tried);
+      if (upstream instanceof LocalReply) return reply(res, upstream);
+      reportedUpstream = upstream;
+      tried.add(upstream.ip);
+      const denied = this.#authorizeLocal(req, conn, upstream);
+      if (denied) return reply(res, denied);
+      const done = this.#balancer.start(upstream.ip);
+      const outcome = await this.#attempt(req, res, conn, upstream, body, routed.timeouts.backend, (f) => (current = f));
+      done(outcome.kind !== 'response');
+      if (overallTimedOut || res.destroyed) {
+        if (outcome.kind === 'response') outcome.response.destroy();
+        return reply(res, new LocalReply(504, `request timeout (${routed.timeouts.request} ms) reached`));
+      }
+      const canRetry = body !== undefined && attempt < this.#maxAttempts;
+      if (outcome.kind === 'connect-failed' && canRetry && this.#budget.tryRetry()) continue;
+      if (outcome.kind === 'response' && this.#retryStatuses.has(outcome.response.statusCode ?? 0) && canRetry && this.#budget.tryRetry()) {
+        // Read the refused response to its end so its connection goes back to the pool.
+        outcome.response.resume();
+        continue;
+      }
+      clearTimeout(overall);
+      switch (outcome.kind) {
+        case 'response':
+          return forwardResponse(outcome.response, res, routed.responseHeaders);
+        case 'timeout':
+          return reply(res, new LocalReply(504, `backend request timeout (${routed.timeouts.backend} ms) reached at ${upstream.ip}:${upstream.port}`));
+        case 'connect-failed':
+          log.warn('cannot connect to the upstream endpoint', { destination: `${upstream.ip}:${upstream.port}`, error: outcome.error.message });
+          return reply(res, new LocalReply(503, `cannot connect to ${upstream.ip}:${upstream.port}: ${outcome.error.message}`));
+        case 'failed':
+          return reply(res, new LocalReply(502, `upstream ${upstream.ip}:${upstream.port} failed: ${outcome.error.message}`));
+        case 'local':
+          return reply(res, new LocalReply(outcome.status, outcome.reason));
+      }
+    }
+  }
+
+  #attempt(
+    req: http.IncomingMessage, res: http.ServerResponse, conn: HttpClientConnection, upstream: Upstream,
+    body: Buffer | undefined, timeoutMs: number, expose: (flight: InFlight) => void,
+  ): Promise<Outcome> {
+    return new Promise((resolve) => {
+      let settled = false;
+      const flight: InFlight = {
+        settle: (outcome) => {
+          if (settled) {
+            if (outcome.kind === 'response') outcome.response.destroy();
+            return;
+          }
+          settled = true;
+          clearTimeout(timer);
+          this.#inFlight.delete(req);
+          if (outcome.kind === 'timeout') flight.proxyRequest?.destroy();
+          resolve(outcome);
+        },
+      };
+      const timer = timeoutMs ? setTimeout(() => flight.settle({ kind: 'timeout' }), timeoutMs) : undefined;
+      this.#inFlight.set(req, flight);
+      expose(flight);
+      this.#proxy.web(req, res, {
+        target: { host: upstream.ip, port: upstream.port },
+        agent: this.#agentFor(conn, upstream),
+        buffer: body ? Readable.from(body.length ? [body] : []) : undefined,
+      }, (err: Error) => flight.settle({ kind: err instanceof UpstreamConnectError ? 'connect-failed' : 'failed', error: err }));
+    });
+  }
+
+  #onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const conn = this.#connections.get(socket);
+    if (!conn) return void socket.destroy();
+    const routed = this.#route(req, conn);
+    const upstream = routed instanceof LocalReply ? routed : this.#upstream(routed.target, new Set());
+    const refusal = upstream instanceof LocalReply ? upstream : this.#authorizeLocal(req, conn, upstream);
+    if (refusal || upstream instanceof LocalReply) {
+      const r = refusal ?? (upstream as LocalReply);
+      socket.end(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      return;
+    }
+    this.#proxy.ws(req, socket, head, { target: { host: upstream.ip, port: upstream.port }, agent: this.#agentFor(conn, upstream) }, (err: Error) => {
+      log.warn('WebSocket upgrade to the upstream failed', { destination: `${upstream.ip}:${upstream.port}`, error: err.message });
+      socket.destroy();
+    });
+  }
+
+  #record(conn: HttpClientConnection, upstream: Upstream | undefined, res: http.ServerResponse, started: number): void {
+    const { config, metrics } = this.#opts;
+    const w = upstream?.workload;
+    const labels = requestLabels({
+      reporter: 'source', sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity, destinationWorkload: w,
+      destinationPrincipal: w ? identityOf(config.settings().trustDomain, w.namespace, w.serviceAccount) : null,
+      service: upstream?.service ?? config.serviceByVip(conn.dstIp), security: w?.enrolled ? 'mutual_tls' : 'none',
+      // A response cut before its headers is reported as Istio does, with code 0.
+      responseCode: res.headersSent ? res.statusCode : 0,
+    });
+    metrics.requests.inc(labels);
+    metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);
+  }
+}
+
+function workloadOf(config: ConfigStore, e: { workloadUid: string; ip: string }): Workload | undefined {
+  return (e.workloadUid ? config.workloadByUid(e.workloadUid) : undefined) ?? config.workloadByIp(e.ip);
+}
+
+/** The whole body when it is small enough to replay (or absent); undefined when it must stream. */
+async function replayableBody(req: http.IncomingMessage): Promise<Buffer | undefined> {
+  const length = req.headers['content-length'];
+  const chunked = req.headers['transfer-encoding'] !== undefined;
+  if (!chunked && length === undefined) return Buffer.alloc(0);
+  if (chunked || Number(length) > MAX_REPLAY_BODY) return undefined;
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function forwardResponse(response: http.IncomingMessage, res: http.ServerResponse, modifier: HeaderModifier | undefined): void {
+  const headers: Record<string, string | string[] | undefined> = {};
+  for (const [name, value] of Object.entries(response.headers)) if (!HOP_BY_HOP.has(name)) headers[name] = value;
+  if (modifier) modifyHeaders(headers, modifier);
+  res.writeHead(response.statusCode ?? 502, response.statusMessage, headers as http.OutgoingHttpHeaders);
+  // Headers go out now: a server-sent event stream must not wait for its first event.
+  res.flushHeaders();
+  response.on('error', () => res.destroy());
+  response.pipe(res, { end: false });
+  response.once('end', () => {
+    if (Object.keys(response.trailers).length) res.addTrailers(response.trailers as Record<string, string>);
+    res.end();
+  });
+}
+
+function reply(res: http.ServerResponse, r: LocalReply): void {
+  if (res.headersSent || res.destroyed) return void res.destroy();
+  const body = r.reason ? `${r.reason}\n` : '';
+  res.writeHead(r.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...r.headers });
+  res.end(body);
+}
