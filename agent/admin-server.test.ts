@@ -10,6 +10,12 @@ import { ConfigStore } from './config-store.ts';
 import { CertManager } from './cert-manager.ts';
 import { ControlClient } from './control-client.ts';
 import { AdminServer, isLoopback } from './admin-server.ts';
+import { once } from 'node:events';
+import { Registry } from 'prom-client';
+import { WebSocket } from 'ws';
+import { explain } from '../daemon/explain.ts';
+import { ConnectionTracker } from '../daemon/connection-tracker.ts';
+import { createMetrics } from '../daemon/metrics.ts';
 
 const web: Workload = {
   uid: 'u1', namespace: 'shop', name: 'web-1', workloadName: 'web', serviceAccount: 'web', node: 'node-1', ip: '10.1.0.5',
@@ -106,4 +112,51 @@ test('admin: POST /logging from loopback changes level and tracers; a bad level 
 test('admin: only loopback peers count as local', () => {
   for (const a of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1']) assert.equal(isLoopback(a), true, a);
   for (const a of ['10.0.0.1', '::ffff:10.0.0.1', '192.168.1.1', 'fe80::1', '::', '', undefined]) assert.equal(isLoopback(a), false, String(a));
+});
+
+test('admin: /explain answers from the data plane and rejects a malformed query naming the field', async (t) => {
+  const store = new ConfigStore('node-1');
+  store.apply({ epoch: 'e', version: 1, snapshot: true, removals: [], upserts: [{ kind: 'workload', key: 'u1', version: 1, workload: web }] });
+  const admin = await AdminServer.listen('127.0.0.1:0', {
+    store, certs: { status: () => [], trustBundleFingerprints: () => [] }, control: { status: () => ({ connected: false }) as never, rejected: () => [] },
+    explain: (q) => explain(store, q),
+  });
+  t.after(() => admin.close());
+  const base = `http://${admin.address}`;
+  const ok = await fetch(`${base}/explain?source=10.1.0.99&destination=10.1.0.5:8080`);
+  assert.equal(ok.status, 200);
+  const body = await ok.json();
+  assert.equal(body.targets[0].workload, 'shop/web-1');
+  assert.match(body.capture, /inbound plaintext/);
+  assert.equal(body.targets[0].authorization.allowed, false, 'web-1 is in a strict namespace');
+  const bad = await fetch(`${base}/explain?source=10.1.0.99&destination=10.1.0.5`);
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error, /explain: destination: "10\.1\.0\.5" is not IPv4:PORT/);
+});
+
+test('admin: /tap streams connection open and close events over a WebSocket', async (t) => {
+  const store = new ConfigStore('node-1');
+  const tracker = new ConnectionTracker(createMetrics(new Registry()));
+  const admin = await AdminServer.listen('127.0.0.1:0', {
+    store, certs: { status: () => [], trustBundleFingerprints: () => [] }, control: { status: () => ({ connected: false }) as never, rejected: () => [] },
+    tap: (listener) => tracker.subscribe(listener),
+  });
+  t.after(() => admin.close());
+  const ws = new WebSocket(`ws://${admin.address}/tap`);
+  t.after(() => ws.close());
+  await once(ws, 'open');
+  const events: { event: string; destination: { ip: string } }[] = [];
+  ws.on('message', (data) => events.push(JSON.parse(String(data))));
+  const conn = tracker.open({
+    listener: 'inbound-plaintext', reporter: 'destination', sourceIp: '10.1.0.99', sourcePrincipal: null,
+    destinationIp: web.ip, destinationPort: 8080, destinationWorkload: web, destinationPrincipal: null, security: 'none',
+    bytes: () => ({ received: 5, sent: 7 }), destroy: () => {},
+  });
+  conn.finish();
+  while (events.length < 2) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(events.map((e) => [e.event, e.destination.ip]), [['open', web.ip], ['close', web.ip]]);
+
+  const notFound = new WebSocket(`ws://${admin.address}/nope`);
+  const [err] = await once(notFound, 'error');
+  assert.match(String(err), /404/);
 });

@@ -6,6 +6,8 @@
 //   GET  /certs         workload certificates (identity, serial, validity, state) and trust bundle fingerprints
 //   GET  /connections   open data-plane connections ([] without a data plane)
 //   GET  /policies      authorization policies known to this node
+//   GET  /explain       ?source=IP&destination=IP:PORT — what the data plane would do with that connection
+//   GET  /tap           WebSocket: a JSON event per connection open and close, as they happen
 //   POST /logging       ?level=debug|info|warn|error &tracers=hbone,outbound ("" turns tracers off)
 //
 // State-changing endpoints accept POST only (405 otherwise) and only from a
@@ -13,6 +15,10 @@
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { ExplainQuery, Explanation } from '../daemon/explain.ts';
+import type { TapListener } from '../daemon/connection-tracker.ts';
 import { identityOf } from '../core/identity.ts';
 import { enabledTracers, getLevel, logger, setLevel, setTracers } from '../core/log.ts';
 import type { Level } from '../core/log.ts';
@@ -28,8 +34,10 @@ export interface AdminSources {
   store: ConfigStore;
   certs: Pick<CertManager, 'status' | 'trustBundleFingerprints'>;
   control: { status(): ConnectionState; rejected(): RejectedResource[] };
-  /** The data plane's open connections, when this node runs one. */
+  /** The data plane, when this node runs one. */
   connections?: () => object[];
+  explain?: (query: ExplainQuery) => Explanation;
+  tap?: (listener: TapListener) => () => void;
 }
 
 type Handler = (req: IncomingMessage, url: URL) => unknown;
@@ -48,15 +56,17 @@ class HttpError extends Error {
 
 export class AdminServer {
   readonly #server: Server;
+  readonly #closeTaps: () => void;
 
-  private constructor(server: Server) {
+  private constructor(server: Server, closeTaps: () => void) {
     this.#server = server;
+    this.#closeTaps = closeTaps;
   }
 
   static async listen(addr: string, sources: AdminSources): Promise<AdminServer> {
     const endpoints = adminEndpoints(sources);
     const server = await listenHttp('admin server', addr, (req, res) => serve(endpoints, req, res));
-    return new AdminServer(server);
+    return new AdminServer(server, serveTap(server, sources));
   }
 
   get address(): string {
@@ -64,6 +74,8 @@ export class AdminServer {
   }
 
   close(): Promise<void> {
+    // Upgraded sockets are no longer the HTTP server's: close them ourselves.
+    this.#closeTaps();
     return closeHttp(this.#server);
   }
 }
@@ -109,8 +121,55 @@ function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
   });
   endpoints.set('/connections', { method: 'GET', handler: () => s.connections?.() ?? [] });
   endpoints.set('/policies', { method: 'GET', handler: () => s.store.policies() });
+  endpoints.set('/explain', { method: 'GET', handler: (_req, url) => explainQuery(s, url) });
+  // Served on upgrade (serveTap); listed here so / and 404s name it.
+  endpoints.set('/tap', { method: 'GET', handler: () => { throw new HttpError(426, '/tap is a WebSocket: connect with a WebSocket client (Upgrade: websocket)'); } });
   endpoints.set('/logging', { method: 'POST', handler: (_req, url) => changeLogging(url) });
   return endpoints;
+}
+
+function explainQuery(s: AdminSources, url: URL): Explanation {
+  if (!s.explain) throw new HttpError(404, 'explain: this node runs no data plane (--no-dataplane)');
+  const source = url.searchParams.get('source') ?? '';
+  const destination = url.searchParams.get('destination') ?? '';
+  const m = /^(.+):(\d{1,5})$/.exec(destination);
+  if (isIP(source) !== 4) throw new HttpError(400, `explain: source: ${JSON.stringify(source)} is not an IPv4 address (?source=IP&destination=IP:PORT)`);
+  if (!m || isIP(m[1]!) !== 4 || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw new HttpError(400, `explain: destination: ${JSON.stringify(destination)} is not IPv4:PORT (?source=IP&destination=IP:PORT)`);
+  }
+  try {
+    return s.explain({ sourceIp: source, destinationIp: m[1]!, port: Number(m[2]) });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'NM_BAD_EXPLAIN_QUERY') throw new HttpError(400, `explain: ${(err as Error).message}`);
+    throw err;
+  }
+}
+
+/**
+ * `/tap`: each WebSocket client gets the data plane's connection events as JSON
+ * text frames. Returns what closes every tap client.
+ */
+function serveTap(server: Server, s: AdminSources): () => void {
+  const wss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = new URL(req.url ?? '/', 'http://admin').pathname;
+    if (path !== '/tap' || !s.tap) {
+      socket.end(`HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\r\n${path === '/tap' ? 'tap: this node runs no data plane' : `no WebSocket endpoint ${path}; try /tap`}\n`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const unsubscribe = s.tap!((event) => {
+        // A client that cannot keep up loses events rather than growing our memory.
+        if (ws.bufferedAmount < 1 << 20) ws.send(JSON.stringify(event));
+      });
+      ws.on('close', unsubscribe);
+      ws.on('error', unsubscribe);
+    });
+  });
+  return () => {
+    for (const client of wss.clients) client.terminate();
+    wss.close();
+  };
 }
 
 function changeLogging(url: URL): object {

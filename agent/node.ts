@@ -85,6 +85,11 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   try {
     const admin = await AdminServer.listen(opts.adminAddr ?? '127.0.0.1:15000', {
       store, certs, control, connections: () => daemon?.connections() ?? [],
+      explain: opts.dataPlane ? (query) => {
+        if (!daemon) throw new Error('the data plane is still starting');
+        return daemon.explain(query);
+      } : undefined,
+      tap: opts.dataPlane ? (listener) => daemon?.tap(listener) ?? (() => {}) : undefined,
     });
     closers.push(() => admin.close());
     const metrics = await MetricsServer.listen(opts.metricsAddr ?? '0.0.0.0:15020', registry);

@@ -46,9 +46,14 @@ interface Entry {
   closeReason?: string;
 }
 
+/** One line of the admin API's `/tap` stream. */
+export type TapEvent = { event: 'open' | 'close' } & Record<string, unknown>;
+export type TapListener = (event: TapEvent) => void;
+
 export class ConnectionTracker {
   readonly #metrics: DaemonMetrics;
   readonly #entries = new Map<number, Entry>();
+  readonly #taps = new Set<TapListener>();
   readonly #drained: (() => void)[] = [];
   #nextId = 1;
 
@@ -64,7 +69,9 @@ export class ConnectionTracker {
     const entry: Entry = { id: this.#nextId++, info, labels: labelsOf(info), startedAt: Date.now() };
     this.#entries.set(entry.id, entry);
     this.#metrics.tcpOpened.inc(entry.labels);
-    access.info('open', describe(entry));
+    const opened = describe(entry);
+    access.info('open', opened);
+    this.#tap('open', opened);
     return { id: entry.id, finish: (error) => this.#finish(entry, error) };
   }
 
@@ -74,12 +81,24 @@ export class ConnectionTracker {
     this.#metrics.tcpClosed.inc(entry.labels);
     if (received) this.#metrics.tcpReceived.inc(entry.labels, received);
     if (sent) this.#metrics.tcpSent.inc(entry.labels, sent);
-    access.info('close', {
+    const closed = {
       ...describe(entry),
       durationMs: Date.now() - entry.startedAt,
       reason: entry.closeReason ?? (error ? `error: ${error.message}` : 'closed'),
-    });
+    };
+    access.info('close', closed);
+    this.#tap('close', closed);
     if (this.#entries.size === 0) this.#drained.splice(0).forEach((resolve) => resolve());
+  }
+
+  /** Streams open and close events to `listener` until the returned function is called. */
+  subscribe(listener: TapListener): () => void {
+    this.#taps.add(listener);
+    return () => this.#taps.delete(listener);
+  }
+
+  #tap(event: TapEvent['event'], fields: Record<string, unknown>): void {
+    for (const listener of this.#taps) listener({ event, time: new Date().toISOString(), ...fields });
   }
 
   /** For the admin API (/connections). */

@@ -16,6 +16,9 @@ import { OutboundListener } from './outbound.ts';
 import { InboundPlaintextListener } from './inbound-plaintext.ts';
 import { InboundListener } from './inbound.ts';
 import { HttpOutbound } from './l7/http-outbound.ts';
+import { explain } from './explain.ts';
+import type { ExplainQuery, Explanation } from './explain.ts';
+import type { TapListener } from './connection-tracker.ts';
 
 const log = logger('daemon');
 
@@ -35,6 +38,10 @@ export interface Daemon {
   ports: { outbound: number; inboundPlaintext: number; inbound: number };
   /** Open connections, for the admin API. */
   connections(): object[];
+  /** What would happen to a connection, for the admin API's /explain. */
+  explain(query: ExplainQuery): Explanation;
+  /** Connection open/close events, for the admin API's /tap; returns the unsubscribe. */
+  tap(listener: TapListener): () => void;
   /** Stops accepting, lets open connections finish until the deadline, then closes the rest. */
   drain(deadlineMs: number): Promise<void>;
   stop(): Promise<void>;
@@ -81,6 +88,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   return {
     ports,
     connections: () => tracker.list(),
+    explain: (query) => explain(config, query),
+    tap: (listener) => tracker.subscribe(listener),
     async drain(deadlineMs: number) {
       listeners.forEach((l) => l.stopAccepting());
       pool.close();

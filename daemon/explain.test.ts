@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigStore } from '../agent/config-store.ts';
+import type { AuthorizationPolicy, Resource, Service, Workload } from '../core/types.ts';
+import { explain } from './explain.ts';
+
+function workload(name: string, ns: string, node: string, ip: string, enrolled = true, mtlsMode: 'strict' | 'permissive' = 'permissive'): Workload {
+  return { uid: `uid-${name}`, namespace: ns, name, workloadName: name, serviceAccount: name, node, ip, labels: { app: name }, enrolled, mtlsMode, namedPorts: {} };
+}
+
+const client = workload('client', 'demo', 'node-1', '10.244.1.10');
+const outsider = workload('outsider', 'legacy', 'node-1', '10.244.1.20', false);
+const serverA = workload('server-a', 'demo', 'node-2', '10.244.2.10');
+const local = workload('local', 'demo', 'node-1', '10.244.1.11');
+const strict = workload('vault', 'secure', 'node-2', '10.244.2.30', true, 'strict');
+const service: Service = {
+  namespace: 'demo', name: 'server', vips: ['10.96.0.10'], opaquePorts: [],
+  ports: [{ name: 'tcp', port: 80, targetPort: 7000, targetPortName: '', appProtocol: '' }],
+  endpoints: [{ workloadUid: serverA.uid, ip: serverA.ip, ready: true }, { workloadUid: local.uid, ip: local.ip, ready: true }],
+};
+const denyLegacy: AuthorizationPolicy = {
+  namespace: 'demo', name: 'deny-client-7001', selector: null, action: 'DENY',
+  rules: [{ from: [{ principals: ['cluster.local/ns/demo/sa/client'], notPrincipals: [], namespaces: [], notNamespaces: [], ipBlocks: [], notIpBlocks: [] }], to: [{ ports: [7001], notPorts: [], methods: [], notMethods: [], paths: [], notPaths: [] }] }],
+};
+
+function store(): ConfigStore {
+  const s = new ConfigStore('node-1');
+  const upserts: Resource[] = [
+    ...[client, outsider, serverA, local, strict].map((w): Resource => ({ kind: 'workload', key: w.uid, version: 1, workload: w })),
+    { kind: 'service', key: 'demo/server', version: 1, service },
+    { kind: 'policy', key: 'demo/deny-client-7001', version: 1, policy: denyLegacy },
+  ];
+  s.apply({ epoch: 'e', version: 1, snapshot: true, upserts, removals: [] });
+  return s;
+}
+
+test('explain: an enrolled client to a VIP lists every endpoint with its path and the policy decision', () => {
+  const e = explain(store(), { sourceIp: client.ip, destinationIp: '10.96.0.10', port: 80 });
+  assert.equal(e.service, 'demo/server');
+  assert.match(e.capture, /outbound \(15001\)/);
+  assert.equal(e.source.identity, 'spiffe://cluster.local/ns/demo/sa/client');
+  assert.deepEqual(e.targets.map((t) => [t.workload, t.port, t.path, t.security, t.authorization?.allowed]), [
+    ['demo/server-a', 7000, 'hbone', 'mutual_tls', true],
+    ['demo/local', 7000, 'same-node', 'mutual_tls', true],
+  ]);
+});
+
+test('explain: names the DENY policy that refuses a connection', () => {
+  const e = explain(store(), { sourceIp: client.ip, destinationIp: serverA.ip, port: 7001 });
+  assert.equal(e.targets[0]!.authorization?.allowed, false);
+  assert.equal(e.targets[0]!.authorization?.policy, 'demo/deny-client-7001');
+});
+
+test('explain: a non-mesh source goes as plaintext, captured where the destination is, and strict namespaces refuse it', () => {
+  const toLocal = explain(store(), { sourceIp: outsider.ip, destinationIp: local.ip, port: 7000 });
+  assert.match(toLocal.capture, /inbound plaintext \(15006\)/);
+  assert.equal(toLocal.targets[0]!.path, 'passthrough');
+  const viaVip = explain(store(), { sourceIp: outsider.ip, destinationIp: '10.96.0.10', port: 80 });
+  assert.match(viaVip.capture, /the Service has an enrolled endpoint on this node/);
+  const toStrict = explain(store(), { sourceIp: outsider.ip, destinationIp: strict.ip, port: 443 });
+  assert.equal(toStrict.targets[0]!.authorization?.allowed, false);
+  assert.match(toStrict.targets[0]!.authorization!.reason, /requires mutual TLS/);
+});
+
+test('explain: a destination outside the mesh passes through; a port the Service lacks is a clear error', () => {
+  const out = explain(store(), { sourceIp: client.ip, destinationIp: '10.0.0.1', port: 443 });
+  assert.deepEqual(out.targets.map((t) => [t.workload, t.path, t.authorization]), [[null, 'passthrough', null]]);
+  assert.throws(() => explain(store(), { sourceIp: client.ip, destinationIp: '10.96.0.10', port: 81 }), (err: Error & { code?: string }) =>
+    err.code === 'NM_BAD_EXPLAIN_QUERY' && /service demo\/server has no port 81; its ports are 80/.test(err.message));
+});

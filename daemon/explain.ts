@@ -1,0 +1,100 @@
+// `/explain`: what this node's data plane would do with a connection, without
+// making it. Answers the operator's first question when traffic misbehaves —
+// was it captured, where would it go, over what, and which policy decides —
+// from the same config and decision functions the listeners use.
+
+import type { ConfigStore } from '../agent/config-store.ts';
+import type { Workload } from '../core/types.ts';
+import { identityOf } from '../core/identity.ts';
+import { NodemeshError } from '../core/errors.ts';
+import { checkAccess } from './access-check.ts';
+import { targetPort } from './destination.ts';
+
+export interface ExplainQuery {
+  sourceIp: string;
+  destinationIp: string;
+  port: number;
+}
+
+export interface ExplainedTarget {
+  ip: string;
+  port: number;
+  workload: string | null;
+  path: 'hbone' | 'same-node' | 'passthrough';
+  node: string | null;
+  security: 'mutual_tls' | 'none';
+  authorization: { allowed: boolean; policy?: string; reason: string } | null;
+}
+
+export interface Explanation {
+  node: string;
+  source: { ip: string; workload: string | null; enrolled: boolean; local: boolean; identity: string | null };
+  capture: string;
+  service: string | null;
+  /** One entry per candidate endpoint (a Service VIP), or the single destination. */
+  targets: ExplainedTarget[];
+}
+
+export class ExplainQueryError extends NodemeshError {
+  constructor(message: string) {
+    super('NM_BAD_EXPLAIN_QUERY', message);
+  }
+}
+
+export function explain(config: ConfigStore, q: ExplainQuery): Explanation {
+  const { trustDomain } = config.settings();
+  const identity = (w: Workload) => identityOf(trustDomain, w.namespace, w.serviceAccount);
+  const source = config.workloadByIp(q.sourceIp);
+  const sourceLocal = source?.node === config.nodeName;
+  const sourceMeshed = Boolean(source?.enrolled && sourceLocal);
+  const service = config.serviceByVip(q.destinationIp);
+
+  const targetOf = (ip: string, port: number, workload: Workload | undefined): ExplainedTarget => {
+    const meshed = Boolean(workload?.enrolled);
+    const sameNode = workload?.node === config.nodeName;
+    const path = !sourceMeshed || !meshed ? 'passthrough' : sameNode ? 'same-node' : 'hbone';
+    // Authorization is decided on the destination's node; it is evaluated here from the same config.
+    const authorization = workload && meshed
+      ? checkAccess(config, {
+          sourcePrincipal: sourceMeshed ? identity(source!) : null,
+          sourceNamespace: sourceMeshed ? source!.namespace : null,
+          sourceIp: q.sourceIp,
+          destination: workload,
+          port,
+        })
+      : null;
+    return {
+      ip, port, workload: workload ? `${workload.namespace}/${workload.name}` : null, path,
+      node: workload?.node ?? null, security: path === 'passthrough' ? 'none' : 'mutual_tls', authorization,
+    };
+  };
+
+  let targets: ExplainedTarget[];
+  if (service) {
+    const sp = service.ports.find((p) => p.port === q.port);
+    if (!sp) throw new ExplainQueryError(`service ${service.namespace}/${service.name} has no port ${q.port}; its ports are ${service.ports.map((p) => p.port).join(', ')}`);
+    targets = service.endpoints.filter((e) => e.ready).flatMap((e) => {
+      const workload = config.workloadByUid(e.workloadUid) ?? config.workloadByIp(e.ip);
+      const port = targetPort(sp, workload);
+      return port === undefined ? [] : [targetOf(e.ip, port, workload)];
+    });
+  } else {
+    targets = [targetOf(q.destinationIp, q.port, config.workloadByIp(q.destinationIp))];
+  }
+
+  const vipCaptured = service?.endpoints.some((e) => config.isLocalEnrolled(e.ip));
+  const capture = sourceMeshed
+    ? 'captured on this node by outbound (15001): the source is a local enrolled workload'
+    : config.isLocalEnrolled(q.destinationIp)
+      ? `captured on this node by inbound ${q.port === 15008 ? 'HBONE (15008)' : 'plaintext (15006)'}: the destination is a local enrolled workload`
+      : vipCaptured
+        ? 'captured on this node by inbound plaintext (15006): the Service has an enrolled endpoint on this node'
+        : 'not captured on this node';
+  return {
+    node: config.nodeName,
+    source: { ip: q.sourceIp, workload: source ? `${source.namespace}/${source.name}` : null, enrolled: Boolean(source?.enrolled), local: sourceLocal, identity: source ? identity(source) : null },
+    capture,
+    service: service ? `${service.namespace}/${service.name}` : null,
+    targets,
+  };
+}
