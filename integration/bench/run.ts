@@ -7,7 +7,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { logger } from '../../core/log.ts';
@@ -115,7 +115,8 @@ async function main(): Promise<void> {
   const started = new Date();
   const results: BenchResults = {
     date: started.toISOString(),
-    cores: availableParallelism(),
+    // The machine's cores, not this process's affinity (it is pinned to the load CPU).
+    cores: cpus().length,
     commit: commit(),
     pinning: { load_generators: `cpu ${LOAD_CPU}`, nodes: `cpu ${NODE_CPU} (nodemesh node and control plane, nginx tunnel, origin nginx and iperf3)` },
     mode: flags.quick ? 'quick' : 'full',
