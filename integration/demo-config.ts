@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { InvalidObjectError } from '../core/errors.ts';
 import type { ClusterSpec, ContainerPortSpec, NamespaceSpec, PodSpec, ServicePortSpec, ServiceSpec } from './cluster/plan.ts';
+import { planCluster } from './cluster/plan.ts';
 
 export const DEMO_CONFIG_DIR = fileURLToPath(new URL('../examples/demo/', import.meta.url));
 
@@ -32,8 +33,6 @@ interface Document {
   kind?: string;
   metadata?: Meta;
 }
-
-const NODE_NAME = /^n([1-9]\d*)$/;
 
 /** Builds the cluster spec from every *.yaml of `dir` (default examples/demo). */
 export function loadDemoSpec(dir = DEMO_CONFIG_DIR): ClusterSpec {
@@ -59,8 +58,11 @@ export function loadDemoSpec(dir = DEMO_CONFIG_DIR): ClusterSpec {
       }
     }
   }
-  const nodeIndexes = pods.map((p) => Number(NODE_NAME.exec(p.node)![1]));
-  return { nodes: Math.max(1, ...nodeIndexes), namespaces, pods, services };
+  // Node i routes 10.244.i.0/24: the names sort into that order (node-1, node-2, ...).
+  const nodeNames = [...new Set(pods.map((p) => p.node))].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
+  const spec: ClusterSpec = { nodes: Math.max(1, nodeNames.length), nodeNames: nodeNames.length ? nodeNames : undefined, namespaces, pods, services };
+  planCluster(spec, 'demo');
+  return spec;
 }
 
 function describe(file: string, obj: Document): string {
@@ -75,9 +77,6 @@ function required<T>(file: string, obj: Document, field: string, value: T | unde
 function podSpec(file: string, pod: PodYaml): PodSpec {
   const meta = pod.metadata ?? {};
   const node = required(file, pod as Document, 'spec.nodeName', pod.spec?.nodeName);
-  if (!NODE_NAME.test(node)) {
-    throw new InvalidObjectError(describe(file, pod as Document), 'spec.nodeName', `${JSON.stringify(node)}: the demo cluster names its nodes n1, n2, ...`);
-  }
   const ports: ContainerPortSpec[] = (pod.spec?.containers ?? []).flatMap((c) => c.ports ?? [])
     .filter((p): p is { name: string; containerPort: number } => Boolean(p.name) && typeof p.containerPort === 'number')
     .map((p) => ({ name: p.name, port: p.containerPort }));

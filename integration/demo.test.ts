@@ -75,8 +75,8 @@ test('the demo cluster spec comes from examples/demo: nodes, pod IPs, service ac
   assert.equal(spec.nodes, 2);
   const pods = new Map(spec.pods!.map((p) => [`${p.namespace}/${p.name}`, p]));
   assert.deepEqual([...pods.keys()].sort(), ['demo/client', 'demo/server-a', 'demo/server-b', 'legacy/outsider']);
-  assert.deepEqual([pods.get('demo/client')!.node, pods.get('demo/client')!.ip, pods.get('demo/client')!.serviceAccount], ['n1', '10.244.1.10', 'client']);
-  assert.deepEqual([pods.get('demo/server-b')!.node, pods.get('demo/server-b')!.ip, pods.get('demo/server-b')!.labels], ['n2', '10.244.2.11', { app: 'server', version: 'b' }]);
+  assert.deepEqual([pods.get('demo/client')!.node, pods.get('demo/client')!.ip, pods.get('demo/client')!.serviceAccount], ['node-1', '10.244.1.10', 'client']);
+  assert.deepEqual([pods.get('demo/server-b')!.node, pods.get('demo/server-b')!.ip, pods.get('demo/server-b')!.labels], ['node-2', '10.244.2.11', { app: 'server', version: 'b' }]);
   assert.deepEqual(pods.get('demo/server-a')!.ports, [{ name: 'tcp-echo', port: 7000 }, { name: 'admin', port: 7001 }, { name: 'http', port: 8080 }]);
   assert.equal(pods.get('legacy/outsider')!.serviceAccount, undefined);
   const server = spec.services!.find((s) => s.name === 'server')!;
@@ -85,15 +85,15 @@ test('the demo cluster spec comes from examples/demo: nodes, pod IPs, service ac
   assert.deepEqual(spec.namespaces!.find((n) => n.name === 'demo')!.annotations, { 'nodemesh.io/mesh': 'enabled' });
 });
 
-test('a demo pod on a node the namespace cluster cannot name is rejected, naming the pod, file and field', (t) => {
+test('a demo pod whose IP is outside its node\'s pod CIDR is rejected, naming the pod and field', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nodemesh-demo-config-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, 'pods.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {nodeName: worker-1}\nstatus: {podIP: 10.244.1.5}\n');
+  writeFileSync(join(dir, 'pods.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {nodeName: worker-1}\nstatus: {podIP: 10.244.2.5}\n');
   assert.throws(() => loadDemoSpec(dir), (err: unknown) => {
     assert.ok(err instanceof InvalidObjectError);
-    assert.equal(err.object, 'Pod shop/web (pods.yaml)');
-    assert.equal(err.field, 'spec.nodeName');
-    assert.match(err.message, /"worker-1": the demo cluster names its nodes n1, n2/);
+    assert.match(err.object, /shop\/web/);
+    assert.equal(err.field, 'ip');
+    assert.match(err.message, /10\.244\.2\.5 is outside node worker-1's pod CIDR 10\.244\.1\.0\/24/);
     return true;
   });
 });
@@ -109,14 +109,14 @@ test('nodemesh demo --once: every step passes, the report shows identities, mTLS
   assert.match(out, /All 4 steps behaved as expected\./);
   // 1: both replicas reached through the VIP, with both identities, over mTLS.
   for (const server of ['demo/server-a 10.244.2.10:7000', 'demo/server-b 10.244.2.11:7000']) {
-    assert.match(out, new RegExp(`→ ${server} \\[n2\\] spiffe://cluster\\.local/ns/demo/sa/server\\s+mutual_tls, HBONE`));
+    assert.match(out, new RegExp(`→ ${server} \\[node-2\\] spiffe://cluster\\.local/ns/demo/sa/server\\s+mutual_tls, HBONE`));
   }
-  assert.match(out, /demo\/client \[n1\] spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client\n\s+→ demo\/server 10\.96\.0\.10:80/);
+  assert.match(out, /demo\/client \[node-1\] spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client\n\s+→ demo\/server 10\.96\.0\.10:80/);
   assert.match(out, /source_principal="spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client",connection_security_policy="mutual_tls"\} = 2/);
   // 2: each node holds its own pods' identity only.
-  assert.match(out, /n1: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client; n2: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/server; every node trusts the one root/);
+  assert.match(out, /node-1: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client; node-2: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/server; every node trusts the one root/);
   // 3: the refusal, decided by the demo's policy, and the allowed connections.
-  assert.match(out, /n2 log: inbound plaintext connection refused: denied by DENY policy demo\/deny-legacy-admin \(source 10\.244\.1\.20, destination 10\.244\.2\.10:7001\)/);
+  assert.match(out, /node-2 log: inbound plaintext connection refused: denied by DENY policy demo\/deny-legacy-admin \(source 10\.244\.1\.20, destination 10\.244\.2\.10:7001\)/);
   assert.match(out, /✔ legacy\/outsider \(plaintext, no identity\) → demo\/server-a:7001 {2}refused/);
   assert.match(out, /✔ demo\/client \(mTLS\) → demo\/server-a:7001 {2}allowed: "hello from demo\/server-a"/);
   assert.match(out, /✔ legacy\/outsider \(plaintext\) → demo\/server-a:7000 {2}allowed/);
