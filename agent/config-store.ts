@@ -33,6 +33,7 @@ export class ConfigStore {
   readonly #workloadsByIp = new Map<string, Workload>();
   readonly #servicesByKey = new Map<string, Service>();
   readonly #servicesByVip = new Map<string, Service>();
+  readonly #servicesByEndpointIp = new Map<string, Service[]>();
   readonly #policiesByNamespace = new Map<string, AuthorizationPolicy[]>();
   readonly #routes = new Map<string, HttpRoute>();
   #settings: MeshSettings = DEFAULT_SETTINGS;
@@ -68,6 +69,7 @@ export class ConfigStore {
     this.#workloadsByIp.clear();
     this.#servicesByKey.clear();
     this.#servicesByVip.clear();
+    this.#servicesByEndpointIp.clear();
     this.#policiesByNamespace.clear();
     this.#routes.clear();
     this.#settings = DEFAULT_SETTINGS;
@@ -80,6 +82,11 @@ export class ConfigStore {
         case 'service':
           this.#servicesByKey.set(r.key, r.service);
           for (const vip of r.service.vips) this.#servicesByVip.set(vip, r.service);
+          for (const e of r.service.endpoints) {
+            const list = this.#servicesByEndpointIp.get(e.ip) ?? [];
+            list.push(r.service);
+            this.#servicesByEndpointIp.set(e.ip, list);
+          }
           break;
         case 'policy': {
           const list = this.#policiesByNamespace.get(r.policy.namespace) ?? [];
@@ -125,6 +132,11 @@ export class ConfigStore {
 
   serviceByVip(ip: string): Service | undefined {
     return this.#servicesByVip.get(ip);
+  }
+
+  /** Services that list `ip` among their endpoints. */
+  servicesWithEndpoint(ip: string): readonly Service[] {
+    return this.#servicesByEndpointIp.get(ip) ?? [];
   }
 
   serviceByKey(namespace: string, name: string): Service | undefined {

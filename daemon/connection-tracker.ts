@@ -50,15 +50,20 @@ interface Entry {
 export type TapEvent = { event: 'open' | 'close' } & Record<string, unknown>;
 export type TapListener = (event: TapEvent) => void;
 
+/** Finds the Service of a destination-side connection, which the tunnel does not carry. */
+export type ServiceResolver = (workload: Workload, port: number) => Service | undefined;
+
 export class ConnectionTracker {
   readonly #metrics: DaemonMetrics;
+  readonly #serviceOf: ServiceResolver;
   readonly #entries = new Map<number, Entry>();
   readonly #taps = new Set<TapListener>();
   readonly #drained: (() => void)[] = [];
   #nextId = 1;
 
-  constructor(metrics: DaemonMetrics) {
+  constructor(metrics: DaemonMetrics, serviceOf: ServiceResolver = () => undefined) {
     this.#metrics = metrics;
+    this.#serviceOf = serviceOf;
   }
 
   get size(): number {
@@ -66,6 +71,9 @@ export class ConnectionTracker {
   }
 
   open(info: ConnectionInfo): TrackedConnection {
+    if (!info.service && info.reporter === 'destination' && info.destinationWorkload) {
+      info = { ...info, service: this.#serviceOf(info.destinationWorkload, info.destinationPort) };
+    }
     const entry: Entry = { id: this.#nextId++, info, labels: labelsOf(info), startedAt: Date.now() };
     this.#entries.set(entry.id, entry);
     this.#metrics.tcpOpened.inc(entry.labels);

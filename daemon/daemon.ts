@@ -17,6 +17,7 @@ import { InboundPlaintextListener } from './inbound-plaintext.ts';
 import { InboundListener } from './inbound.ts';
 import { HttpOutbound } from './l7/http-outbound.ts';
 import { explain } from './explain.ts';
+import { serviceServing } from './destination.ts';
 import type { ExplainQuery, Explanation } from './explain.ts';
 import type { TapListener } from './connection-tracker.ts';
 
@@ -51,7 +52,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const { config, certs } = opts;
   const host = opts.bindHost ?? '0.0.0.0';
   const metrics = createMetrics(opts.registry);
-  const tracker = new ConnectionTracker(metrics);
+  const tracker = new ConnectionTracker(metrics, (workload, port) => serviceServing(config, workload, port));
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
   const http = new HttpOutbound({ config, pool, tracker, metrics });

@@ -46,3 +46,12 @@ export function targetPort(sp: ServicePort, workload: Workload | undefined): num
   if (sp.targetPortName) return workload?.namedPorts[sp.targetPortName];
   return sp.port;
 }
+
+/**
+ * The Service a connection to `workload` on `port` most likely came through: one
+ * that has the workload as an endpoint with that target port. The destination
+ * side cannot see the VIP the client dialled, so it reports this, as Istio does.
+ */
+export function serviceServing(config: ConfigStore, workload: Workload, port: number): Service | undefined {
+  return config.servicesWithEndpoint(workload.ip).find((s) => s.ports.some((sp) => targetPort(sp, workload) === port));
+}
