@@ -6,10 +6,11 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
-import { meshService, updateFromWire } from '../core/wire.ts';
+import { meshService, updateFromWire, CONTROL_PLANE_TLS_NAME } from '../core/wire.ts';
 import type { WireUpdate } from '../core/wire.ts';
 import type { ConfigStore } from './config-store.ts';
 import type { SignResult, Signer } from './cert-manager.ts';
@@ -97,6 +98,7 @@ export class ControlClient implements Signer {
     const credentials = grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(Buffer.from(opts.caPem)), bearer);
     const Mesh = meshService();
     this.#client = new Mesh(opts.address, credentials, {
+      ...(dialsIp(opts.address) ? { 'grpc.ssl_target_name_override': CONTROL_PLANE_TLS_NAME } : {}),
       // Pings notice a control plane that vanished without closing the connection
       // (host crash, partition) in ~40 s; otherwise the Watch stream would hang forever.
       'grpc.keepalive_time_ms': 30_000,
@@ -207,4 +209,10 @@ function hintFor(code: grpc.status, opts: ControlClientOptions): string {
     default:
       return '';
   }
+}
+
+/** Whether `host:port` names its host by IP address. */
+function dialsIp(address: string): boolean {
+  const host = /^\[?([^\]]*?)\]?:\d+$/.exec(address)?.[1] ?? address;
+  return isIP(host) !== 0;
 }

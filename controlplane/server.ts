@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { BindError, InvalidObjectError, NodemeshError, NotAuthorizedError } from '../core/errors.ts';
 import { identityOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
-import { meshService, updateToWire } from '../core/wire.ts';
+import { meshService, updateToWire, CONTROL_PLANE_TLS_NAME } from '../core/wire.ts';
 import type { ConfigUpdate } from '../core/types.ts';
 import type { ConfigSource } from './source.ts';
 import type { NodeAuthenticator } from './node-auth.ts';
@@ -66,7 +66,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   }
   const model = new MeshModel({ trustDomain });
   const { host } = splitHostPort(opts.listen);
-  const serving = await opts.ca.issueServingCert(opts.servingHosts ?? defaultServingHosts(host));
+  const serving = await opts.ca.issueServingCert([...new Set([...(opts.servingHosts ?? defaultServingHosts(host)), CONTROL_PLANE_TLS_NAME])]);
   const watches = new Set<grpc.ServerWritableStream<WatchRequest, unknown>>();
   const server = new grpc.Server();
   server.addService(meshService().service, {

@@ -12,6 +12,13 @@ import { InvalidObjectError } from './errors.ts';
 
 const PROTO = fileURLToPath(new URL('../proto/nodemesh/v1/mesh.proto', import.meta.url));
 
+/**
+ * A DNS name every control-plane serving certificate carries. Nodes that dial the
+ * control plane by IP verify this name instead: TLS forbids an IP as server name,
+ * and what matters is that our own CA issued the certificate for the control plane.
+ */
+export const CONTROL_PLANE_TLS_NAME = 'nodemesh-controlplane';
+
 export const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, defaults: true, oneofs: true };
 
 let cached: grpc.ServiceClientConstructor | undefined;
