@@ -49,6 +49,10 @@ const METRICS: { key: keyof PathResult; label: string; higherIsBetter: boolean }
   { key: 'rss_mib', label: 'daemon RSS MiB', higherIsBetter: false },
 ];
 
+function shellWord(arg: string): string {
+  return /[\s'"]/.test(arg) ? `'${arg.replace(/'/g, `'\\''`)}'` : arg;
+}
+
 function ratio(value: number | null | undefined, base: number | null | undefined): string {
   if (value == null || base == null || base === 0) return '–';
   return `${(value / base).toFixed(2)}x`;
@@ -107,7 +111,7 @@ export function renderReport(r: BenchResults): string {
   if (PATHS.some((p) => r.commands[p])) {
     lines.push('', 'Commands (each inside the client pod\'s network namespace, `ip netns exec <pod> ...`):', '');
     for (const path of PATHS) {
-      for (const [what, argv] of Object.entries(r.commands[path] ?? {})) lines.push(`- ${path} ${what}: \`${argv.join(' ')}\``);
+      for (const [what, argv] of Object.entries(r.commands[path] ?? {})) lines.push(`- ${path} ${what}: \`${argv.map(shellWord).join(' ')}\``);
     }
   }
   if (r.errors) lines.push('', `Errors over all rounds: ${r.errors} failed requests or connections.`);
