@@ -3,8 +3,7 @@
 // VIP, policies by workload). Applying an update is all-or-nothing per resource;
 // listeners run after the indexes are consistent again.
 
-import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
 import type {
   AuthorizationPolicy, ConfigUpdate, HttpRoute, MeshSettings, Resource, Service, Workload,
 } from '../core/types.ts';
@@ -48,13 +47,27 @@ export class ConfigStore {
   }
 
   apply(update: ConfigUpdate): void {
-    if (update.snapshot) this.#resources.clear();
-    for (const key of update.removals) this.#resources.delete(`${key.kind}:${key.key}`);
-    for (const r of update.upserts) this.#resources.set(`${r.kind}:${r.key}`, r);
+    if (update.snapshot) {
+      this.#resources.clear();
+      this.#clearIndexes();
+    }
+    // Indexes change per resource, so a one-pod delta costs O(1), not a reindex of 10,000 pods.
+    for (const key of update.removals) {
+      const id = `${key.kind}:${key.key}`;
+      const old = this.#resources.get(id);
+      if (old) this.#unindex(old);
+      this.#resources.delete(id);
+    }
+    for (const r of update.upserts) {
+      const id = `${r.kind}:${r.key}`;
+      const old = this.#resources.get(id);
+      if (old) this.#unindex(old);
+      this.#resources.set(id, r);
+      this.#index(r);
+    }
     this.epoch = update.epoch;
     this.version = update.version;
     if (update.snapshot) this.synced = true;
-    this.#reindex();
     for (const l of this.#listeners) {
       try {
         l(update);
@@ -64,7 +77,7 @@ export class ConfigStore {
     }
   }
 
-  #reindex(): void {
+  #clearIndexes(): void {
     this.#workloadsByUid.clear();
     this.#workloadsByIp.clear();
     this.#servicesByKey.clear();
@@ -73,34 +86,52 @@ export class ConfigStore {
     this.#policiesByNamespace.clear();
     this.#routes.clear();
     this.#settings = DEFAULT_SETTINGS;
-    for (const r of this.#resources.values()) {
-      switch (r.kind) {
-        case 'workload':
-          this.#workloadsByUid.set(r.workload.uid, r.workload);
-          if (r.workload.ip) this.#workloadsByIp.set(r.workload.ip, r.workload);
-          break;
-        case 'service':
-          this.#servicesByKey.set(r.key, r.service);
-          for (const vip of r.service.vips) this.#servicesByVip.set(vip, r.service);
-          for (const e of r.service.endpoints) {
-            const list = this.#servicesByEndpointIp.get(e.ip) ?? [];
-            list.push(r.service);
-            this.#servicesByEndpointIp.set(e.ip, list);
-          }
-          break;
-        case 'policy': {
-          const list = this.#policiesByNamespace.get(r.policy.namespace) ?? [];
-          list.push(r.policy);
-          this.#policiesByNamespace.set(r.policy.namespace, list);
-          break;
-        }
-        case 'route':
-          this.#routes.set(r.key, r.route);
-          break;
-        case 'settings':
-          this.#settings = r.settings;
-          break;
-      }
+  }
+
+  #index(r: Resource): void {
+    switch (r.kind) {
+      case 'workload':
+        this.#workloadsByUid.set(r.workload.uid, r.workload);
+        if (r.workload.ip) this.#workloadsByIp.set(r.workload.ip, r.workload);
+        break;
+      case 'service':
+        this.#servicesByKey.set(r.key, r.service);
+        for (const vip of r.service.vips) this.#servicesByVip.set(vip, r.service);
+        for (const e of r.service.endpoints) addTo(this.#servicesByEndpointIp, e.ip, r.service);
+        break;
+      case 'policy':
+        addTo(this.#policiesByNamespace, r.policy.namespace, r.policy);
+        break;
+      case 'route':
+        this.#routes.set(r.key, r.route);
+        break;
+      case 'settings':
+        this.#settings = r.settings;
+        break;
+    }
+  }
+
+  #unindex(r: Resource): void {
+    switch (r.kind) {
+      case 'workload':
+        this.#workloadsByUid.delete(r.workload.uid);
+        // Another workload may have taken the IP over since (a recycled pod IP).
+        if (this.#workloadsByIp.get(r.workload.ip) === r.workload) this.#workloadsByIp.delete(r.workload.ip);
+        break;
+      case 'service':
+        this.#servicesByKey.delete(r.key);
+        for (const vip of r.service.vips) if (this.#servicesByVip.get(vip) === r.service) this.#servicesByVip.delete(vip);
+        for (const e of r.service.endpoints) removeFrom(this.#servicesByEndpointIp, e.ip, r.service);
+        break;
+      case 'policy':
+        removeFrom(this.#policiesByNamespace, r.policy.namespace, r.policy);
+        break;
+      case 'route':
+        this.#routes.delete(r.key);
+        break;
+      case 'settings':
+        this.#settings = DEFAULT_SETTINGS;
+        break;
     }
   }
 
@@ -167,14 +198,6 @@ export class ConfigStore {
     return { epoch: this.epoch, version: this.version, resources: [...this.#resources.values()] };
   }
 
-  /** Writes the last-known-good config atomically, for restarts while the control plane is down. */
-  persist(path: string): void {
-    mkdirSync(dirname(path), { recursive: true });
-    const tmp = `${path}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.snapshot()));
-    renameSync(tmp, path);
-  }
-
   /** Loads a persisted snapshot; returns false when there is none or it is unreadable. */
   restore(path: string): boolean {
     let snap: ConfigSnapshot;
@@ -188,4 +211,18 @@ export class ConfigStore {
     log.info('restored last-known-good config', { path, version: snap.version, resources: snap.resources.length });
     return true;
   }
+}
+
+function addTo<K, V>(index: Map<K, V[]>, key: K, value: V): void {
+  const list = index.get(key);
+  if (list) list.push(value);
+  else index.set(key, [value]);
+}
+
+function removeFrom<K, V>(index: Map<K, V[]>, key: K, value: V): void {
+  const list = index.get(key);
+  if (!list) return;
+  const i = list.indexOf(value);
+  if (i >= 0) list.splice(i, 1);
+  if (list.length === 0) index.delete(key);
 }

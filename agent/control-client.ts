@@ -14,6 +14,7 @@ import { meshService, updateFromWire, CONTROL_PLANE_TLS_NAME } from '../core/wir
 import type { WireUpdate } from '../core/wire.ts';
 import type { ConfigStore } from './config-store.ts';
 import type { SignResult, Signer } from './cert-manager.ts';
+import { LastKnownGood } from './last-known-good.ts';
 import { Backoff } from './backoff.ts';
 
 const log = logger('control');
@@ -79,9 +80,11 @@ export class ControlClient implements Signer {
   #retryTimer: NodeJS.Timeout | undefined;
   #closed = false;
   #state: ConnectionState;
+  readonly #lastKnownGood: LastKnownGood;
 
   constructor(opts: ControlClientOptions) {
     this.#opts = opts;
+    this.#lastKnownGood = new LastKnownGood(opts.store, configPath(opts.stateDir));
     this.#state = { address: opts.address, connected: false, lastError: null, lastConnected: null, lastUpdate: null, reconnects: 0 };
     const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
       let token: string;
@@ -137,12 +140,14 @@ export class ControlClient implements Signer {
     });
   }
 
-  close(): void {
+  /** Stops watching; resolves once the last-known-good config is on disk. */
+  async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     this.#call?.cancel();
     this.#client.close();
     this.#state.connected = false;
+    await this.#lastKnownGood.flush();
   }
 
   #watch(): void {
@@ -187,13 +192,7 @@ export class ControlClient implements Signer {
     }
     this.#opts.store.apply(update);
     this.#state.lastUpdate = now;
-    try {
-      this.#opts.store.persist(configPath(this.#opts.stateDir));
-    } catch (err) {
-      log.error('cannot persist the last-known-good config; a restart while the control plane is down would start empty', {
-        stateDir: this.#opts.stateDir, error: (err as Error).message,
-      });
-    }
+    this.#lastKnownGood.schedule();
   }
 }
 
