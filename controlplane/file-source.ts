@@ -13,7 +13,9 @@ import { logger } from '../core/log.ts';
 import type { ConfigSource, KubeObject, SourceEvents } from './source.ts';
 
 const log = logger('file-source');
-const DEBOUNCE_MS = 100;
+// Long enough to see an editor's write-then-rename as one change, short enough
+// not to dominate how fast an edit reaches the nodes.
+const DEBOUNCE_MS = 25;
 const EXTENSIONS = new Set(['.yaml', '.yml']);
 
 /** "group/Kind/namespace/name": identifies an object across files. */
