@@ -10,7 +10,7 @@ import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
-import { meshService, updateFromWire, CONTROL_PLANE_TLS_NAME } from '../core/wire.ts';
+import { meshService, updateFromWire, CONTROL_PLANE_TLS_NAME, SnapshotAssembler } from '../core/wire.ts';
 import type { WireUpdate } from '../core/wire.ts';
 import type { ConfigStore } from './config-store.ts';
 import type { SignResult, Signer } from './cert-manager.ts';
@@ -81,6 +81,7 @@ export class ControlClient implements Signer {
   #closed = false;
   #state: ConnectionState;
   readonly #lastKnownGood: LastKnownGood;
+  readonly #snapshotParts = new SnapshotAssembler();
 
   constructor(opts: ControlClientOptions) {
     this.#opts = opts;
@@ -102,6 +103,8 @@ export class ControlClient implements Signer {
     const Mesh = meshService();
     this.#client = new Mesh(opts.address, credentials, {
       ...(dialsIp(opts.address) ? { 'grpc.ssl_target_name_override': CONTROL_PLANE_TLS_NAME } : {}),
+      // Snapshots come in parts, but one delta can be large (a namespace of thousands of pods enrolled at once).
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
       // Pings notice a control plane that vanished without closing the connection
       // (host crash, partition) in ~40 s; otherwise the Watch stream would hang forever.
       'grpc.keepalive_time_ms': 30_000,
@@ -155,6 +158,8 @@ export class ControlClient implements Signer {
     const { store, nodeName } = this.#opts;
     const call = this.#client.Watch({ node: nodeName, epoch: store.epoch, version: store.version });
     this.#call = call;
+    // Parts of a snapshot from a stream that broke are never completed.
+    this.#snapshotParts.reset();
     call.on('data', (message: WireUpdate) => this.#onUpdate(message));
     // Every outcome ends in 'status'; 'error' needs a listener only so it is not thrown.
     call.on('error', () => {});
@@ -173,7 +178,9 @@ export class ControlClient implements Signer {
     });
   }
 
-  #onUpdate(message: WireUpdate): void {
+  #onUpdate(part: WireUpdate): void {
+    const message = this.#snapshotParts.accept(part);
+    if (!message) return;
     const now = new Date().toISOString();
     if (!this.#state.connected) {
       this.#state.connected = true;

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { BindError, InvalidObjectError, NodemeshError, NotAuthorizedError } from '../core/errors.ts';
 import { identityOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
-import { meshService, updateToWire, CONTROL_PLANE_TLS_NAME } from '../core/wire.ts';
+import { meshService, updateToMessages, CONTROL_PLANE_TLS_NAME } from '../core/wire.ts';
 import type { ConfigUpdate } from '../core/types.ts';
 import type { ConfigSource } from './source.ts';
 import type { NodeAuthenticator } from './node-auth.ts';
@@ -143,7 +143,7 @@ async function serveWatch(call: grpc.ServerWritableStream<WatchRequest, unknown>
     if (closed) return;
     const send = (update: ConfigUpdate) => {
       if (closed) return;
-      call.write(updateToWire(update));
+      for (const message of updateToMessages(update)) call.write(message);
       // The stream is in object mode: writableLength counts updates.
       if (call.writableLength > MAX_BUFFERED_UPDATES) {
         log.warn('node reads config too slowly; closing its stream so it resumes', { node, bufferedUpdates: call.writableLength });

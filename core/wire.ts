@@ -56,7 +56,12 @@ export interface WireUpdate {
   snapshot: boolean;
   upserts: WireResource[];
   removals: { kind: string; key: string }[];
+  /** More parts of this snapshot follow. */
+  more?: boolean;
 }
+
+/** Resources per message of a snapshot: keeps each under gRPC's 4 MiB default limit. */
+export const SNAPSHOT_PART_SIZE = 2000;
 
 const KINDS: ReadonlySet<string> = new Set(['workload', 'service', 'route', 'policy', 'settings']);
 
@@ -75,7 +80,40 @@ export function resourceToWire(r: Resource): WireResource {
 }
 
 export function updateToWire(u: ConfigUpdate): WireUpdate {
-  return { epoch: u.epoch, version: u.version, snapshot: u.snapshot, upserts: u.upserts.map(resourceToWire), removals: u.removals };
+  return { epoch: u.epoch, version: u.version, snapshot: u.snapshot, upserts: u.upserts.map(resourceToWire), removals: u.removals, more: false };
+}
+
+/** An update as the messages that carry it: a snapshot in parts, a delta whole. */
+export function updateToMessages(u: ConfigUpdate, partSize = SNAPSHOT_PART_SIZE): WireUpdate[] {
+  if (!u.snapshot || u.upserts.length <= partSize) return [updateToWire(u)];
+  const parts: WireUpdate[] = [];
+  for (let i = 0; i < u.upserts.length; i += partSize) {
+    const upserts = u.upserts.slice(i, i + partSize).map(resourceToWire);
+    parts.push({ epoch: u.epoch, version: u.version, snapshot: true, upserts, removals: [], more: i + partSize < u.upserts.length });
+  }
+  return parts;
+}
+
+/** Joins the parts of a snapshot back into one message; `undefined` while parts are missing. */
+export class SnapshotAssembler {
+  #parts: WireResource[] | undefined;
+
+  accept(message: WireUpdate): WireUpdate | undefined {
+    if (!message.snapshot) {
+      // A delta cannot arrive mid-snapshot; if it does, the partial snapshot is unusable.
+      this.#parts = undefined;
+      return message;
+    }
+    const parts = (this.#parts ??= []);
+    for (const r of message.upserts ?? []) parts.push(r);
+    if (message.more) return undefined;
+    this.#parts = undefined;
+    return { ...message, upserts: parts, more: false };
+  }
+
+  reset(): void {
+    this.#parts = undefined;
+  }
 }
 
 /** Converts one wire resource; throws InvalidObjectError naming it when it is unusable. */

@@ -1,0 +1,44 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ConfigUpdate, Resource } from './types.ts';
+import { meshService, SnapshotAssembler, updateFromWire, updateToMessages } from './wire.ts';
+import type { WireUpdate } from './wire.ts';
+
+/** Through protobuf and back, as the Watch stream carries it. */
+function overTheWire(message: WireUpdate): WireUpdate {
+  const method = meshService().service.Watch!;
+  return method.responseDeserialize(method.responseSerialize(message)) as WireUpdate;
+}
+
+function workloads(n: number): Resource[] {
+  return Array.from({ length: n }, (_, i) => ({
+    kind: 'workload' as const, key: `uid-${i}`, version: i,
+    workload: { uid: `uid-${i}`, namespace: 'ns', name: `p${i}`, workloadName: 'p', serviceAccount: 'sa', node: 'n', ip: `10.0.${i >> 8}.${i & 255}`, labels: {}, enrolled: true, mtlsMode: 'permissive' as const, namedPorts: {} },
+  }));
+}
+
+test('wire: a large snapshot travels in parts and is applied whole; deltas travel whole', () => {
+  const snapshot: ConfigUpdate = { epoch: 'e', version: 7, snapshot: true, upserts: workloads(5), removals: [] };
+  const parts = updateToMessages(snapshot, 2).map(overTheWire);
+  assert.deepEqual(parts.map((p) => [p.upserts.length, p.more]), [[2, true], [2, true], [1, false]]);
+  const assembler = new SnapshotAssembler();
+  assert.equal(assembler.accept(parts[0]!), undefined);
+  assert.equal(assembler.accept(parts[1]!), undefined);
+  const whole = assembler.accept(parts[2]!)!;
+  const { update, rejected } = updateFromWire(whole);
+  assert.deepEqual(rejected, []);
+  assert.equal(update.snapshot, true);
+  assert.deepEqual(update.upserts.map((r) => r.key), ['uid-0', 'uid-1', 'uid-2', 'uid-3', 'uid-4']);
+
+  const delta: ConfigUpdate = { epoch: 'e', version: 8, snapshot: false, upserts: workloads(5), removals: [] };
+  assert.equal(updateToMessages(delta, 2).length, 1);
+});
+
+test('wire: parts of a snapshot cut short are dropped, never applied as if whole', () => {
+  const parts = updateToMessages({ epoch: 'e', version: 1, snapshot: true, upserts: workloads(3), removals: [] }, 2);
+  const assembler = new SnapshotAssembler();
+  assembler.accept(parts[0]!);
+  assembler.reset();
+  const next = updateToMessages({ epoch: 'e', version: 2, snapshot: true, upserts: workloads(1), removals: [] }, 2);
+  assert.equal(assembler.accept(next[0]!)!.upserts.length, 1);
+});
