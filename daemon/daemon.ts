@@ -16,6 +16,7 @@ import { OutboundListener } from './outbound.ts';
 import { InboundPlaintextListener } from './inbound-plaintext.ts';
 import { InboundListener } from './inbound.ts';
 import { HttpOutbound } from './l7/http-outbound.ts';
+import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
 import { serviceServing } from './destination.ts';
 import type { ExplainQuery, Explanation } from './explain.ts';
@@ -56,6 +57,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
   const http = new HttpOutbound({ config, pool, tracker, metrics });
+  const httpInbound = new HttpInbound(config, metrics);
   const bound: { close(): void }[] = [];
   let outbound: OutboundListener;
   let inboundPlaintext: InboundPlaintextListener;
@@ -63,9 +65,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   try {
     outbound = await OutboundListener.bind({ config, tracker, metrics, pool, balancer, http, host, port: opts.ports?.outbound ?? 15001 });
     bound.push(outbound);
-    inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, metrics, balancer, host, port: opts.ports?.inboundPlaintext ?? 15006 });
+    inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, metrics, balancer, http: httpInbound, host, port: opts.ports?.inboundPlaintext ?? 15006 });
     bound.push(inboundPlaintext);
-    inbound = await InboundListener.bind({ config, certs, tracker, metrics, host, port: opts.ports?.inbound ?? HBONE_PORT });
+    inbound = await InboundListener.bind({ config, certs, tracker, metrics, http: httpInbound, host, port: opts.ports?.inbound ?? HBONE_PORT });
     bound.push(inbound);
   } catch (err) {
     bound.forEach((l) => l.close());

@@ -6,6 +6,7 @@
 // endpoint that is not local is dialled as is, to be captured on its own node.
 
 import net from 'node:net';
+import type { Service } from '../core/types.ts';
 import type { ConfigStore } from '../agent/config-store.ts';
 import { identityOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
@@ -19,6 +20,9 @@ import type { DaemonMetrics } from './metrics.ts';
 import { listen, openSockets, stopListening } from './listen.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
+import { httpServiceOf } from './l7/protocol.ts';
+import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
+import type { HttpInbound } from './l7/http-inbound.ts';
 import type { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
 
@@ -32,6 +36,8 @@ export interface InboundPlaintextOptions {
   host: string;
   port: number;
   destinationOf?: (socket: net.Socket) => SocketAddress | null;
+  /** Per-request handling of ports a Service declares HTTP; without it every connection is TCP. */
+  http?: HttpInbound;
 }
 
 export class InboundPlaintextListener {
@@ -75,7 +81,7 @@ export class InboundPlaintextListener {
       return refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
     }
     if (!dst) return refuse(client, 'connection was not redirected (dialled the inbound plaintext port directly?)', { sourceIp });
-    const { config, metrics, tracker, balancer } = this.#opts;
+    const { config, balancer } = this.#opts;
     if (config.serviceByVip(dst.ip)) {
       const resolved = resolveDestination(config, balancer, dst.ip, dst.port);
       if (resolved.kind === 'unavailable') return refuse(client, resolved.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
@@ -85,6 +91,24 @@ export class InboundPlaintextListener {
     const workload = config.isLocalEnrolled(dst.ip);
     if (!workload) return refuse(client, 'destination is not an enrolled workload on this node', { sourceIp, destination: dst.ip, node: config.nodeName });
     const input: AuthorizationInput = { sourcePrincipal: null, sourceNamespace: null, sourceIp, destination: workload, port: dst.port };
+    // Strict mTLS refuses plaintext per connection; otherwise HTTP ports are authorized per request.
+    const httpService = this.#opts.http && workload.mtlsMode !== 'strict' ? httpServiceOf(config, dst.ip, dst.port) : undefined;
+    const target = dst;
+    if (httpService) {
+      // A port declared HTTP that carries something else is still served, as TCP (fail-closed for L7 rules).
+      detectProtocol(client, DEFAULT_DETECT_TIMEOUT_MS).then(({ protocol, head }) => {
+        if (client.destroyed) return;
+        if (protocol === 'http1') this.#serveHttp(client, input, httpService, head);
+        else this.#serveTcp(client, input, target, head);
+      });
+      return;
+    }
+    this.#serveTcp(client, input, target, Buffer.alloc(0));
+  }
+
+  #serveTcp(client: net.Socket, input: AuthorizationInput, dst: SocketAddress, head: Buffer): void {
+    const { config, metrics, tracker } = this.#opts;
+    const { sourceIp, destination: workload } = input;
     const decision = checkAccess(config, input);
     if (!decision.allowed) {
       metrics.tcpDenied.inc({
@@ -118,10 +142,27 @@ export class InboundPlaintextListener {
             upstream.destroy();
           },
         });
+        if (head.length) upstream.write(head);
         splice(client, upstream, (err) => tracked.finish(err));
       },
       (err: Error) => refuse(client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
     );
+  }
+
+  #serveHttp(client: net.Socket, input: AuthorizationInput, service: Service, head: Buffer): void {
+    const { config, tracker } = this.#opts;
+    const workload = input.destination;
+    const destinationPrincipal = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const sourceWorkload = config.workloadByIp(input.sourceIp);
+    // No `authorization`: requests are checked one by one, so a policy change needs no connection re-check.
+    const tracked = tracker.open({
+      listener: 'inbound-plaintext', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload, sourcePrincipal: null,
+      destinationIp: workload.ip, destinationPort: input.port, destinationWorkload: workload, destinationPrincipal, service, security: 'none',
+      bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
+      destroy: () => client.destroy(),
+    });
+    client.once('close', () => tracked.finish());
+    this.#opts.http!.serve(client, { authorization: input, sourceWorkload, destinationPrincipal, service, security: 'none', addForwardedFor: true }, head);
   }
 }
 

@@ -22,6 +22,10 @@ import { listen, openSockets, stopListening } from './listen.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
 import { spiffeIdOf } from './peer-identity.ts';
+import { httpServiceOf } from './l7/protocol.ts';
+import { countBytes } from './l7/byte-count.ts';
+import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
+import type { HttpInbound } from './l7/http-inbound.ts';
 import { HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER } from './hbone-settings.ts';
 
 const log = logger('inbound');
@@ -37,6 +41,8 @@ export interface InboundOptions {
   port: number;
   /** Which pod the peer dialled; SO_ORIGINAL_DST unless a test injects it. */
   destinationOf?: (socket: net.Socket) => SocketAddress | null;
+  /** Per-request handling of ports a Service declares HTTP; without it every tunnel is TCP. */
+  http?: HttpInbound;
 }
 
 interface SessionContext {
@@ -200,7 +206,7 @@ export class InboundListener {
     if (method !== 'CONNECT') return refuse(stream, 400, `HBONE expects CONNECT, got ${method}`);
     const target = parseAuthority(authority);
     if (!target) return refuse(stream, 400, `:authority must be <pod IP>:<port>, got ${JSON.stringify(authority ?? '')}`);
-    const { config, metrics, tracker } = this.#opts;
+    const { config, tracker } = this.#opts;
     const workload = config.isLocalEnrolled(target.ip);
     if (!workload) return refuse(stream, 404, `no enrolled workload with IP ${target.ip} on node ${config.nodeName}`);
     const identity = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
@@ -215,6 +221,34 @@ export class InboundListener {
       destination: workload,
       port: target.port,
     };
+    const httpService = this.#opts.http ? httpServiceOf(config, target.ip, target.port) : undefined;
+    if (httpService) {
+      // Authorized per request: an ALLOW rule on methods or paths can only match there.
+      stream.respond({ ':status': 200 });
+      // A port declared HTTP that carries something else is still served, as TCP (fail-closed for L7 rules).
+      detectProtocol(stream, DEFAULT_DETECT_TIMEOUT_MS).then(({ protocol, head }) => {
+        if (stream.destroyed) return;
+        if (protocol !== 'http1') return this.#serveTcp(ctx, stream, input, authority, head);
+        const sourceWorkload = config.workloadByIp(input.sourceIp);
+        const tracked = tracker.open({
+          listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload, sourcePrincipal: ctx.peerIdentity,
+          destinationIp: target.ip, destinationPort: target.port, destinationWorkload: workload, destinationPrincipal: identity,
+          service: httpService, security: 'mutual_tls', bytes: countBytes(stream), destroy: () => stream.destroy(),
+        });
+        stream.once('close', () => tracked.finish());
+        this.#opts.http!.serve(stream, { authorization: input, sourceWorkload, destinationPrincipal: identity, service: httpService, security: 'mutual_tls', addForwardedFor: false }, head);
+      });
+      return;
+    }
+    this.#serveTcp(ctx, stream, input, authority, Buffer.alloc(0));
+  }
+
+  /** Authorizes the tunnel as a whole and splices it to the pod; `head` was read from it already. */
+  #serveTcp(ctx: SessionContext, stream: ServerHttp2Stream, input: AuthorizationInput, authority: string | undefined, head: Buffer): void {
+    const { config, metrics, tracker } = this.#opts;
+    const workload = input.destination;
+    const target = { ip: workload.ip, port: input.port };
+    const identity = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
     const decision = checkAccess(config, input);
     if (!decision.allowed) {
       metrics.tcpDenied.inc({
@@ -222,6 +256,8 @@ export class InboundListener {
         destination_workload_namespace: workload.namespace, source_principal: ctx.peerIdentity, reason: 'policy',
       });
       log.info('HBONE tunnel denied', { source: ctx.peerIdentity, sourceIp: input.sourceIp, target: authority, reason: decision.reason, policy: decision.policy });
+      // Past protocol detection the 200 is out: the tunnel can only be reset.
+      if (stream.headersSent) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
       return refuse(stream, 403, decision.reason);
     }
     connectTcp(target.ip, target.port).then(
@@ -230,7 +266,7 @@ export class InboundListener {
           upstream.destroy();
           return;
         }
-        stream.respond({ ':status': 200 });
+        if (!stream.headersSent) stream.respond({ ':status': 200 });
         const tracked = tracker.open({
           listener: 'inbound',
           reporter: 'destination',
@@ -250,9 +286,13 @@ export class InboundListener {
             upstream.destroy();
           },
         });
+        if (head.length) upstream.write(head);
         splice(stream, upstream, (err) => tracked.finish(err));
       },
-      (err: Error) => refuse(stream, 503, `cannot connect to ${target.ip}:${target.port}: ${err.message}`),
+      (err: Error) => {
+        if (stream.headersSent) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        else refuse(stream, 503, `cannot connect to ${target.ip}:${target.port}: ${err.message}`);
+      },
     );
   }
 }

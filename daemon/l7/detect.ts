@@ -4,7 +4,7 @@
 // at once; a client that sends nothing (a server-speaks-first protocol such as
 // SMTP or MySQL) is given up on after a short timeout and carried as opaque TCP.
 
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export type DetectedProtocol = 'http1' | 'http2' | 'opaque';
 
@@ -59,7 +59,7 @@ export interface Detection {
  * Reads from `socket` until `classify` decides, the timeout expires (0: never)
  * or the client closes; leaves the socket paused with nothing consumed but `head`.
  */
-export function detectProtocol(socket: Socket, timeoutMs = DEFAULT_DETECT_TIMEOUT_MS): Promise<Detection> {
+export function detectProtocol(socket: Duplex, timeoutMs = DEFAULT_DETECT_TIMEOUT_MS): Promise<Detection> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let length = 0;

@@ -24,6 +24,7 @@ import { OutboundListener } from '../outbound.ts';
 import type { SocketAddress } from '../original-dst.ts';
 import { MemoryCertSource, spiffe, workload } from '../testdata/mesh-fixture.ts';
 import { HttpOutbound } from './http-outbound.ts';
+import { HttpInbound } from './http-inbound.ts';
 
 const client = workload('frontend', '127.0.0.2', 'n2', { namespace: 'web' });
 const v1 = workload('cart-v1', '127.0.0.3', 'n1', { labels: { app: 'cart', version: 'v1' }, serviceAccount: 'cart' });
@@ -120,9 +121,10 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
   const destinationRegistry = new Registry();
   const destinationMetrics = createMetrics(destinationRegistry);
   const destinationTracker = new ConnectionTracker(destinationMetrics);
+  const destinationHttp = new HttpInbound(destinationConfig, destinationMetrics);
   const inboundFor = async (ip: string, port: number) => {
     const inbound = await InboundListener.bind({
-      config: destinationConfig, certs: serverCerts, tracker: destinationTracker, metrics: destinationMetrics, host: ip, port,
+      config: destinationConfig, certs: serverCerts, tracker: destinationTracker, metrics: destinationMetrics, host: ip, port, http: destinationHttp,
       destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
     });
     t.after(() => inbound.close());
@@ -338,4 +340,24 @@ test('a server-speaks-first protocol on an undeclared port gets its greeting wit
   const elapsed = performance.now() - started;
   assert.equal(greeting, '220 ready\r\n');
   assert.ok(elapsed < 400, `greeting after ${elapsed} ms`);
+});
+
+test('on the destination node each request of a tunnel is authorized: only GET /public/* allowed, 403s in its metrics', async (t) => {
+  const allowPublic: AuthorizationPolicy = {
+    namespace: 'shop', name: 'public-only', selector: { app: 'cart' }, action: 'ALLOW',
+    rules: [{ from: [{ principals: [], notPrincipals: [], namespaces: ['web'], notNamespaces: [], ipBlocks: [], notIpBlocks: [] }], to: [{ ports: [], notPorts: [], methods: ['GET'], notMethods: [], paths: ['/public/*'], notPaths: [] }] }],
+  };
+  const { request, destinationRegistry, registry } = await setup(t, { policies: [allowPublic] });
+  const ok = await request(CART, '/public/a');
+  assert.equal(ok.status, 200);
+  assert.equal((JSON.parse(ok.body) as { headers: Record<string, string> }).headers['x-forwarded-for'], client.ip, 'x-forwarded-for added once, by the source node');
+  const post = await request(CART, '/public/x', { method: 'POST', body: 'x' });
+  assert.equal(post.status, 403);
+  assert.match(post.body, /RBAC: access denied/);
+  assert.equal((await request(CART, '/private')).status, 403);
+  assert.equal((await request(CART, '/public/b')).status, 200, 'the tunnel keeps serving after a 403');
+  const destination = await destinationRegistry.metrics();
+  assert.match(destination, /nodemesh_requests_total\{reporter="destination",source_workload="frontend",source_workload_namespace="web",source_principal="spiffe:\/\/cluster.local\/ns\/web\/sa\/frontend",destination_workload="cart-v[12]",[^}]*connection_security_policy="mutual_tls",response_code="403"\} [12]/);
+  assert.match(destination, /nodemesh_tcp_connections_denied_total\{reporter="destination",[^}]*reason="policy"\} 2/);
+  assert.match(await registry.metrics(), /nodemesh_requests_total\{reporter="source",[^}]*response_code="403"\} [12]/);
 });

@@ -56,3 +56,13 @@ export function destinationProtocol(config: ConfigStore, ip: string, port: numbe
   for (const p of ['opaque', 'http2', 'http'] as const) if (declared.has(p)) return p;
   return 'detect';
 }
+
+/**
+ * The Service that declares a pod port HTTP/1.1 (so its node parses it and
+ * authorizes each request), when no Service declares the port otherwise.
+ */
+export function httpServiceOf(config: ConfigStore, podIp: string, port: number): Service | undefined {
+  if (config.serviceByVip(podIp) || destinationProtocol(config, podIp, port) !== 'http') return undefined;
+  const workload = config.workloadByIp(podIp);
+  return config.services().find((s) => s.endpoints.some((e) => e.ip === podIp) && s.ports.some((sp) => targetPort(sp, workload) === port && servicePortProtocol(s, sp) === 'http'));
+}

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PeerError } from '../../core/errors.ts';
+import { socketLike } from './socket-like.ts';
 
 /** Idle pooled connections are closed after this long. */
 const FREE_CONNECTION_TIMEOUT_MS = 30_000;
@@ -44,27 +45,4 @@ export class UpstreamAgent extends http.Agent {
     super.reuseSocket(socket, request);
     (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(0);
   }
-}
-
-/**
- * node:http and http-proxy call socket-only methods (setNoDelay, setKeepAlive,
- * ref, unref) on the connections they are given; an HTTP/2 stream has none, and
- * for a tunnel stream they have no meaning, so they become no-ops.
- */
-function socketLike(stream: Duplex): Duplex {
-  const s = stream as Duplex & Record<string, unknown>;
-  for (const method of ['setNoDelay', 'setKeepAlive', 'ref', 'unref']) {
-    if (typeof s[method] !== 'function') s[method] = () => stream;
-  }
-  // node:http corks the request head (a latin1 string) with the body; on a reused
-  // HTTP/2 stream that string arrived corrupted at the pod (seen with node 24: the
-  // first bytes of the head replaced by garbage), while Buffers arrive intact.
-  const writev = s._writev as ((chunks: { chunk: unknown; encoding: BufferEncoding }[], cb: (err?: Error | null) => void) => void) | undefined;
-  if (writev) {
-    s._writev = function (chunks: { chunk: unknown; encoding: BufferEncoding }[], cb: (err?: Error | null) => void) {
-      const buffers = Object.assign(chunks.map((c) => ({ chunk: typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding) : c.chunk, encoding: 'buffer' as BufferEncoding })), { allBuffers: true });
-      return writev.call(stream, buffers, cb);
-    };
-  }
-  return stream;
 }

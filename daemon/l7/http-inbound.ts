@@ -1,0 +1,131 @@
+// HTTP on the destination side, for ports a Service declares HTTP: each request
+// of a tunnel (or plaintext connection) is authorized with its method and path
+// (AuthorizationPolicy `methods`, `paths` and their `not*`), answered 403 when
+// denied, otherwise proxied to the pod over a keep-alive connection of that
+// tunnel; the destination's request metrics are reported here.
+
+import http from 'node:http';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import httpProxy from 'http-proxy';
+import type { Service, Workload } from '../../core/types.ts';
+import type { ConfigStore } from '../../agent/config-store.ts';
+import { logger } from '../../core/log.ts';
+import { checkAccess } from '../access-check.ts';
+import type { AuthorizationInput } from '../authorization.ts';
+import type { DaemonMetrics } from '../metrics.ts';
+import { connectTcp } from '../tcp-connect.ts';
+import { UpstreamAgent } from './upstream-agent.ts';
+import { requestLabels } from './request-metrics.ts';
+import { socketLike } from './socket-like.ts';
+
+const log = logger('http-inbound');
+
+export interface InboundHttpConnection {
+  /** The connection's L4 facts; each request adds its method and path. */
+  authorization: AuthorizationInput;
+  sourceWorkload?: Workload;
+  destinationPrincipal: string;
+  service?: Service;
+  security: 'mutual_tls' | 'none';
+  /** Plaintext clients get x-forwarded-for here; mesh clients got it from their node. */
+  addForwardedFor: boolean;
+}
+
+interface Served {
+  conn: InboundHttpConnection;
+  agent: UpstreamAgent;
+}
+
+export class HttpInbound {
+  readonly #config: ConfigStore;
+  readonly #metrics: DaemonMetrics;
+  readonly #server: http.Server;
+  readonly #proxy = httpProxy.createProxyServer({});
+  readonly #served = new WeakMap<object, Served>();
+
+  constructor(config: ConfigStore, metrics: DaemonMetrics) {
+    this.#config = config;
+    this.#metrics = metrics;
+    this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
+    this.#server.on('request', (req, res) => this.#onRequest(req, res));
+    this.#server.on('upgrade', (req, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
+    this.#server.on('clientError', (err, socket) => {
+      log.debug('malformed HTTP in a tunnel', { error: err.message });
+      socket.destroy();
+    });
+  }
+
+  /** Serves HTTP arriving on `downstream` (an accepted tunnel stream or socket), whose first bytes `head` were already read. */
+  serve(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
+    const { destination, port } = conn.authorization;
+    // One keep-alive agent per tunnel: its pod connections live and die with it.
+    const agent = new UpstreamAgent(() => connectTcp(destination.ip, port));
+    if (!(downstream instanceof net.Socket)) socketLike(downstream);
+    this.#served.set(downstream, { conn, agent });
+    downstream.once('close', () => agent.destroy());
+    this.#server.emit('connection', downstream);
+    downstream.unshift(head);
+    downstream.resume();
+  }
+
+  /** The request's authorization decision; a 403 reason when denied. */
+  #deny(req: http.IncomingMessage, conn: InboundHttpConnection): string | undefined {
+    const path = new URL(req.url ?? '/', 'http://request.invalid').pathname;
+    const decision = checkAccess(this.#config, { ...conn.authorization, http: { method: req.method ?? 'GET', path } });
+    if (decision.allowed) return undefined;
+    const { destination, sourcePrincipal } = conn.authorization;
+    this.#metrics.tcpDenied.inc({
+      reporter: 'destination', destination_workload: destination.workloadName, destination_workload_namespace: destination.namespace,
+      source_principal: sourcePrincipal ?? 'unknown', reason: 'policy',
+    });
+    log.info('HTTP request denied', { source: sourcePrincipal, sourceIp: conn.authorization.sourceIp, method: req.method, path, reason: decision.reason, policy: decision.policy });
+    return decision.reason;
+  }
+
+  #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const served = this.#served.get(req.socket);
+    if (!served) return void res.destroy();
+    const { conn, agent } = served;
+    const started = performance.now();
+    res.once('close', () => this.#record(conn, res, started));
+    const denied = this.#deny(req, conn);
+    if (denied) {
+      const body = `RBAC: access denied: ${denied}\n`;
+      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+      return void res.end(body);
+    }
+    const { destination, port } = conn.authorization;
+    this.#proxy.web(req, res, { target: { host: destination.ip, port }, agent, xfwd: conn.addForwardedFor }, (err: Error) => {
+      if (res.headersSent) return void res.destroy();
+      const body = `cannot reach ${destination.namespace}/${destination.name} at ${destination.ip}:${port}: ${err.message}\n`;
+      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+  }
+
+  #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const served = this.#served.get(socket);
+    if (!served) return void socket.destroy();
+    const { conn, agent } = served;
+    if (this.#deny(req, conn)) {
+      socket.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    const { destination, port } = conn.authorization;
+    this.#proxy.ws(req, socket, head, { target: { host: destination.ip, port }, agent, xfwd: conn.addForwardedFor }, (err: Error) => {
+      log.warn('WebSocket upgrade to the pod failed', { destination: `${destination.ip}:${port}`, error: err.message });
+      socket.destroy();
+    });
+  }
+
+  #record(conn: InboundHttpConnection, res: http.ServerResponse, started: number): void {
+    const labels = requestLabels({
+      reporter: 'destination', sourceWorkload: conn.sourceWorkload, sourcePrincipal: conn.authorization.sourcePrincipal,
+      destinationWorkload: conn.authorization.destination, destinationPrincipal: conn.destinationPrincipal, service: conn.service,
+      security: conn.security, responseCode: res.headersSent ? res.statusCode : 0,
+    });
+    this.#metrics.requests.inc(labels);
+    this.#metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);
+  }
+}
