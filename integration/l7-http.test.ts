@@ -21,6 +21,7 @@ import { waitUntil } from './e2e/wait-until.ts';
 
 const PREFIX = 'nml';
 const PORT = 8080;
+const WS_PORT = 9090;
 const SPEC: ClusterSpec = {
   nodes: 2,
   namespaces: [{ name: 'shop', annotations: { 'nodemesh.io/mesh': 'enabled' } }],
@@ -33,6 +34,7 @@ const SPEC: ClusterSpec = {
     { name: 'web', namespace: 'shop', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: PORT }] },
     { name: 'web-v1', namespace: 'shop', selector: { app: 'web', version: 'v1' }, ports: [{ name: 'http', port: 80, targetPort: PORT }] },
     { name: 'web-v2', namespace: 'shop', selector: { app: 'web', version: 'v2' }, ports: [{ name: 'http', port: 80, targetPort: PORT }] },
+    { name: 'chat', namespace: 'shop', selector: { app: 'web', version: 'v1' }, ports: [{ name: 'http-ws', port: 80, targetPort: WS_PORT }] },
   ],
 };
 
@@ -72,6 +74,23 @@ for (let i = 0; i < Number(count); i++) {
 agent.destroy();
 `;
 
+/** Runs in a server pod: a WebSocket echo server that prefixes its pod name. */
+const WS_SERVER = `
+import { WebSocketServer } from 'ws';
+const wss = new WebSocketServer({ port: Number(process.argv[1]) }, () => console.log('listening'));
+wss.on('connection', (ws, req) => ws.on('message', (m) => ws.send(process.argv[2] + ':' + m + ':' + (req.headers['x-forwarded-for'] ?? ''))));
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+/** Runs in the client pod: one WebSocket round trip. */
+const WS_CLIENT = `
+import { WebSocket } from 'ws';
+const ws = new WebSocket('ws://' + process.argv[1] + '/chat');
+ws.on('open', () => ws.send('hello'));
+ws.on('message', (m) => { console.log(String(m)); ws.close(); });
+ws.on('error', (e) => { console.log('error: ' + e.message); process.exit(1); });
+`;
+
 let cluster: Cluster;
 let mesh: Mesh;
 let configDir: string;
@@ -85,6 +104,7 @@ before(async () => {
   mesh = await startMesh(cluster, { configDir });
   await startServer(cluster, 'shop/web-v1', 'http', PORT, 'web-v1');
   await startServer(cluster, 'shop/web-v2', 'http', PORT, 'web-v2');
+  await cluster.spawn(cluster.pod('shop/web-v1').netns, [process.execPath, '--input-type=module', '-e', WS_SERVER, String(WS_PORT), 'web-v1']).waitForOutput('listening');
 });
 
 after(async () => {
@@ -119,5 +139,12 @@ test('a policy allowing only GET /public/* answers 403 on the destination node, 
     assert.equal(total, 2, forbidden.join('\n'));
   } finally {
     await rm(file, { force: true });
+    await waitUntil('n2 to drop policy shop/public-only', async () => !(await nodeGet(cluster, 'n2', 'http://127.0.0.1:15000/policies')).includes('public-only'));
   }
+});
+
+test('a WebSocket upgrade passes through both nodes and echoes', async () => {
+  const vip = cluster.services.find((s) => s.name === 'chat')!.clusterIP;
+  const res = await cluster.exec(cluster.pod('shop/client').netns, [process.execPath, '--input-type=module', '-e', WS_CLIENT, vip], { timeoutMs: 30_000 });
+  assert.equal(res.stdout.trim(), `web-v1:hello:${cluster.pod('shop/client').ip}`, `${res.stdout}${res.stderr}\n${await mesh.logs()}`);
 });
