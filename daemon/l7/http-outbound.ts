@@ -9,27 +9,23 @@
 
 import http from 'node:http';
 import type net from 'node:net';
-import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { LRUCache } from 'lru-cache';
-import type { HeaderModifier, Service, Workload } from '../../core/types.ts';
+import type { HeaderModifier } from '../../core/types.ts';
 import type { ConfigStore } from '../../agent/config-store.ts';
 import { identityOf } from '../../core/identity.ts';
 import { logger } from '../../core/log.ts';
-import { checkAccess } from '../access-check.ts';
-import type { AuthorizationInput } from '../authorization.ts';
 import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import type { HbonePool } from '../hbone-pool.ts';
-import { targetPort } from '../destination.ts';
-import { connectTcp } from '../tcp-connect.ts';
-import { RouteTable, pickWeighted } from './route-table.ts';
-import { modifyHeaders, redirectLocation, rewritePath } from './filters.ts';
+import { modifyHeaders } from './filters.ts';
 import { PeakEwmaBalancer } from './peak-ewma.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { requestLabels } from './request-metrics.ts';
+import { LocalReply, RequestRouter } from './request-router.ts';
+import type { HttpClientConnection, Upstream } from './request-router.ts';
 
 const log = logger('http-outbound');
 
@@ -50,26 +46,6 @@ export interface HttpOutboundOptions {
   balancer?: PeakEwmaBalancer;
 }
 
-/** The captured connection an HTTP request arrived on. */
-export interface HttpClientConnection {
-  source: Workload;
-  sourceIdentity: string;
-  sourceIp: string;
-  /** Original destination: a Service VIP or a workload IP. */
-  dstIp: string;
-  dstPort: number;
-}
-
-interface Upstream {
-  ip: string;
-  port: number;
-  workload?: Workload;
-  service?: Service;
-}
-
-/** Where a request goes after routing: a Service port, or the pod the client dialled. */
-type Target = { service: Service; port: number } | { direct: Upstream };
-
 type Outcome =
   | { kind: 'response'; response: http.IncomingMessage }
   | { kind: 'connect-failed' | 'failed'; error: Error }
@@ -81,17 +57,6 @@ interface InFlight {
   settle(outcome: Outcome): void;
 }
 
-class LocalReply {
-  readonly status: number;
-  readonly reason: string;
-  readonly headers: Record<string, string>;
-  constructor(status: number, reason: string, headers: Record<string, string> = {}) {
-    this.status = status;
-    this.reason = reason;
-    this.headers = headers;
-  }
-}
-
 export class HttpOutbound {
   readonly #opts: HttpOutboundOptions;
   readonly #server: http.Server;
@@ -100,15 +65,15 @@ export class HttpOutbound {
   readonly #inFlight = new WeakMap<http.IncomingMessage, InFlight>();
   readonly #agents = new LRUCache<string, UpstreamAgent>({ max: 4096, dispose: (agent) => agent.destroy() });
   readonly #balancer: PeakEwmaBalancer;
+  readonly #router: RequestRouter;
   readonly #budget: RetryBudget;
   readonly #retryStatuses: Set<number>;
   readonly #maxAttempts: number;
-  #routes = new RouteTable([]);
-  #routesVersion = '';
 
   constructor(opts: HttpOutboundOptions) {
     this.#opts = opts;
     this.#balancer = opts.balancer ?? new PeakEwmaBalancer();
+    this.#router = new RequestRouter(opts.config, opts.pool, opts.metrics, this.#balancer);
     this.#budget = opts.budget ?? new RetryBudget();
     this.#retryStatuses = new Set(opts.retryStatuses ?? [503]);
     this.#maxAttempts = opts.maxAttempts ?? 3;
@@ -151,113 +116,15 @@ export class HttpOutbound {
     this.#proxy.close();
   }
 
-  #routeTable(): RouteTable {
-    const { config } = this.#opts;
-    const version = `${config.epoch}/${config.version}`;
-    if (version !== this.#routesVersion) {
-      this.#routes = new RouteTable(config.routes());
-      this.#routesVersion = version;
-    }
-    return this.#routes;
-  }
-
-  /**
-   * Routing and filters for one request, mutating its URL and headers as the
-   * filters say; a LocalReply when the mesh answers itself (404, 500, redirect).
-   */
-  #route(req: http.IncomingMessage, conn: HttpClientConnection): { target: Target; timeouts: { request: number; backend: number }; responseHeaders?: HeaderModifier } | LocalReply {
-    const { config } = this.#opts;
-    const service = config.serviceByVip(conn.dstIp);
-    if (!service) return { target: { direct: { ip: conn.dstIp, port: conn.dstPort, workload: config.workloadByIp(conn.dstIp) } }, timeouts: { request: 0, backend: 0 } };
-    const url = new URL(req.url ?? '/', 'http://request.invalid');
-    const decision = this.#routeTable().decide(service, conn.dstPort, conn.source.namespace, {
-      method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers,
-    });
-    if (decision.kind === 'unrouted') return { target: { service, port: conn.dstPort }, timeouts: { request: 0, backend: 0 } };
-    if (decision.kind === 'no-match') return new LocalReply(404, `no rule of the HTTPRoutes attached to ${service.namespace}/${service.name} matches ${req.method} ${url.pathname}`);
-    const { rule, match, route } = decision;
-    let responseHeaders: HeaderModifier | undefined;
-    for (const filter of rule.filters) {
-      switch (filter.type) {
-        case 'RequestRedirect': {
-          const location = redirectLocation(filter, { scheme: 'http', host: req.headers.host ?? conn.dstIp, port: conn.dstPort, path: url.pathname, search: url.search }, match);
-          return new LocalReply(filter.statusCode || 302, '', { location });
-        }
-        case 'RequestHeaderModifier':
-          if (filter.headerModifier) modifyHeaders(req.headers, filter.headerModifier);
-          break;
-        case 'ResponseHeaderModifier':
-          responseHeaders = filter.headerModifier;
-          break;
-        case 'URLRewrite':
-          if (filter.hostname) req.headers.host = filter.hostname;
-          if (filter.path) req.url = rewritePath(url.pathname, filter.path, match) + url.search;
-          break;
-      }
-    }
-    const where = `HTTPRoute ${route.namespace}/${route.name}`;
-    if (rule.backendRefs.length === 0) return new LocalReply(500, `${where}: the matched rule has no backendRefs`);
-    const index = pickWeighted(rule.backendRefs.map((b) => b.weight));
-    if (index < 0) return new LocalReply(500, `${where}: every backendRef of the matched rule has weight 0`);
-    const ref = rule.backendRefs[index]!;
-    if (ref.invalidReason) return new LocalReply(500, `${where}: backend ${ref.namespace}/${ref.name}: ${ref.invalidReason}`);
-    const backend = config.serviceByKey(ref.namespace, ref.name);
-    if (!backend) return new LocalReply(500, `${where}: backend Service ${ref.namespace}/${ref.name} does not exist`);
-    return { target: { service: backend, port: ref.port }, timeouts: { request: rule.requestTimeoutMs, backend: rule.backendRequestTimeoutMs }, responseHeaders };
-  }
-
-  /** One endpoint of the target, avoiding those already tried when others are ready. */
-  #upstream(target: Target, tried: Set<string>): Upstream | LocalReply {
-    if ('direct' in target) return target.direct;
-    const { config } = this.#opts;
-    const { service, port } = target;
-    const name = `${service.namespace}/${service.name}`;
-    const servicePort = service.ports.find((p) => p.port === port);
-    if (!servicePort) return new LocalReply(503, `Service ${name} has no port ${port}`);
-    const candidates = service.endpoints.filter((e) => e.ready && targetPort(servicePort, workloadOf(config, e)) !== undefined);
-    const fresh = candidates.filter((e) => !tried.has(e.ip));
-    const endpoint = this.#balancer.choose(fresh.length ? fresh : candidates);
-    if (!endpoint) return new LocalReply(503, `Service ${name} has no ready endpoint for port ${port}`);
-    const workload = workloadOf(config, endpoint);
-    return { ip: endpoint.ip, port: targetPort(servicePort, workload)!, workload, service };
-  }
-
   /** The keep-alive agent of (source identity, endpoint): its connections carry that identity. */
   #agentFor(conn: HttpClientConnection, upstream: Upstream): UpstreamAgent {
     const key = `${conn.sourceIdentity}|${upstream.ip}:${upstream.port}`;
     let agent = this.#agents.get(key);
     if (!agent) {
-      agent = new UpstreamAgent(() => this.#connect(conn, upstream));
+      agent = new UpstreamAgent(() => this.#router.connect(conn, upstream));
       this.#agents.set(key, agent);
     }
     return agent;
-  }
-
-  #connect(conn: HttpClientConnection, upstream: Upstream): Promise<Duplex> {
-    const { config, pool } = this.#opts;
-    const w = upstream.workload;
-    if (w?.enrolled && w.node !== config.nodeName) {
-      return pool.connect({
-        sourceIdentity: conn.sourceIdentity, destinationIdentity: identityOf(config.settings().trustDomain, w.namespace, w.serviceAccount),
-        destinationIp: upstream.ip, destinationNode: w.node, target: `${upstream.ip}:${upstream.port}`, forwardedFor: conn.sourceIp,
-      });
-    }
-    return connectTcp(upstream.ip, upstream.port);
-  }
-
-  /** Same-node enrolled destinations are authorized here per request, as their node's inbound side would. */
-  #authorizeLocal(req: http.IncomingMessage, conn: HttpClientConnection, upstream: Upstream): LocalReply | undefined {
-    const w = upstream.workload;
-    const { config, metrics } = this.#opts;
-    if (!w?.enrolled || w.node !== config.nodeName) return undefined;
-    const input: AuthorizationInput = {
-      sourcePrincipal: conn.sourceIdentity, sourceNamespace: conn.source.namespace, sourceIp: conn.sourceIp, destination: w, port: upstream.port,
-      http: { method: req.method ?? 'GET', path: new URL(req.url ?? '/', 'http://request.invalid').pathname },
-    };
-    const decision = checkAccess(config, input);
-    if (decision.allowed) return undefined;
-    metrics.tcpDenied.inc({ reporter: 'destination', destination_workload: w.workloadName, destination_workload_namespace: w.namespace, source_principal: conn.sourceIdentity, reason: 'policy' });
-    return new LocalReply(403, decision.reason);
   }
 
   async #onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -266,7 +133,7 @@ export class HttpOutbound {
     const started = performance.now();
     let reportedUpstream: Upstream | undefined;
     res.once('close', () => this.#record(conn, reportedUpstream, res, started));
-    const routed = this.#route(req, conn);
+    const routed = this.#router.route(req, conn);
     if (routed instanceof LocalReply) return reply(res, routed);
     this.#budget.request();
     const body = await replayableBody(req);
@@ -286,11 +153,11 @@ export class HttpOutbound {
     });
     const tried = new Set<string>();
     for (let attempt = 1; ; attempt++) {
-      const upstream = this.#upstream(routed.target, tried);
+      const upstream = this.#router.upstream(routed.target, tried);
       if (upstream instanceof LocalReply) return reply(res, upstream);
       reportedUpstream = upstream;
       tried.add(upstream.ip);
-      const denied = this.#authorizeLocal(req, conn, upstream);
+      const denied = this.#router.authorizeLocal(req, conn, upstream);
       if (denied) return reply(res, denied);
       const done = this.#balancer.start(upstream.ip);
       const outcome = await this.#attempt(req, res, conn, upstream, body, routed.timeouts.backend, (f) => (current = f));
@@ -356,9 +223,9 @@ export class HttpOutbound {
   #onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const conn = this.#connections.get(socket);
     if (!conn) return void socket.destroy();
-    const routed = this.#route(req, conn);
-    const upstream = routed instanceof LocalReply ? routed : this.#upstream(routed.target, new Set());
-    const refusal = upstream instanceof LocalReply ? upstream : this.#authorizeLocal(req, conn, upstream);
+    const routed = this.#router.route(req, conn);
+    const upstream = routed instanceof LocalReply ? routed : this.#router.upstream(routed.target, new Set());
+    const refusal = upstream instanceof LocalReply ? upstream : this.#router.authorizeLocal(req, conn, upstream);
     if (refusal || upstream instanceof LocalReply) {
       const r = refusal ?? (upstream as LocalReply);
       socket.end(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
@@ -383,10 +250,6 @@ export class HttpOutbound {
     metrics.requests.inc(labels);
     metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);
   }
-}
-
-function workloadOf(config: ConfigStore, e: { workloadUid: string; ip: string }): Workload | undefined {
-  return (e.workloadUid ? config.workloadByUid(e.workloadUid) : undefined) ?? config.workloadByIp(e.ip);
 }
 
 /** The whole body when it is small enough to replay (or absent); undefined when it must stream. */
