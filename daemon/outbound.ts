@@ -5,7 +5,7 @@
 // the in-process path with the same authorization the destination side applies;
 // anything else passes through unchanged. Connections to mesh destinations whose
 // port is not declared opaque are first checked for HTTP (l7/detect.ts); HTTP/1
-// goes to the per-request HTTP proxy (l7/http-outbound.ts).
+// and HTTP/2 go to the per-request HTTP proxy (l7/http-outbound.ts).
 
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -111,7 +111,7 @@ export class OutboundListener {
     const timeoutMs = declared === 'detect' ? this.#opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS : 0;
     detectProtocol(client, timeoutMs).then(({ protocol, head }) => {
       if (client.destroyed) return;
-      if (protocol === 'http1') return http!.handle(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head);
+      if (protocol !== 'opaque') return http!.handle(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head, protocol);
       this.#forward({ client, source, sourceIdentity, sourceIp, head }, dst);
     });
   }

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
@@ -93,6 +94,34 @@ async function pod(t: TestContext, ip: string, name: string, port = 0): Promise<
   return { port: (server.address() as AddressInfo).port, state };
 }
 
+/** A gRPC-like h2c "pod": data then trailers with grpc-status; /fail answers trailers-only with an error. */
+async function h2Pod(t: TestContext, ip: string, name: string, port = 0): Promise<number> {
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    if (headers[':path'] === '/fail') {
+      return void stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '5', 'grpc-message': 'not found' }, { endStream: true });
+    }
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'x-served-by': name }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': `ok from ${name}` }));
+      stream.end(JSON.stringify({ name, path: headers[':path'], xff: headers['x-forwarded-for'], body: Buffer.concat(chunks).toString() }));
+    });
+  });
+  const sessions = new Set<http2.Http2Session>();
+  server.on('session', (s) => {
+    sessions.add(s);
+    s.on('close', () => sessions.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, ip, () => resolve()));
+  t.after(() => {
+    sessions.forEach((s) => s.destroy());
+    server.close();
+  });
+  return (server.address() as AddressInfo).port;
+}
+
 async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: AuthorizationPolicy[]; services?: (appPort: number) => Service[] } = {}) {
   const ca = await CertificateAuthority.create();
   const clientCerts = await MemoryCertSource.issuing(ca, [spiffe(client)]);
@@ -100,11 +129,19 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
   const a = await pod(t, v1.ip, 'cart-v1');
   const b = await pod(t, v2.ip, 'cart-v2', a.port);
   const c = await pod(t, local.ip, 'inventory', a.port);
+  const h2Port = await h2Pod(t, v1.ip, 'cart-v1');
+  await h2Pod(t, v2.ip, 'cart-v2', h2Port);
+  const grpc = (name: string, vip: string, endpoints: Workload[]) => {
+    const svc = service(name, vip, endpoints, h2Port);
+    svc.ports = [{ name: 'api', port: 80, targetPort: h2Port, targetPortName: '', appProtocol: 'kubernetes.io/h2c' }];
+    return svc;
+  };
   const services = things.services?.(a.port) ?? [
     service('cart', '10.96.0.10', [v1, v2], a.port),
     service('cart-v1', '10.96.0.11', [v1], a.port),
     service('cart-v2', '10.96.0.12', [v2], a.port),
     service('inventory', '10.96.0.20', [local], a.port),
+    grpc('grpc', '10.96.0.30', [v1, v2]), grpc('grpc-v1', '10.96.0.31', [v1]), grpc('grpc-v2', '10.96.0.32', [v2]),
   ];
   const resources: Resource[] = [
     ...WORKLOADS.map((w): Resource => ({ kind: 'workload', key: w.uid, version: 1, workload: w })),
@@ -168,7 +205,7 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
     });
   };
   const setTarget = (dst: SocketAddress) => (target = dst);
-  return { request, setTarget, outbound, registry, destinationRegistry, pods: { a: a.state, b: b.state, c: c.state }, appPort: a.port, sourceConfig };
+  return { request, setTarget, outbound, h2Port, registry, destinationRegistry, pods: { a: a.state, b: b.state, c: c.state }, appPort: a.port, sourceConfig };
 }
 
 const CART = { ip: '10.96.0.10', port: 80 };
@@ -360,4 +397,44 @@ test('on the destination node each request of a tunnel is authorized: only GET /
   assert.match(destination, /nodemesh_requests_total\{reporter="destination",source_workload="frontend",source_workload_namespace="web",source_principal="spiffe:\/\/cluster.local\/ns\/web\/sa\/frontend",destination_workload="cart-v[12]",[^}]*connection_security_policy="mutual_tls",response_code="403"\} [12]/);
   assert.match(destination, /nodemesh_tcp_connections_denied_total\{reporter="destination",[^}]*reason="policy"\} 2/);
   assert.match(await registry.metrics(), /nodemesh_requests_total\{reporter="source",[^}]*response_code="403"\} [12]/);
+});
+
+test('HTTP/2 (h2c, gRPC-like) is routed per stream 90/10 on one session; trailers and grpc-status pass through', async (t) => {
+  const grpcRoute = { ...route([{ backendRefs: [backend('grpc-v1', 90), backend('grpc-v2', 10)] }], 'grpc'), parents: [{ namespace: 'shop', name: 'grpc', port: 0 }] };
+  const { setTarget, outbound, registry } = await setup(t, { routes: [grpcRoute] });
+  setTarget({ ip: '10.96.0.30', port: 80 });
+  const session = http2.connect(`http://127.0.0.1:${outbound.port}`, {
+    createConnection: () => net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip }),
+  });
+  t.after(() => session.destroy());
+  const call = (path: string) => new Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc' });
+    let headers: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders = {};
+    let body = '';
+    stream.on('response', (h) => (headers = h));
+    stream.on('trailers', (h) => (trailers = h));
+    stream.setEncoding('utf8');
+    stream.on('data', (c: string) => (body += c));
+    stream.on('end', () => resolve({ headers, trailers, body }));
+    stream.on('error', reject);
+    stream.end('request-bytes');
+  });
+  const counts: Record<string, number> = { 'cart-v1': 0, 'cart-v2': 0 };
+  for (let i = 0; i < 400; i++) {
+    const r = await call(`/shop.Cart/Get${i}`);
+    assert.equal(r.headers[':status'], 200);
+    assert.equal(r.trailers['grpc-status'], '0', 'trailers arrive');
+    const seen = JSON.parse(r.body) as { name: string; xff: string; body: string };
+    assert.equal(r.trailers['grpc-message'], `ok from ${seen.name}`);
+    assert.equal(seen.xff, client.ip);
+    assert.equal(seen.body, 'request-bytes');
+    counts[seen.name]!++;
+  }
+  assert.ok(counts['cart-v1']! >= 330 && counts['cart-v1']! <= 390, JSON.stringify(counts));
+  const failed = await call('/fail');
+  assert.equal(failed.headers['grpc-status'], '5', 'a trailers-only error keeps its grpc-status');
+  assert.equal(failed.headers['grpc-message'], 'not found');
+  assert.match(await registry.metrics(), /nodemesh_requests_total\{reporter="source",[^}]*destination_service="grpc-v1.shop.svc.cluster.local",connection_security_policy="mutual_tls",response_code="200"\} \d+/);
+  assert.match(await registry.metrics(), /nodemesh_tcp_connections_opened_total\{reporter="source",[^}]*destination_service="grpc.shop.svc.cluster.local"[^}]*\} 1\n/, 'one client connection');
 });

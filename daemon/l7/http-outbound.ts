@@ -1,4 +1,4 @@
-// HTTP/1.1 on the outbound side: connections the detector (or a Service's
+// HTTP on the outbound side (HTTP/2 streams are relayed by h2-outbound.ts): connections the detector (or a Service's
 // declared protocol) found to carry HTTP are parsed here, and every request is
 // routed on its own: HTTPRoute matching and filters, a weighted backend, a
 // peak-EWMA endpoint choice, then http-proxy over a keep-alive agent for that
@@ -25,6 +25,7 @@ import { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { requestLabels } from './request-metrics.ts';
 import { LocalReply, RequestRouter } from './request-router.ts';
+import { H2Outbound } from './h2-outbound.ts';
 import type { HttpClientConnection, Upstream } from './request-router.ts';
 
 const log = logger('http-outbound');
@@ -66,6 +67,7 @@ export class HttpOutbound {
   readonly #agents = new LRUCache<string, UpstreamAgent>({ max: 4096, dispose: (agent) => agent.destroy() });
   readonly #balancer: PeakEwmaBalancer;
   readonly #router: RequestRouter;
+  readonly #h2: H2Outbound;
   readonly #budget: RetryBudget;
   readonly #retryStatuses: Set<number>;
   readonly #maxAttempts: number;
@@ -74,6 +76,7 @@ export class HttpOutbound {
     this.#opts = opts;
     this.#balancer = opts.balancer ?? new PeakEwmaBalancer();
     this.#router = new RequestRouter(opts.config, opts.pool, opts.metrics, this.#balancer);
+    this.#h2 = new H2Outbound({ config: opts.config, tracker: opts.tracker, metrics: opts.metrics, router: this.#router, balancer: this.#balancer });
     this.#budget = opts.budget ?? new RetryBudget();
     this.#retryStatuses = new Set(opts.retryStatuses ?? [503]);
     this.#maxAttempts = opts.maxAttempts ?? 3;
@@ -93,8 +96,9 @@ export class HttpOutbound {
     this.#proxy.on('proxyRes', (response, req) => this.#inFlight.get(req)?.settle({ kind: 'response', response }));
   }
 
-  /** Takes over a captured connection whose first bytes (`head`, already read) are HTTP/1. */
-  handle(client: net.Socket, conn: HttpClientConnection, head: Buffer): void {
+  /** Takes over a captured connection whose first bytes (`head`, already read) are HTTP/1 or the HTTP/2 preface. */
+  handle(client: net.Socket, conn: HttpClientConnection, head: Buffer, protocol: 'http1' | 'http2' = 'http1'): void {
+    if (protocol === 'http2') return this.#h2.handle(client, conn, head);
     this.#connections.set(client, conn);
     const tracked = this.#opts.tracker.open({
       listener: 'outbound', reporter: 'source', sourceIp: conn.sourceIp, sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity,
@@ -112,6 +116,7 @@ export class HttpOutbound {
 
   /** Closes pooled upstream connections. */
   close(): void {
+    this.#h2.close();
     this.#agents.clear();
     this.#proxy.close();
   }
