@@ -43,7 +43,8 @@ export function benchClusterSpec(): ClusterSpec {
     ],
     services: [
       { name: 'origin-plain', selector: { app: 'origin-plain' }, ports: [{ name: 'http', port: HTTP_PORT }, { name: 'iperf', port: IPERF_PORT }] },
-      { name: 'origin-tcp', selector: { app: 'origin-mesh' }, ports: [{ name: 'http', port: HTTP_PORT }, { name: 'iperf', port: IPERF_PORT }] },
+      // Declared TCP (appProtocol tcp), so the mesh carries it as opaque TCP even though nginx speaks HTTP.
+      { name: 'origin-tcp', selector: { app: 'origin-mesh' }, ports: [{ name: 'web', port: HTTP_PORT, appProtocol: 'tcp' }, { name: 'iperf', port: IPERF_PORT, appProtocol: 'tcp' }] },
       { name: 'origin-http', selector: { app: 'origin-mesh' }, ports: [{ name: 'http', port: HTTP_PORT, appProtocol: 'http' }] },
     ],
   };
