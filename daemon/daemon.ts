@@ -34,6 +34,15 @@ export interface DaemonOptions {
   ports?: { outbound?: number; inboundPlaintext?: number; inbound?: number };
   /** Port dialled on peer pod IPs for HBONE; 15008 except in tests. */
   peerHbonePort?: number;
+  /** HTTP handling knobs; defaults suit most meshes. */
+  http?: {
+    /** How long an undeclared port waits for the client's first bytes (default 100 ms, see l7/detect.ts). */
+    detectTimeoutMs?: number;
+    /** Upstream statuses retried within the retry budget (default [503]). */
+    retryStatuses?: number[];
+    /** Attempts per request, the first included (default 3). */
+    maxAttempts?: number;
+  };
 }
 
 export interface Daemon {
@@ -56,14 +65,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tracker = new ConnectionTracker(metrics, (workload, port) => serviceServing(config, workload, port));
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
-  const http = new HttpOutbound({ config, pool, tracker, metrics });
+  const http = new HttpOutbound({ config, pool, tracker, metrics, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
   const httpInbound = new HttpInbound(config, metrics);
   const bound: { close(): void }[] = [];
   let outbound: OutboundListener;
   let inboundPlaintext: InboundPlaintextListener;
   let inbound: InboundListener;
   try {
-    outbound = await OutboundListener.bind({ config, tracker, metrics, pool, balancer, http, host, port: opts.ports?.outbound ?? 15001 });
+    outbound = await OutboundListener.bind({ config, tracker, metrics, pool, balancer, http, detectTimeoutMs: opts.http?.detectTimeoutMs, host, port: opts.ports?.outbound ?? 15001 });
     bound.push(outbound);
     inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, metrics, balancer, http: httpInbound, host, port: opts.ports?.inboundPlaintext ?? 15006 });
     bound.push(inboundPlaintext);
