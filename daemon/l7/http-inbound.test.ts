@@ -1,0 +1,90 @@
+// The destination side for plaintext clients (outside the mesh): the inbound
+// plaintext listener with HTTP handling, on loopback addresses standing in for a
+// pod (127.0.0.5) and an outside client (127.0.0.9).
+
+import { test } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { Registry } from 'prom-client';
+import type { AuthorizationPolicy, Service } from '../../core/types.ts';
+import { ConfigStore } from '../../agent/config-store.ts';
+import { createMetrics } from '../metrics.ts';
+import { ConnectionTracker } from '../connection-tracker.ts';
+import { LoadBalancer } from '../load-balancer.ts';
+import { InboundPlaintextListener } from '../inbound-plaintext.ts';
+import { applyConfig, workload } from '../testdata/mesh-fixture.ts';
+import { HttpInbound } from './http-inbound.ts';
+
+const pod = workload('inventory', '127.0.0.5', 'n1');
+const OUTSIDER = '127.0.0.9';
+
+const PUBLIC_ONLY: AuthorizationPolicy = {
+  namespace: 'shop', name: 'public-only', selector: { app: 'inventory' }, action: 'ALLOW',
+  rules: [{ from: [], to: [{ ports: [], notPorts: [], methods: ['GET'], notMethods: [], paths: ['/public/*'], notPaths: [] }] }],
+};
+
+async function setup(t: TestContext, policies: AuthorizationPolicy[]) {
+  const server = http.createServer((req, res) => res.end(JSON.stringify({ path: req.url, xff: req.headers['x-forwarded-for'] })));
+  await new Promise<void>((resolve) => server.listen(0, pod.ip, resolve));
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const service: Service = {
+    namespace: 'shop', name: 'inventory', vips: ['10.96.0.20'], ports: [{ name: 'http', port: 80, targetPort: port, targetPortName: '', appProtocol: '' }],
+    endpoints: [{ workloadUid: pod.uid, ip: pod.ip, ready: true }], opaquePorts: [],
+  };
+  const config = new ConfigStore('n1');
+  applyConfig(config, { workloads: [pod], services: [service], policies });
+  const registry = new Registry();
+  const metrics = createMetrics(registry);
+  const listener = await InboundPlaintextListener.bind({
+    config, tracker: new ConnectionTracker(metrics), metrics, balancer: new LoadBalancer(), http: new HttpInbound(config, metrics),
+    host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
+  });
+  t.after(() => listener.close());
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  const request = (method: string, path: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: listener.port, localAddress: OUTSIDER, method, path, agent }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  /** Raw bytes from the outsider; what came back before the connection closed. */
+  const raw = (bytes: string) => new Promise<string>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port: listener.port, localAddress: OUTSIDER });
+    let got = '';
+    s.on('data', (c) => (got += c));
+    s.on('error', () => resolve(got));
+    s.on('close', () => resolve(got));
+    s.end(bytes);
+  });
+  return { request, raw, registry };
+}
+
+test('plaintext HTTP to a declared HTTP port is authorized per request, with x-forwarded-for for the outside client', async (t) => {
+  const { request, registry } = await setup(t, [PUBLIC_ONLY]);
+  const ok = await request('GET', '/public/a');
+  assert.equal(ok.status, 200);
+  assert.deepEqual(JSON.parse(ok.body), { path: '/public/a', xff: OUTSIDER });
+  assert.equal((await request('POST', '/public/a')).status, 403);
+  assert.equal((await request('GET', '/private')).status, 403);
+  assert.equal((await request('GET', '/public/b')).status, 200);
+  const text = await registry.metrics();
+  assert.match(text, /nodemesh_requests_total\{reporter="destination",source_workload="unknown",[^}]*source_principal="unknown",destination_workload="inventory",[^}]*destination_service="inventory.shop.svc.cluster.local",connection_security_policy="none",response_code="403"\} 2/);
+});
+
+test('non-HTTP bytes on a declared HTTP port fall back to TCP: carried without L7 policies, refused when an ALLOW needs L7 fields', async (t) => {
+  const open = await setup(t, []);
+  assert.match(await open.raw('hello\r\n\r\n'), /^HTTP\/1.1 400 Bad Request/, 'the bytes reached the pod, which answered for itself');
+  const guarded = await setup(t, [PUBLIC_ONLY]);
+  assert.equal(await guarded.raw('hello\r\n\r\n'), '', 'an ALLOW rule on methods/paths never matches TCP');
+});
