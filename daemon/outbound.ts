@@ -113,7 +113,7 @@ export class OutboundListener {
       if (client.destroyed) return;
       if (protocol !== 'opaque') return http!.handle(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head, protocol);
       this.#forward({ client, source, sourceIdentity, sourceIp, head }, dst);
-    });
+    }).catch((err: Error) => refuse(client, 'failed to hand the connection on after protocol detection', { sourceIp, error: err.message }));
   }
 
   /** Carries the connection as TCP to where its original destination resolves. */

@@ -46,7 +46,12 @@ export class H2Outbound {
       if (this.#handing) this.#connections.set(session, this.#handing);
       session.on('error', (err) => log.debug('client HTTP/2 session error', { error: err.message }));
     });
-    this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers));
+    this.#server.on('stream', (stream, headers) => {
+      this.#onStream(stream, headers).catch((err: Error) => {
+        log.debug('stream abandoned', { error: err.message });
+        stream.destroy();
+      });
+    });
   }
 
   /** Takes over a captured connection that opened with the HTTP/2 preface (`head`, already read). */

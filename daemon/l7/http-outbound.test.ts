@@ -438,3 +438,19 @@ test('HTTP/2 (h2c, gRPC-like) is routed per stream 90/10 on one session; trailer
   assert.match(await registry.metrics(), /nodemesh_requests_total\{reporter="source",[^}]*destination_service="grpc-v1.shop.svc.cluster.local",connection_security_policy="mutual_tls",response_code="200"\} \d+/);
   assert.match(await registry.metrics(), /nodemesh_tcp_connections_opened_total\{reporter="source",[^}]*destination_service="grpc.shop.svc.cluster.local"[^}]*\} 1\n/, 'one client connection');
 });
+
+test('a client that goes away in the middle of its body costs only its own request', async (t) => {
+  const { request, outbound, setTarget } = await setup(t);
+  setTarget(CART);
+  await new Promise<void>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip }, () => {
+      s.write('POST /upload HTTP/1.1\r\nhost: cart.shop\r\ncontent-length: 1000\r\n\r\npartial');
+      setTimeout(() => {
+        s.destroy();
+        resolve();
+      }, 50);
+    });
+  });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal((await request(CART, '/after')).status, 200);
+});

@@ -83,7 +83,13 @@ export class HttpOutbound {
     // Never listens: captured sockets are handed to it. No server-side timeouts: the
     // application's own client decides how long it waits.
     this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
-    this.#server.on('request', (req, res) => this.#onRequest(req, res));
+    this.#server.on('request', (req, res) => {
+      // A client that aborts while its body is read ends only its own request.
+      this.#onRequest(req, res).catch((err: Error) => {
+        log.debug('request abandoned', { error: err.message });
+        res.destroy();
+      });
+    });
     this.#server.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket as net.Socket, head));
     this.#server.on('clientError', (err, socket) => {
       log.debug('malformed HTTP from client', { error: err.message });
