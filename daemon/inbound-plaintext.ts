@@ -98,7 +98,7 @@ export class InboundPlaintextListener {
       // A port declared HTTP that carries something else is still served, as TCP (fail-closed for L7 rules).
       detectProtocol(client, DEFAULT_DETECT_TIMEOUT_MS).then(({ protocol, head }) => {
         if (client.destroyed) return;
-        if (protocol === 'http1') this.#serveHttp(client, input, httpService, head);
+        if (protocol !== 'opaque') this.#serveHttp(client, input, httpService, head, protocol);
         else this.#serveTcp(client, input, target, head);
       });
       return;
@@ -149,7 +149,7 @@ export class InboundPlaintextListener {
     );
   }
 
-  #serveHttp(client: net.Socket, input: AuthorizationInput, service: Service, head: Buffer): void {
+  #serveHttp(client: net.Socket, input: AuthorizationInput, service: Service, head: Buffer, protocol: 'http1' | 'http2'): void {
     const { config, tracker } = this.#opts;
     const workload = input.destination;
     const destinationPrincipal = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
@@ -162,7 +162,7 @@ export class InboundPlaintextListener {
       destroy: () => client.destroy(),
     });
     client.once('close', () => tracked.finish());
-    this.#opts.http!.serve(client, { authorization: input, sourceWorkload, destinationPrincipal, service, security: 'none', addForwardedFor: true }, head);
+    this.#opts.http!.serve(client, { authorization: input, sourceWorkload, destinationPrincipal, service, security: 'none', addForwardedFor: true }, head, protocol);
   }
 }
 

@@ -228,7 +228,7 @@ export class InboundListener {
       // A port declared HTTP that carries something else is still served, as TCP (fail-closed for L7 rules).
       detectProtocol(stream, DEFAULT_DETECT_TIMEOUT_MS).then(({ protocol, head }) => {
         if (stream.destroyed) return;
-        if (protocol !== 'http1') return this.#serveTcp(ctx, stream, input, authority, head);
+        if (protocol === 'opaque') return this.#serveTcp(ctx, stream, input, authority, head);
         const sourceWorkload = config.workloadByIp(input.sourceIp);
         const tracked = tracker.open({
           listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload, sourcePrincipal: ctx.peerIdentity,
@@ -236,7 +236,7 @@ export class InboundListener {
           service: httpService, security: 'mutual_tls', bytes: countBytes(stream), destroy: () => stream.destroy(),
         });
         stream.once('close', () => tracked.finish());
-        this.#opts.http!.serve(stream, { authorization: input, sourceWorkload, destinationPrincipal: identity, service: httpService, security: 'mutual_tls', addForwardedFor: false }, head);
+        this.#opts.http!.serve(stream, { authorization: input, sourceWorkload, destinationPrincipal: identity, service: httpService, security: 'mutual_tls', addForwardedFor: false }, head, protocol);
       });
       return;
     }

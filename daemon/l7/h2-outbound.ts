@@ -6,23 +6,22 @@
 // Streams are not retried: a gRPC call may have been processed.
 
 import http2 from 'node:http2';
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import type { ConfigStore } from '../../agent/config-store.ts';
 import { identityOf } from '../../core/identity.ts';
 import { logger } from '../../core/log.ts';
 import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';
-import { modifyHeaders } from './filters.ts';
+import { relayStream, replyLocally as reply } from './h2-relay.ts';
 import type { PeakEwmaBalancer } from './peak-ewma.ts';
 import { requestLabels } from './request-metrics.ts';
 import { LocalReply } from './request-router.ts';
+import { NOT_FORWARDED } from './h2-relay.ts';
 import type { HttpClientConnection, RequestRouter, Upstream } from './request-router.ts';
 
 const log = logger('h2-outbound');
-const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR } = http2.constants;
-/** Connection-specific headers HTTP/2 forbids, and pseudo-headers we set ourselves. */
-const NOT_FORWARDED = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'host', ':status']);
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
 export interface H2OutboundOptions {
   config: ConfigStore;
@@ -112,42 +111,9 @@ export class H2Outbound {
       if (stream.headersSent) stream.close(NGHTTP2_CANCEL);
       else reply(stream, new LocalReply(504, `request timeout (${timeoutMs} ms) reached at ${upstream.ip}:${upstream.port}`));
     }, timeoutMs) : undefined;
-    this.#relay(stream, upstreamStream, routed.responseHeaders, () => {
+    relayStream(stream, upstreamStream, routed.responseHeaders, () => {
       clearTimeout(timer);
       done();
-    });
-  }
-
-  /** Client stream <-> upstream stream: body both ways, response headers and trailers back. */
-  #relay(stream: ServerHttp2Stream, up: ClientHttp2Stream, modifier: Parameters<typeof modifyHeaders>[1] | undefined, responded: () => void): void {
-    let trailers: IncomingHttpHeaders | undefined;
-    stream.pipe(up);
-    stream.once('close', () => {
-      if (!up.closed) up.close(NGHTTP2_CANCEL);
-    });
-    up.on('trailers', (t) => (trailers = t));
-    up.once('response', (headers, flags) => {
-      responded();
-      if (stream.destroyed) return;
-      const out: Record<string, string | string[] | undefined> = {};
-      for (const [name, value] of Object.entries(headers)) if (!NOT_FORWARDED.has(name) || name === ':status') out[name] = value;
-      if (modifier) modifyHeaders(out, modifier);
-      // A trailers-only answer (a gRPC error) stays one: no empty trailer frame after it.
-      if (flags & NGHTTP2_FLAG_END_STREAM) return void stream.respond(out as OutgoingHttpHeaders, { endStream: true });
-      stream.respond(out as OutgoingHttpHeaders, { waitForTrailers: true });
-      stream.once('wantTrailers', () => stream.sendTrailers(trailers ? withoutPseudo(trailers) : {}));
-      up.pipe(stream);
-    });
-    up.on('error', (err) => {
-      responded();
-      if (stream.destroyed) return;
-      if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR);
-      else reply(stream, new LocalReply(502, `upstream stream failed: ${err.message}`));
-    });
-    up.once('close', () => {
-      responded();
-      // Reset by the upstream before any response: the client must not wait.
-      if (!stream.headersSent && !stream.destroyed) reply(stream, new LocalReply(502, `upstream reset the stream (code ${up.rstCode})`));
     });
   }
 
@@ -200,19 +166,8 @@ function forwardedHeaders(req: { url?: string; headers: Record<string, string | 
   return out;
 }
 
-function withoutPseudo(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
-  return Object.fromEntries(Object.entries(headers).filter(([name]) => !name.startsWith(':')));
-}
-
 function minPositive(a: number, b: number): number {
   if (!a) return b;
   if (!b) return a;
   return Math.min(a, b);
-}
-
-function reply(stream: ServerHttp2Stream, r: LocalReply): void {
-  if (stream.destroyed || stream.headersSent) return;
-  const body = r.reason ? `${r.reason}\n` : '';
-  stream.respond({ ':status': r.status, 'content-type': 'text/plain; charset=utf-8', ...r.headers });
-  stream.end(body);
 }

@@ -1,10 +1,13 @@
-// HTTP on the destination side, for ports a Service declares HTTP: each request
-// of a tunnel (or plaintext connection) is authorized with its method and path
-// (AuthorizationPolicy `methods`, `paths` and their `not*`), answered 403 when
-// denied, otherwise proxied to the pod over a keep-alive connection of that
-// tunnel; the destination's request metrics are reported here.
+// HTTP on the destination side, for ports a Service declares HTTP or HTTP/2:
+// each request (HTTP/2: each stream) of a tunnel or plaintext connection is
+// authorized with its method and path (AuthorizationPolicy `methods`, `paths`
+// and their `not*`), answered 403 when denied, otherwise proxied to the pod over
+// a keep-alive connection (HTTP/2: a session) of that tunnel; the destination's
+// request metrics are reported here.
 
 import http from 'node:http';
+import http2 from 'node:http2';
+import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
@@ -18,6 +21,8 @@ import { connectTcp } from '../tcp-connect.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
 import { requestLabels } from './request-metrics.ts';
 import { socketLike } from './socket-like.ts';
+import { NOT_FORWARDED, relayStream, replyLocally } from './h2-relay.ts';
+import { LocalReply } from './request-router.ts';
 
 const log = logger('http-inbound');
 
@@ -37,12 +42,22 @@ interface Served {
   agent: UpstreamAgent;
 }
 
+interface ServedH2 {
+  conn: InboundHttpConnection;
+  /** Opened on the first stream; closed with the tunnel. */
+  pod?: ClientHttp2Session;
+}
+
 export class HttpInbound {
   readonly #config: ConfigStore;
   readonly #metrics: DaemonMetrics;
   readonly #server: http.Server;
   readonly #proxy = httpProxy.createProxyServer({});
   readonly #served = new WeakMap<object, Served>();
+  readonly #h2Server = http2.createServer();
+  readonly #servedH2 = new WeakMap<ServerHttp2Session, ServedH2>();
+  /** Set while a connection is handed to the HTTP/2 server, which creates its session synchronously. */
+  #handing: ServedH2 | undefined;
 
   constructor(config: ConfigStore, metrics: DaemonMetrics) {
     this.#config = config;
@@ -54,10 +69,16 @@ export class HttpInbound {
       log.debug('malformed HTTP in a tunnel', { error: err.message });
       socket.destroy();
     });
+    this.#h2Server.on('session', (session) => {
+      if (this.#handing) this.#servedH2.set(session, this.#handing);
+      session.on('error', (err) => log.debug('HTTP/2 session error in a tunnel', { error: err.message }));
+    });
+    this.#h2Server.on('stream', (stream, headers) => this.#onH2Stream(stream, headers));
   }
 
   /** Serves HTTP arriving on `downstream` (an accepted tunnel stream or socket), whose first bytes `head` were already read. */
-  serve(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
+  serve(downstream: Duplex, conn: InboundHttpConnection, head: Buffer, protocol: 'http1' | 'http2' = 'http1'): void {
+    if (protocol === 'http2') return this.#serveH2(downstream, conn, head);
     const { destination, port } = conn.authorization;
     // One keep-alive agent per tunnel: its pod connections live and die with it.
     const agent = new UpstreamAgent(() => connectTcp(destination.ip, port));
@@ -69,8 +90,40 @@ export class HttpInbound {
     downstream.resume();
   }
 
+  #serveH2(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
+    const served: ServedH2 = { conn };
+    downstream.once('close', () => served.pod?.close());
+    downstream.unshift(head);
+    this.#handing = served;
+    try {
+      this.#h2Server.emit('connection', downstream);
+    } finally {
+      this.#handing = undefined;
+    }
+  }
+
+  #onH2Stream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on('error', (err) => log.debug('HTTP/2 stream error in a tunnel', { error: err.message }));
+    const served = this.#servedH2.get(stream.session as ServerHttp2Session);
+    if (!served) return void stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    const { conn } = served;
+    const started = performance.now();
+    stream.once('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started));
+    const denied = this.#deny({ method: headers[':method'], url: headers[':path'] }, conn);
+    if (denied) return replyLocally(stream, new LocalReply(403, `RBAC: access denied: ${denied}`));
+    const { destination, port } = conn.authorization;
+    if (!served.pod || served.pod.closed || served.pod.destroyed) {
+      const pod = http2.connect(`http://${destination.ip}:${port}`, { createConnection: () => net.connect({ host: destination.ip, port, noDelay: true }) });
+      pod.on('error', (err) => log.debug('HTTP/2 session to the pod failed', { destination: `${destination.ip}:${port}`, error: err.message }));
+      served.pod = pod;
+    }
+    const out: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(headers)) if (!NOT_FORWARDED.has(name) && value !== undefined) out[name] = value;
+    relayStream(stream, served.pod.request(out), undefined, () => {});
+  }
+
   /** The request's authorization decision; a 403 reason when denied. */
-  #deny(req: http.IncomingMessage, conn: InboundHttpConnection): string | undefined {
+  #deny(req: { method?: string; url?: string }, conn: InboundHttpConnection): string | undefined {
     const path = new URL(req.url ?? '/', 'http://request.invalid').pathname;
     const decision = checkAccess(this.#config, { ...conn.authorization, http: { method: req.method ?? 'GET', path } });
     if (decision.allowed) return undefined;
@@ -88,7 +141,7 @@ export class HttpInbound {
     if (!served) return void res.destroy();
     const { conn, agent } = served;
     const started = performance.now();
-    res.once('close', () => this.#record(conn, res, started));
+    res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started));
     const denied = this.#deny(req, conn);
     if (denied) {
       const body = `RBAC: access denied: ${denied}\n`;
@@ -119,11 +172,11 @@ export class HttpInbound {
     });
   }
 
-  #record(conn: InboundHttpConnection, res: http.ServerResponse, started: number): void {
+  #record(conn: InboundHttpConnection, responseCode: number, started: number): void {
     const labels = requestLabels({
       reporter: 'destination', sourceWorkload: conn.sourceWorkload, sourcePrincipal: conn.authorization.sourcePrincipal,
       destinationWorkload: conn.authorization.destination, destinationPrincipal: conn.destinationPrincipal, service: conn.service,
-      security: conn.security, responseCode: res.headersSent ? res.statusCode : 0,
+      security: conn.security, responseCode,
     });
     this.#metrics.requests.inc(labels);
     this.#metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);

@@ -454,3 +454,27 @@ test('a client that goes away in the middle of its body costs only its own reque
   await new Promise((resolve) => setTimeout(resolve, 50));
   assert.equal((await request(CART, '/after')).status, 200);
 });
+
+test('HTTP/2 streams are authorized one by one on the destination node', async (t) => {
+  const cartOnly: AuthorizationPolicy = {
+    namespace: 'shop', name: 'cart-api-only', selector: { app: 'cart' }, action: 'ALLOW',
+    rules: [{ from: [], to: [{ ports: [], notPorts: [], methods: ['POST'], notMethods: [], paths: ['/shop.Cart/*'], notPaths: [] }] }],
+  };
+  const { setTarget, outbound, destinationRegistry } = await setup(t, { policies: [cartOnly] });
+  setTarget({ ip: '10.96.0.31', port: 80 });
+  const session = http2.connect(`http://127.0.0.1:${outbound.port}`, {
+    createConnection: () => net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip }),
+  });
+  t.after(() => session.destroy());
+  const status = (path: string) => new Promise<number>((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': path });
+    stream.on('response', (h) => resolve(Number(h[':status'])));
+    stream.on('error', reject);
+    stream.resume();
+    stream.end('x');
+  });
+  assert.equal(await status('/shop.Cart/Get'), 200);
+  assert.equal(await status('/shop.Admin/Delete'), 403);
+  assert.equal(await status('/shop.Cart/List'), 200, 'the session keeps working after a 403');
+  assert.match(await destinationRegistry.metrics(), /nodemesh_requests_total\{reporter="destination",[^}]*destination_workload="cart-v1",[^}]*connection_security_policy="mutual_tls",response_code="403"\} 1/);
+});

@@ -58,11 +58,13 @@ export function destinationProtocol(config: ConfigStore, ip: string, port: numbe
 }
 
 /**
- * The Service that declares a pod port HTTP/1.1 (so its node parses it and
- * authorizes each request), when no Service declares the port otherwise.
+ * The Service that declares a pod port HTTP or HTTP/2 (so its node parses it and
+ * authorizes each request), when no Service declares the port opaque.
  */
 export function httpServiceOf(config: ConfigStore, podIp: string, port: number): Service | undefined {
-  if (config.serviceByVip(podIp) || destinationProtocol(config, podIp, port) !== 'http') return undefined;
+  if (config.serviceByVip(podIp)) return undefined;
+  const protocol = destinationProtocol(config, podIp, port);
+  if (protocol !== 'http' && protocol !== 'http2') return undefined;
   const workload = config.workloadByIp(podIp);
-  return config.services().find((s) => s.endpoints.some((e) => e.ip === podIp) && s.ports.some((sp) => targetPort(sp, workload) === port && servicePortProtocol(s, sp) === 'http'));
+  return config.services().find((s) => s.endpoints.some((e) => e.ip === podIp) && s.ports.some((sp) => targetPort(sp, workload) === port && servicePortProtocol(s, sp) === protocol));
 }
