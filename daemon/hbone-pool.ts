@@ -174,6 +174,8 @@ export class HbonePool {
     });
     socket.setTimeout(this.#connectTimeoutMs, () => socket.destroy(Object.assign(new Error(`no TLS handshake within ${this.#connectTimeoutMs} ms`), { code: 'ETIMEDOUT' })));
     socket.once('secureConnect', () => socket.setTimeout(0));
+    // Small request/response writes must not wait for the peer's delayed ACK (Nagle).
+    socket.setNoDelay(true);
     socket.on('error', (err) => (socketError ??= err));
     const session = http2.connect(`https://${formatHost(req.destinationIp)}:${this.#port}`, {
       createConnection: () => socket,

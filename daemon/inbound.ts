@@ -72,7 +72,7 @@ export class InboundListener {
   }
 
   static async bind(opts: InboundOptions): Promise<InboundListener> {
-    const server = net.createServer();
+    const server = net.createServer({ noDelay: true });
     const port = await listen(server, 'inbound HBONE listener', opts.host, opts.port);
     return new InboundListener(opts, server, port);
   }
