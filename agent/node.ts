@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import { NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
-import { parseFlags, usageOf } from '../cli/args.ts';
+import { parseFlags, usageOf, UsageError } from '../cli/args.ts';
 import { ConfigStore } from './config-store.ts';
 import { ControlClient, configPath } from './control-client.ts';
 import { CertManager } from './cert-manager.ts';
@@ -21,7 +21,7 @@ import { MetricsServer } from './metrics-server.ts';
 import { registerAgentMetrics } from './agent-metrics.ts';
 import { CaptureReconciler, enrollmentFromConfig, uninstallCapture } from './enrollment.ts';
 import { startDaemon } from '../daemon/daemon.ts';
-import type { Daemon } from '../daemon/daemon.ts';
+import type { Daemon, DaemonOptions } from '../daemon/daemon.ts';
 
 const log = logger('node');
 // Below the Kubernetes default termination grace period (30 s).
@@ -38,6 +38,8 @@ export interface NodeOptions {
   metricsAddr?: string;
   healthAddr?: string;
   dataPlane: boolean;
+  /** HTTP handling of the data plane (detection timeout, retries). */
+  http?: DaemonOptions['http'];
 }
 
 export interface RunningNode {
@@ -97,7 +99,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const health = await HealthServer.listen(opts.healthAddr ?? '0.0.0.0:15021', readiness);
     closers.push(() => health.close());
     if (opts.dataPlane) {
-      const running = await startDaemon({ config: store, certs, registry });
+      const running = await startDaemon({ config: store, certs, registry, http: opts.http });
       daemon = running;
       closers.push(() => running.stop());
       // Capture only once the listeners it redirects to are bound.
@@ -150,6 +152,9 @@ const NODE_FLAGS = {
   'health-addr': { type: 'string', default: '0.0.0.0:15021', description: '/healthz/ready address' },
   'no-dataplane': { type: 'boolean', description: 'run the agent only: no traffic capture, no proxy' },
   uninstall: { type: 'boolean', description: 'remove every capture rule from this node and exit' },
+  'http-detect-timeout-ms': { type: 'string', default: '100', description: 'how long an undeclared port waits for the first bytes before it is treated as opaque TCP' },
+  'http-retry-statuses': { type: 'string', default: '503', description: 'comma-separated HTTP statuses retried on another endpoint (within the retry budget)' },
+  'http-max-attempts': { type: 'string', default: '3', description: 'attempts per HTTP request, the first included' },
 } as const;
 const NODE_SUMMARY = 'Runs the node agent and data plane: one per Kubernetes node.';
 
@@ -175,6 +180,11 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
     metricsAddr: flags['metrics-addr'],
     healthAddr: flags['health-addr'],
     dataPlane: !flags['no-dataplane'],
+    http: {
+      detectTimeoutMs: integerFlag('http-detect-timeout-ms', flags['http-detect-timeout-ms'], 1, 10_000),
+      retryStatuses: flags['http-retry-statuses'].split(',').filter((v) => v.trim()).map((v) => integerFlag('http-retry-statuses', v.trim(), 500, 599)),
+      maxAttempts: integerFlag('http-max-attempts', flags['http-max-attempts'], 1, 10),
+    },
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -186,4 +196,10 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
   await node.drain(DRAIN_DEADLINE_MS);
   await node.stop();
   log.info('node agent stopped');
+}
+
+function integerFlag(name: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`node: --${name}: ${JSON.stringify(value)} is not a whole number from ${min} to ${max}`);
+  return n;
 }

@@ -51,6 +51,9 @@ test('cli: unknown command or flag exits 2 with a clear error and usage', async 
   assert.equal(flag.code, 2);
   assert.match(flag.stderr, /--bogus/);
   assert.match(flag.stderr, /usage: nodemesh node/);
+  const badValue = await run(['node', '--node-name', 'n1', '--controlplane', '127.0.0.1:1', '--token-file', 't', '--ca-file', 'c', '--http-retry-statuses', '503,404']);
+  assert.equal(badValue.code, 2);
+  assert.match(badValue.stderr, /--http-retry-statuses: "404" is not a whole number from 500 to 599/);
   const none = await run([]);
   assert.equal(none.code, 2);
   assert.match(none.stderr, /no command given/);
