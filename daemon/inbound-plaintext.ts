@@ -10,14 +10,13 @@ import type { Service } from '../core/types.ts';
 import type { ConfigStore } from '../agent/config-store.ts';
 import { identityOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
-import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
-import { unmapIpv4 } from './authorization.ts';
 import type { AuthorizationInput } from './authorization.ts';
 import { checkAccess } from './access-check.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
 import type { DaemonMetrics } from './metrics.ts';
-import { listen, openSockets, stopListening } from './listen.ts';
+import { CapturedListener, refuse } from './captured-listener.ts';
+import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
 import { httpServiceOf } from './l7/protocol.ts';
@@ -35,61 +34,53 @@ export interface InboundPlaintextOptions {
   balancer: LoadBalancer;
   host: string;
   port: number;
-  destinationOf?: (socket: net.Socket) => SocketAddress | null;
+  destinationOf?: DestinationOf;
   /** Per-request handling of ports a Service declares HTTP; without it every connection is TCP. */
   http?: HttpInbound;
 }
 
 export class InboundPlaintextListener {
-  readonly port: number;
   readonly #opts: InboundPlaintextOptions;
-  readonly #server: net.Server;
-  readonly #sockets: Set<net.Socket>;
-  readonly #destinationOf: (socket: net.Socket) => SocketAddress | null;
+  readonly #listener: CapturedListener;
 
-  private constructor(opts: InboundPlaintextOptions, server: net.Server, port: number) {
+  private constructor(opts: InboundPlaintextOptions, listener: CapturedListener) {
     this.#opts = opts;
-    this.#server = server;
-    this.port = port;
-    this.#sockets = openSockets(server);
-    this.#destinationOf = opts.destinationOf ?? originalDestination;
-    server.on('connection', (socket) => this.#onConnection(socket));
+    this.#listener = listener;
   }
 
   static async bind(opts: InboundPlaintextOptions): Promise<InboundPlaintextListener> {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
-    const port = await listen(server, 'inbound plaintext listener', opts.host, opts.port);
-    return new InboundPlaintextListener(opts, server, port);
+    let self: InboundPlaintextListener | undefined;
+    const listener = await CapturedListener.bind({
+      name: 'inbound plaintext', host: opts.host, port: opts.port, log, destinationOf: opts.destinationOf,
+      onConnection: (conn) => self!.#onConnection(conn),
+    });
+    self = new InboundPlaintextListener(opts, listener);
+    return self;
+  }
+
+  get port(): number {
+    return this.#listener.port;
   }
 
   stopAccepting(): void {
-    stopListening(this.#server);
+    this.#listener.stopAccepting();
   }
 
   close(): void {
-    this.stopAccepting();
-    for (const socket of this.#sockets) socket.destroy();
+    this.#listener.close();
   }
 
-  #onConnection(client: net.Socket): void {
-    const sourceIp = unmapIpv4(client.remoteAddress ?? '');
-    client.on('error', (err) => log.debug('client connection error', { sourceIp, error: err.message }));
-    let dst: SocketAddress | null;
-    try {
-      dst = this.#destinationOf(client);
-    } catch (err) {
-      return refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
-    }
-    if (!dst) return refuse(client, 'connection was not redirected (dialled the inbound plaintext port directly?)', { sourceIp });
+  #onConnection({ client, sourceIp, destination }: CapturedConnection): void {
+    let dst: SocketAddress = destination;
     const { config, balancer } = this.#opts;
     if (config.serviceByVip(dst.ip)) {
       const resolved = resolveDestination(config, balancer, dst.ip, dst.port);
-      if (resolved.kind === 'unavailable') return refuse(client, resolved.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
+      if (resolved.kind === 'unavailable') return refuse(log, 'inbound plaintext', client, resolved.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
       if (!config.isLocalEnrolled(resolved.ip)) return passThrough(client, sourceIp, resolved.ip, resolved.port);
       dst = { ip: resolved.ip, port: resolved.port };
     }
     const workload = config.isLocalEnrolled(dst.ip);
-    if (!workload) return refuse(client, 'destination is not an enrolled workload on this node', { sourceIp, destination: dst.ip, node: config.nodeName });
+    if (!workload) return refuse(log, 'inbound plaintext', client, 'destination is not an enrolled workload on this node', { sourceIp, destination: dst.ip, node: config.nodeName });
     const input: AuthorizationInput = { sourcePrincipal: null, sourceNamespace: null, sourceIp, destination: workload, port: dst.port };
     // Strict mTLS refuses plaintext per connection; otherwise HTTP ports are authorized per request.
     const httpService = this.#opts.http && workload.mtlsMode !== 'strict' ? httpServiceOf(config, dst.ip, dst.port) : undefined;
@@ -115,7 +106,7 @@ export class InboundPlaintextListener {
         reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
         source_principal: 'unknown', reason: workload.mtlsMode === 'strict' ? 'strict_mtls' : 'policy',
       });
-      return refuse(client, decision.reason, { sourceIp, destination: `${dst.ip}:${dst.port}`, policy: decision.policy });
+      return refuse(log, 'inbound plaintext', client, decision.reason, { sourceIp, destination: `${dst.ip}:${dst.port}`, policy: decision.policy });
     }
     const { ip, port } = dst;
     connectTcp(ip, port).then(
@@ -145,7 +136,7 @@ export class InboundPlaintextListener {
         if (head.length) upstream.write(head);
         splice(client, upstream, (err) => tracked.finish(err));
       },
-      (err: Error) => refuse(client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+      (err: Error) => refuse(log, 'inbound plaintext', client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
     );
   }
 
@@ -173,11 +164,7 @@ function passThrough(client: net.Socket, sourceIp: string, ip: string, port: num
       if (client.destroyed) upstream.destroy();
       else splice(client, upstream, () => {});
     },
-    (err: Error) => refuse(client, 'cannot connect to the Service endpoint', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+    (err: Error) => refuse(log, 'inbound plaintext', client, 'cannot connect to the Service endpoint', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
   );
 }
 
-function refuse(client: net.Socket, reason: string, fields: Record<string, unknown>): void {
-  log.warn(`inbound plaintext connection refused: ${reason}`, fields);
-  if (!client.destroyed) client.resetAndDestroy();
-}

@@ -13,9 +13,7 @@ import type { Service, Workload } from '../core/types.ts';
 import type { ConfigStore } from '../agent/config-store.ts';
 import { identityOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
-import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
-import { unmapIpv4 } from './authorization.ts';
 import type { AuthorizationInput } from './authorization.ts';
 import { checkAccess } from './access-check.ts';
 import type { ConnectionInfo, ConnectionTracker } from './connection-tracker.ts';
@@ -23,7 +21,8 @@ import type { DaemonMetrics } from './metrics.ts';
 import type { HbonePool } from './hbone-pool.ts';
 import type { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
-import { listen, openSockets, stopListening } from './listen.ts';
+import { CapturedListener, refuse } from './captured-listener.ts';
+import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
@@ -40,7 +39,7 @@ export interface OutboundOptions {
   balancer: LoadBalancer;
   host: string;
   port: number;
-  destinationOf?: (socket: net.Socket) => SocketAddress | null;
+  destinationOf?: DestinationOf;
   /** HTTP handling; without it every connection is carried as TCP. */
   http?: HttpOutbound;
   /** How long an undeclared port waits for the client's first bytes before it is treated as TCP. */
@@ -59,49 +58,40 @@ interface Outbound {
 }
 
 export class OutboundListener {
-  readonly port: number;
   readonly #opts: OutboundOptions;
-  readonly #server: net.Server;
-  readonly #sockets: Set<net.Socket>;
-  readonly #destinationOf: (socket: net.Socket) => SocketAddress | null;
+  readonly #listener: CapturedListener;
 
-  private constructor(opts: OutboundOptions, server: net.Server, port: number) {
+  private constructor(opts: OutboundOptions, listener: CapturedListener) {
     this.#opts = opts;
-    this.#server = server;
-    this.port = port;
-    this.#sockets = openSockets(server);
-    this.#destinationOf = opts.destinationOf ?? originalDestination;
-    server.on('connection', (socket) => this.#onConnection(socket));
+    this.#listener = listener;
   }
 
   static async bind(opts: OutboundOptions): Promise<OutboundListener> {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
-    const port = await listen(server, 'outbound listener', opts.host, opts.port);
-    return new OutboundListener(opts, server, port);
+    let self: OutboundListener | undefined;
+    const listener = await CapturedListener.bind({
+      name: 'outbound', host: opts.host, port: opts.port, log, destinationOf: opts.destinationOf,
+      onConnection: (conn) => self!.#onConnection(conn),
+    });
+    self = new OutboundListener(opts, listener);
+    return self;
+  }
+
+  get port(): number {
+    return this.#listener.port;
   }
 
   stopAccepting(): void {
-    stopListening(this.#server);
+    this.#listener.stopAccepting();
   }
 
   close(): void {
-    this.stopAccepting();
-    for (const socket of this.#sockets) socket.destroy();
+    this.#listener.close();
   }
 
-  #onConnection(client: net.Socket): void {
-    const sourceIp = unmapIpv4(client.remoteAddress ?? '');
-    client.on('error', (err) => log.debug('client connection error', { sourceIp, error: err.message }));
-    let dst: SocketAddress | null;
-    try {
-      dst = this.#destinationOf(client);
-    } catch (err) {
-      return refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
-    }
-    if (!dst) return refuse(client, 'connection was not redirected (dialled the outbound port directly?)', { sourceIp });
+  #onConnection({ client, sourceIp, destination: dst }: CapturedConnection): void {
     const { config } = this.#opts;
     const source = config.isLocalEnrolled(sourceIp);
-    if (!source) return refuse(client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
+    if (!source) return refuse(log, 'outbound', client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
     const sourceIdentity = identityOf(config.settings().trustDomain, source.namespace, source.serviceAccount);
     const { http } = this.#opts;
     const inMesh = config.serviceByVip(dst.ip) !== undefined || config.workloadByIp(dst.ip) !== undefined;
@@ -113,7 +103,7 @@ export class OutboundListener {
       if (client.destroyed) return;
       if (protocol !== 'opaque') return http!.handle(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head, protocol);
       this.#forward({ client, source, sourceIdentity, sourceIp, head }, dst);
-    }).catch((err: Error) => refuse(client, 'failed to hand the connection on after protocol detection', { sourceIp, error: err.message }));
+    }).catch((err: Error) => refuse(log, 'outbound', client, 'failed to hand the connection on after protocol detection', { sourceIp, error: err.message }));
   }
 
   /** Carries the connection as TCP to where its original destination resolves. */
@@ -123,7 +113,7 @@ export class OutboundListener {
     const destination = resolveDestination(config, balancer, dst.ip, dst.port);
     switch (destination.kind) {
       case 'unavailable':
-        return refuse(client, destination.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
+        return refuse(log, 'outbound', client, destination.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
       case 'passthrough':
         return this.#direct({ ...out, service: destination.service }, destination.ip, destination.port, undefined);
       case 'workload': {
@@ -143,7 +133,7 @@ export class OutboundListener {
       (upstream) => this.#proxy(out, upstream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: null, security: 'none' }),
       (err: Error) => {
         release();
-        refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+        refuse(log, 'outbound', out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
       },
     );
   }
@@ -161,7 +151,7 @@ export class OutboundListener {
         (stream) => this.#proxy(out, stream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: destinationIdentity, security: 'mutual_tls' }),
         (err: Error) => {
           release();
-          refuse(out.client, 'HBONE tunnel failed', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+          refuse(log, 'outbound', out.client, 'HBONE tunnel failed', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
         },
       );
   }
@@ -179,7 +169,7 @@ export class OutboundListener {
         reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
         source_principal: out.sourceIdentity, reason: 'policy',
       });
-      return refuse(out.client, 'denied by authorization policy', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, reason: decision.reason, policy: decision.policy });
+      return refuse(log, 'outbound', out.client, 'denied by authorization policy', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, reason: decision.reason, policy: decision.policy });
     }
     const release = this.#opts.balancer.track(ip);
     connectTcp(ip, port).then(
@@ -196,7 +186,7 @@ export class OutboundListener {
       },
       (err: Error) => {
         release();
-        refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+        refuse(log, 'outbound', out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
       },
     );
   }
@@ -246,7 +236,3 @@ export class OutboundListener {
 }
 
 /** Refuses with a reset, so the application sees the failure instead of an empty reply. */
-function refuse(client: net.Socket, reason: string, fields: Record<string, unknown>): void {
-  log.warn(`outbound connection refused: ${reason}`, fields);
-  if (!client.destroyed) client.resetAndDestroy();
-}
