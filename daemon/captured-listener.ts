@@ -1,7 +1,8 @@
 // What the two capture listeners (outbound 15001, inbound plaintext 15006) share:
 // a TCP server that binds or stops start-up, reads each accepted connection's
 // original destination (the address before REDIRECT), and refuses with a reset —
-// so the application sees the failure — and a log line saying why.
+// so the application sees the failure — and a log line saying why. Subclasses
+// decide what to do with a redirected connection.
 
 import net from 'node:net';
 import type { Logger } from '../core/log.ts';
@@ -18,47 +19,40 @@ export interface CapturedConnection {
   destination: SocketAddress;
 }
 
-export class CapturedListener {
-  readonly port: number;
-  readonly #server: net.Server;
-  readonly #sockets: Set<net.Socket>;
+export abstract class CapturedListener {
+  /** "outbound", "inbound plaintext": names the listener in errors and log lines. */
+  protected readonly name: string;
+  protected readonly log: Logger;
+  readonly #server = net.createServer({ allowHalfOpen: true, noDelay: true });
+  readonly #sockets = openSockets(this.#server);
+  #port = 0;
 
-  private constructor(server: net.Server, port: number) {
-    this.#server = server;
-    this.port = port;
-    this.#sockets = openSockets(server);
+  protected constructor(name: string, log: Logger) {
+    this.name = name;
+    this.log = log;
   }
 
-  /**
-   * Binds `host:port` as the `name` listener ("outbound"); each redirected connection
-   * goes to `onConnection`, anything else is refused.
-   */
-  static async bind(opts: {
-    name: string;
-    host: string;
-    port: number;
-    log: Logger;
-    destinationOf?: DestinationOf;
-    onConnection: (conn: CapturedConnection) => void;
-  }): Promise<CapturedListener> {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
-    const port = await listen(server, `${opts.name} listener`, opts.host, opts.port);
-    const listener = new CapturedListener(server, port);
-    const destinationOf = opts.destinationOf ?? originalDestination;
-    const { log } = opts;
-    server.on('connection', (client) => {
+  protected abstract onConnection(conn: CapturedConnection): void;
+
+  /** Binds `host:port`; rejects with BindError. */
+  protected async listen(host: string, port: number, destinationOf: DestinationOf = originalDestination): Promise<void> {
+    this.#port = await listen(this.#server, `${this.name} listener`, host, port);
+    this.#server.on('connection', (client) => {
       const sourceIp = unmapIpv4(client.remoteAddress ?? '');
-      client.on('error', (err) => log.debug('client connection error', { sourceIp, error: err.message }));
+      client.on('error', (err) => this.log.debug('client connection error', { sourceIp, error: err.message }));
       let destination: SocketAddress | null;
       try {
         destination = destinationOf(client);
       } catch (err) {
-        return refuse(log, opts.name, client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
+        return this.refuse(client, 'cannot read the original destination', { sourceIp, error: (err as Error).message });
       }
-      if (!destination) return refuse(log, opts.name, client, `connection was not redirected (dialled the ${opts.name} port directly?)`, { sourceIp });
-      opts.onConnection({ client, sourceIp, destination });
+      if (!destination) return this.refuse(client, `connection was not redirected (dialled the ${this.name} port directly?)`, { sourceIp });
+      this.onConnection({ client, sourceIp, destination });
     });
-    return listener;
+  }
+
+  get port(): number {
+    return this.#port;
   }
 
   stopAccepting(): void {
@@ -69,10 +63,10 @@ export class CapturedListener {
     this.stopAccepting();
     for (const socket of this.#sockets) socket.destroy();
   }
-}
 
-/** Resets the client and logs why, as "<name> connection refused: <reason>". */
-export function refuse(log: Logger, name: string, client: net.Socket, reason: string, fields: Record<string, unknown>): void {
-  log.warn(`${name} connection refused: ${reason}`, fields);
-  if (!client.destroyed) client.resetAndDestroy();
+  /** Resets the client and logs why, as "<name> connection refused: <reason>". */
+  protected refuse(client: net.Socket, reason: string, fields: Record<string, unknown>): void {
+    this.log.warn(`${this.name} connection refused: ${reason}`, fields);
+    if (!client.destroyed) client.resetAndDestroy();
+  }
 }

@@ -15,7 +15,7 @@ import type { AuthorizationInput } from './authorization.ts';
 import { checkAccess } from './access-check.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
 import type { DaemonMetrics } from './metrics.ts';
-import { CapturedListener, refuse } from './captured-listener.ts';
+import { CapturedListener } from './captured-listener.ts';
 import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
@@ -39,48 +39,31 @@ export interface InboundPlaintextOptions {
   http?: HttpInbound;
 }
 
-export class InboundPlaintextListener {
+export class InboundPlaintextListener extends CapturedListener {
   readonly #opts: InboundPlaintextOptions;
-  readonly #listener: CapturedListener;
 
-  private constructor(opts: InboundPlaintextOptions, listener: CapturedListener) {
+  private constructor(opts: InboundPlaintextOptions) {
+    super('inbound plaintext', log);
     this.#opts = opts;
-    this.#listener = listener;
   }
 
   static async bind(opts: InboundPlaintextOptions): Promise<InboundPlaintextListener> {
-    let self: InboundPlaintextListener | undefined;
-    const listener = await CapturedListener.bind({
-      name: 'inbound plaintext', host: opts.host, port: opts.port, log, destinationOf: opts.destinationOf,
-      onConnection: (conn) => self!.#onConnection(conn),
-    });
-    self = new InboundPlaintextListener(opts, listener);
-    return self;
+    const listener = new InboundPlaintextListener(opts);
+    await listener.listen(opts.host, opts.port, opts.destinationOf);
+    return listener;
   }
 
-  get port(): number {
-    return this.#listener.port;
-  }
-
-  stopAccepting(): void {
-    this.#listener.stopAccepting();
-  }
-
-  close(): void {
-    this.#listener.close();
-  }
-
-  #onConnection({ client, sourceIp, destination }: CapturedConnection): void {
+  protected onConnection({ client, sourceIp, destination }: CapturedConnection): void {
     let dst: SocketAddress = destination;
     const { config, balancer } = this.#opts;
     if (config.serviceByVip(dst.ip)) {
       const resolved = resolveDestination(config, balancer, dst.ip, dst.port);
-      if (resolved.kind === 'unavailable') return refuse(log, 'inbound plaintext', client, resolved.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
-      if (!config.isLocalEnrolled(resolved.ip)) return passThrough(client, sourceIp, resolved.ip, resolved.port);
+      if (resolved.kind === 'unavailable') return this.refuse(client, resolved.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
+      if (!config.isLocalEnrolled(resolved.ip)) return this.#passThrough(client, sourceIp, resolved.ip, resolved.port);
       dst = { ip: resolved.ip, port: resolved.port };
     }
     const workload = config.isLocalEnrolled(dst.ip);
-    if (!workload) return refuse(log, 'inbound plaintext', client, 'destination is not an enrolled workload on this node', { sourceIp, destination: dst.ip, node: config.nodeName });
+    if (!workload) return this.refuse(client, 'destination is not an enrolled workload on this node', { sourceIp, destination: dst.ip, node: config.nodeName });
     const input: AuthorizationInput = { sourcePrincipal: null, sourceNamespace: null, sourceIp, destination: workload, port: dst.port };
     // Strict mTLS refuses plaintext per connection; otherwise HTTP ports are authorized per request.
     const httpService = this.#opts.http && workload.mtlsMode !== 'strict' ? httpServiceOf(config, dst.ip, dst.port) : undefined;
@@ -106,7 +89,7 @@ export class InboundPlaintextListener {
         reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
         source_principal: 'unknown', reason: workload.mtlsMode === 'strict' ? 'strict_mtls' : 'policy',
       });
-      return refuse(log, 'inbound plaintext', client, decision.reason, { sourceIp, destination: `${dst.ip}:${dst.port}`, policy: decision.policy });
+      return this.refuse(client, decision.reason, { sourceIp, destination: `${dst.ip}:${dst.port}`, policy: decision.policy });
     }
     const { ip, port } = dst;
     connectTcp(ip, port).then(
@@ -136,7 +119,7 @@ export class InboundPlaintextListener {
         if (head.length) upstream.write(head);
         splice(client, upstream, (err) => tracked.finish(err));
       },
-      (err: Error) => refuse(log, 'inbound plaintext', client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+      (err: Error) => this.refuse(client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
     );
   }
 
@@ -155,16 +138,17 @@ export class InboundPlaintextListener {
     client.once('close', () => tracked.finish());
     this.#opts.http!.serve(client, { authorization: input, sourceWorkload, destinationPrincipal, service, security: 'none', addForwardedFor: true }, head, protocol);
   }
+
+  /** A VIP connection balanced onto an endpoint on another node: its own node captures it. */
+  #passThrough(client: net.Socket, sourceIp: string, ip: string, port: number): void {
+    connectTcp(ip, port).then(
+      (upstream) => {
+        if (client.destroyed) upstream.destroy();
+        else splice(client, upstream, () => {});
+      },
+      (err: Error) => this.refuse(client, 'cannot connect to the Service endpoint', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+    );
+  }
 }
 
-/** A VIP connection balanced onto an endpoint on another node: its own node captures it. */
-function passThrough(client: net.Socket, sourceIp: string, ip: string, port: number): void {
-  connectTcp(ip, port).then(
-    (upstream) => {
-      if (client.destroyed) upstream.destroy();
-      else splice(client, upstream, () => {});
-    },
-    (err: Error) => refuse(log, 'inbound plaintext', client, 'cannot connect to the Service endpoint', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
-  );
-}
 

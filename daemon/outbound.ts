@@ -21,7 +21,7 @@ import type { DaemonMetrics } from './metrics.ts';
 import type { HbonePool } from './hbone-pool.ts';
 import type { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
-import { CapturedListener, refuse } from './captured-listener.ts';
+import { CapturedListener } from './captured-listener.ts';
 import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
 import { splice } from './splice.ts';
 import { connectTcp } from './tcp-connect.ts';
@@ -57,41 +57,24 @@ interface Outbound {
   head: Buffer;
 }
 
-export class OutboundListener {
+export class OutboundListener extends CapturedListener {
   readonly #opts: OutboundOptions;
-  readonly #listener: CapturedListener;
 
-  private constructor(opts: OutboundOptions, listener: CapturedListener) {
+  private constructor(opts: OutboundOptions) {
+    super('outbound', log);
     this.#opts = opts;
-    this.#listener = listener;
   }
 
   static async bind(opts: OutboundOptions): Promise<OutboundListener> {
-    let self: OutboundListener | undefined;
-    const listener = await CapturedListener.bind({
-      name: 'outbound', host: opts.host, port: opts.port, log, destinationOf: opts.destinationOf,
-      onConnection: (conn) => self!.#onConnection(conn),
-    });
-    self = new OutboundListener(opts, listener);
-    return self;
+    const listener = new OutboundListener(opts);
+    await listener.listen(opts.host, opts.port, opts.destinationOf);
+    return listener;
   }
 
-  get port(): number {
-    return this.#listener.port;
-  }
-
-  stopAccepting(): void {
-    this.#listener.stopAccepting();
-  }
-
-  close(): void {
-    this.#listener.close();
-  }
-
-  #onConnection({ client, sourceIp, destination: dst }: CapturedConnection): void {
+  protected onConnection({ client, sourceIp, destination: dst }: CapturedConnection): void {
     const { config } = this.#opts;
     const source = config.isLocalEnrolled(sourceIp);
-    if (!source) return refuse(log, 'outbound', client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
+    if (!source) return this.refuse(client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
     const sourceIdentity = identityOf(config.settings().trustDomain, source.namespace, source.serviceAccount);
     const { http } = this.#opts;
     const inMesh = config.serviceByVip(dst.ip) !== undefined || config.workloadByIp(dst.ip) !== undefined;
@@ -103,7 +86,7 @@ export class OutboundListener {
       if (client.destroyed) return;
       if (protocol !== 'opaque') return http!.handle(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head, protocol);
       this.#forward({ client, source, sourceIdentity, sourceIp, head }, dst);
-    }).catch((err: Error) => refuse(log, 'outbound', client, 'failed to hand the connection on after protocol detection', { sourceIp, error: err.message }));
+    }).catch((err: Error) => this.refuse(client, 'failed to hand the connection on after protocol detection', { sourceIp, error: err.message }));
   }
 
   /** Carries the connection as TCP to where its original destination resolves. */
@@ -113,7 +96,7 @@ export class OutboundListener {
     const destination = resolveDestination(config, balancer, dst.ip, dst.port);
     switch (destination.kind) {
       case 'unavailable':
-        return refuse(log, 'outbound', client, destination.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
+        return this.refuse(client, destination.reason, { sourceIp, destination: `${dst.ip}:${dst.port}` });
       case 'passthrough':
         return this.#direct({ ...out, service: destination.service }, destination.ip, destination.port, undefined);
       case 'workload': {
@@ -133,7 +116,7 @@ export class OutboundListener {
       (upstream) => this.#proxy(out, upstream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: null, security: 'none' }),
       (err: Error) => {
         release();
-        refuse(log, 'outbound', out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+        this.refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
       },
     );
   }
@@ -151,7 +134,7 @@ export class OutboundListener {
         (stream) => this.#proxy(out, stream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: destinationIdentity, security: 'mutual_tls' }),
         (err: Error) => {
           release();
-          refuse(log, 'outbound', out.client, 'HBONE tunnel failed', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+          this.refuse(out.client, 'HBONE tunnel failed', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
         },
       );
   }
@@ -169,7 +152,7 @@ export class OutboundListener {
         reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
         source_principal: out.sourceIdentity, reason: 'policy',
       });
-      return refuse(log, 'outbound', out.client, 'denied by authorization policy', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, reason: decision.reason, policy: decision.policy });
+      return this.refuse(out.client, 'denied by authorization policy', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, reason: decision.reason, policy: decision.policy });
     }
     const release = this.#opts.balancer.track(ip);
     connectTcp(ip, port).then(
@@ -186,7 +169,7 @@ export class OutboundListener {
       },
       (err: Error) => {
         release();
-        refuse(log, 'outbound', out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
+        this.refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
       },
     );
   }
