@@ -3,6 +3,7 @@
 // Connection counts are kept per endpoint IP for the life of each connection.
 
 import type { Endpoint } from '../core/types.ts';
+import { chooseOfTwo } from './two-choices.ts';
 
 export class LoadBalancer {
   readonly #active = new Map<string, number>();
@@ -15,15 +16,7 @@ export class LoadBalancer {
 
   /** A ready endpoint among `endpoints`, or undefined when none is ready. */
   choose(endpoints: readonly Endpoint[]): Endpoint | undefined {
-    const ready = endpoints.filter((e) => e.ready);
-    if (ready.length <= 1) return ready[0];
-    const i = Math.floor(this.#random() * ready.length);
-    // A second index distinct from the first, uniformly among the others.
-    let j = Math.floor(this.#random() * (ready.length - 1));
-    if (j >= i) j++;
-    const a = ready[i]!;
-    const b = ready[j]!;
-    return this.active(b.ip) < this.active(a.ip) ? b : a;
+    return chooseOfTwo(endpoints, this.#random, (ip) => this.active(ip));
   }
 
   /** Counts a connection to `ip` as active; the returned release is idempotent. */

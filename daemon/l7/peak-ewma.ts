@@ -5,6 +5,7 @@
 // is avoided immediately and a recovered one is trusted again gradually.
 
 import type { Endpoint } from '../../core/types.ts';
+import { chooseOfTwo } from '../two-choices.ts';
 
 const DECAY_MS = 10_000;
 /** The latency assumed for an endpoint never measured: cheap enough to be tried. */
@@ -32,14 +33,7 @@ export class PeakEwmaBalancer {
 
   /** A ready endpoint, or undefined when none is ready. */
   choose(endpoints: readonly Endpoint[]): Endpoint | undefined {
-    const ready = endpoints.filter((e) => e.ready);
-    if (ready.length <= 1) return ready[0];
-    const i = Math.floor(this.#random() * ready.length);
-    let j = Math.floor(this.#random() * (ready.length - 1));
-    if (j >= i) j++;
-    const a = ready[i]!;
-    const b = ready[j]!;
-    return this.cost(b.ip) < this.cost(a.ip) ? b : a;
+    return chooseOfTwo(endpoints, this.#random, (ip) => this.cost(ip));
   }
 
   /** The load score of an endpoint: decayed latency times (outstanding requests + 1). */
