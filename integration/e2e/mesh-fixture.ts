@@ -25,10 +25,13 @@ export interface MeshFixture {
   teardown(): Promise<void>;
 }
 
-/** `tag` (lower-case letters) tells the clusters of different test files apart. */
-export async function startMeshFixture(spec: ClusterSpec, tag: string): Promise<MeshFixture> {
+/**
+ * `tag` (lower-case letters) tells the clusters of different test files apart;
+ * `prefix` the namespaces of different groups of tests.
+ */
+export async function startMeshFixture(spec: ClusterSpec, tag: string, prefix = E2E_PREFIX): Promise<MeshFixture> {
   // Leftovers of runs that were killed outright (their pid is gone).
-  await sweepStale(E2E_PREFIX);
+  await sweepStale(prefix);
   const configDir = await mkdtemp(join(tmpdir(), `nodemesh-e2e-${tag}-`));
   let cluster: Cluster | undefined;
   const teardown = async () => {
@@ -36,7 +39,7 @@ export async function startMeshFixture(spec: ClusterSpec, tag: string): Promise<
     await rm(configDir, { recursive: true, force: true });
   };
   try {
-    cluster = await createCluster(spec, { prefix: runPrefix(E2E_PREFIX, tag) });
+    cluster = await createCluster(spec, { prefix: runPrefix(prefix, tag) });
     await generateConfigDir(cluster, configDir);
     const mesh = await startMesh(cluster, { configDir });
     return { cluster, mesh, configDir, teardown };
