@@ -172,7 +172,9 @@ export class HttpOutbound {
       if (denied) return reply(res, denied);
       const done = this.#balancer.start(upstream.ip);
       const outcome = await this.#attempt(req, res, conn, upstream, body, routed.timeouts.backend, (f) => (current = f));
-      done(outcome.kind !== 'response');
+      // A retried status counts as a failure too: a remote pod that refuses connections
+      // answers 503 from its node, and the balancer must learn to avoid it.
+      done(outcome.kind !== 'response' || this.#retryStatuses.has(outcome.response.statusCode ?? 0));
       if (overallTimedOut || res.destroyed) {
         if (outcome.kind === 'response') outcome.response.destroy();
         return reply(res, new LocalReply(504, `request timeout (${routed.timeouts.request} ms) reached`));
