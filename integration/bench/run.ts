@@ -67,6 +67,10 @@ async function l7Active(env: BenchEnv): Promise<boolean> {
 async function benchPaths(prefix: string): Promise<Pick<BenchResults, 'paths' | 'notes' | 'commands' | 'tunnel_memory' | 'errors'>> {
   const env = await startBenchEnv(prefix, nodeEnv);
   try {
+    // Memory first, on fresh daemons: once HTTP handling has run, the V8 heap it grew
+    // stays resident and would be charged to the held connections.
+    const enrolled = env.cluster.pods.filter((p) => p.annotations['nodemesh.io/mesh'] === 'enabled').length;
+    const memory = await measureTunnelMemory(env, enrolled);
     const samples = new Map<PathName, PathRound[]>(PATHS.map((p) => [p, []]));
     const notes: Record<string, string> = {};
     // Warm every path (TLS sessions, pools, JIT) before anything is recorded.
@@ -99,8 +103,6 @@ async function benchPaths(prefix: string): Promise<Pick<BenchResults, 'paths' | 
       if (path === 'nodemesh-l7' && active) notes[path] = 'bulk_gbps is null: iperf3 is not HTTP, and the Service port is appProtocol http';
     }
     const commands = Object.fromEntries(PATHS.map((p) => [p, Object.fromEntries(Object.entries(pathCommands(env, p, durations)).map(([k, argv]) => [k, portable(argv)]))]));
-    const enrolled = env.cluster.pods.filter((p) => p.annotations['nodemesh.io/mesh'] === 'enabled').length;
-    const memory = await measureTunnelMemory(env, enrolled);
     return { paths, notes, commands, tunnel_memory: memory, errors };
   } finally {
     await env.teardown();
