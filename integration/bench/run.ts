@@ -70,7 +70,8 @@ async function benchPaths(prefix: string): Promise<Pick<BenchResults, 'paths' | 
     // Memory first, on fresh daemons: once HTTP handling has run, the V8 heap it grew
     // stays resident and would be charged to the held connections.
     const enrolled = env.cluster.pods.filter((p) => p.annotations['nodemesh.io/mesh'] === 'enabled').length;
-    const memory = await measureTunnelMemory(env, enrolled);
+    const measured = await measureTunnelMemory(env, enrolled);
+    const memory = { ...measured, command: portable(measured.command) };
     const samples = new Map<PathName, PathRound[]>(PATHS.map((p) => [p, []]));
     const notes: Record<string, string> = {};
     // Warm every path (TLS sessions, pools, JIT) before anything is recorded.
