@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { Ajv } from 'ajv';
+import { NODE_V8_FLAGS } from '../agent/v8-flags.ts';
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; annotations?: Record<string, string> } } & Record<string, any>;
 
@@ -107,6 +108,7 @@ test('the node DaemonSet has the security settings and wiring the node needs, on
   assert.equal(sc.privileged, undefined);
   assert.deepEqual(c.env.find((e: { name: string }) => e.name === 'NODE_NAME').valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
   assert.ok(c.args.includes('--node-name=$(NODE_NAME)'));
+  assert.equal(c.env.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value, NODE_V8_FLAGS.join(' '), 'the DaemonSet starts nodes with agent/v8-flags.ts');
 
   const mountOf = (flag: string) => c.args.find((a: string) => a.startsWith(`${flag}=`))?.slice(flag.length + 1) as string;
   const volumeAt = (file: string) => {

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { NodemeshError } from '../../core/errors.ts';
 import type { Cluster } from './cluster.ts';
 import type { ClusterProcess } from './processes.ts';
+import { NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
 
 export const NODEMESH_CLI = fileURLToPath(new URL('../../cli/nodemesh.ts', import.meta.url));
 export const CONTROL_PLANE_PORT = 15010;
@@ -104,7 +105,7 @@ export class Mesh {
     await this.nodes.get(name)?.stop();
     await mkdir(this.stateDir(name), { recursive: true });
     const proc = this.cluster.spawn(node.netns, [
-      process.execPath, NODEMESH_CLI, 'node',
+      process.execPath, ...NODE_V8_FLAGS, NODEMESH_CLI, 'node',
       '--node-name', name,
       '--controlplane', this.controlPlaneAddress,
       '--token-file', this.tokenFile(name),
