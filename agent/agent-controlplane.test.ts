@@ -1,7 +1,7 @@
 // The agent against the real control plane, in process: real gRPC over TLS on
 // loopback, file-mode config, two nodes with their own tokens.
 
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,9 +50,22 @@ const validIdentities = async (node: RunningNode) =>
 const workloadNames = async (node: RunningNode) =>
   (await getJson<{ namespace: string; name: string }[]>(node, '/workloads')).map((w) => `${w.namespace}/${w.name}`).sort();
 
-test('agents and control plane: certificates per node, node authorization, live enrollment, outage and restart', async (t) => {
+/**
+ * A temp dir removed after every cleanup registered with `defer` has run (last
+ * registered first): stopping a node flushes its state into the dir.
+ */
+function scratch(t: TestContext): { root: string; defer(cleanup: () => unknown): void } {
   const root = mkdtempSync(join(tmpdir(), 'nodemesh-agent-cp-'));
-  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const cleanups: (() => unknown)[] = [];
+  t.after(async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+    rmSync(root, { recursive: true, force: true });
+  });
+  return { root, defer: (cleanup) => cleanups.push(cleanup) };
+}
+
+test('agents and control plane: certificates per node, node authorization, live enrollment, outage and restart', async (t) => {
+  const { root, defer } = scratch(t);
   const configDir = join(root, 'config');
   cpSync(FIXTURE, configDir, { recursive: true });
   const tokens = { 'node-1': 'node-1-token-aaaaaaaaaaaaaaaa', 'node-2': 'node-2-token-bbbbbbbbbbbbbbbb' };
@@ -71,7 +84,7 @@ test('agents and control plane: certificates per node, node authorization, live 
     return cp;
   };
   let cp: Awaited<ReturnType<typeof startCp>> | undefined = await startCp();
-  t.after(() => cp?.stop());
+  defer(() => cp?.stop());
   const caFile = join(root, 'controlplane-ca.pem');
   writeFileSync(caFile, cp.caPem);
 
@@ -84,7 +97,7 @@ test('agents and control plane: certificates per node, node authorization, live 
     nodes.set(nodeName, node);
     return node;
   };
-  t.after(async () => {
+  defer(async () => {
     for (const node of nodes.values()) await node.stop();
   });
   let node1 = await start('node-1');
@@ -161,8 +174,7 @@ test('agents and control plane: certificates per node, node authorization, live 
 });
 
 test('agent with a wrong token or a wrong CA keeps retrying and says what to check', async (t) => {
-  const root = mkdtempSync(join(tmpdir(), 'nodemesh-agent-cp-'));
-  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const { root, defer } = scratch(t);
   cpSync(FIXTURE, join(root, 'config'), { recursive: true });
   const cp = await startControlPlane({
     source: new FileSource(join(root, 'config')),
@@ -170,7 +182,7 @@ test('agent with a wrong token or a wrong CA keeps retrying and says what to che
     ca: await CertificateAuthority.create(),
     authenticator: new FileTokenAuthenticator({ 'node-1': 'node-1-token-aaaaaaaaaaaaaaaa' }),
   });
-  t.after(() => cp.stop());
+  defer(() => cp.stop());
   writeFileSync(join(root, 'good-ca.pem'), cp.caPem);
   writeFileSync(join(root, 'other-ca.pem'), (await CertificateAuthority.create()).rootPem);
   writeFileSync(join(root, 'wrong.token'), 'not-the-token-of-node-1-at-all');
@@ -185,7 +197,7 @@ test('agent with a wrong token or a wrong CA keeps retrying and says what to che
       nodeName: 'node-1', controlPlane: cp.address, tokenFile: join(root, c.tokenFile), caFile: join(root, c.caFile),
       stateDir: join(root, `state-${i}`), adminAddr: '127.0.0.1:0', metricsAddr: '127.0.0.1:0', healthAddr: '127.0.0.1:0', dataPlane: false,
     });
-    t.after(() => node.stop());
+    defer(() => node.stop());
     const state = await until(`the refusal (${c.tokenFile}, ${c.caFile})`, async () => {
       const dump = await getJson<{ controlPlane: { connected: boolean; lastError: string | null; reconnects: number } }>(node, '/config_dump');
       return dump.controlPlane.reconnects >= 2 && dump.controlPlane;
