@@ -6,6 +6,7 @@ import type { Service, Workload } from '../core/types.ts';
 import { principalOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
 import type { AuthorizationInput, Decision } from './authorization.ts';
+import { peerLabels } from './metrics.ts';
 import type { DaemonMetrics, TcpLabels } from './metrics.ts';
 
 const access = logger('access');
@@ -74,7 +75,7 @@ export class ConnectionTracker {
     if (!info.service && info.reporter === 'destination' && info.destinationWorkload) {
       info = { ...info, service: this.#serviceOf(info.destinationWorkload, info.destinationPort) };
     }
-    const entry: Entry = { id: this.#nextId++, info, labels: labelsOf(info), startedAt: Date.now() };
+    const entry: Entry = { id: this.#nextId++, info, labels: peerLabels(info), startedAt: Date.now() };
     this.#entries.set(entry.id, entry);
     this.#metrics.tcpOpened.inc(entry.labels);
     const opened = describe(entry);
@@ -146,25 +147,6 @@ export class ConnectionTracker {
       entry.info.destroy();
     }
   }
-}
-
-function labelsOf(info: ConnectionInfo): TcpLabels {
-  return {
-    reporter: info.reporter,
-    source_workload: info.sourceWorkload?.workloadName ?? 'unknown',
-    source_workload_namespace: info.sourceWorkload?.namespace ?? 'unknown',
-    source_principal: info.sourcePrincipal ?? 'unknown',
-    destination_workload: info.destinationWorkload?.workloadName ?? 'unknown',
-    destination_workload_namespace: info.destinationWorkload?.namespace ?? 'unknown',
-    destination_principal: info.destinationPrincipal ?? 'unknown',
-    destination_service: info.service ? serviceHost(info.service) : 'unknown',
-    connection_security_policy: info.security,
-  };
-}
-
-/** Istio reports the Service's cluster-local host name. */
-function serviceHost(s: Service): string {
-  return `${s.name}.${s.namespace}.svc.cluster.local`;
 }
 
 function describe(e: Entry): Record<string, unknown> {

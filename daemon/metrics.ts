@@ -4,6 +4,7 @@
 
 import { Counter, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
+import type { Service, Workload } from '../core/types.ts';
 
 export const TCP_LABELS = [
   'reporter',
@@ -19,6 +20,33 @@ export const TCP_LABELS = [
 
 export type TcpLabel = (typeof TCP_LABELS)[number];
 export type TcpLabels = Record<TcpLabel, string>;
+
+/** The two ends of a connection or request, as both kinds of metrics label them. */
+export interface PeerReport {
+  reporter: 'source' | 'destination';
+  sourceWorkload?: Workload;
+  sourcePrincipal: string | null;
+  destinationWorkload?: Workload;
+  destinationPrincipal: string | null;
+  service?: Service;
+  security: 'mutual_tls' | 'none';
+}
+
+/** Istio's standard labels of a connection or request; "unknown" where an end is not in the mesh. */
+export function peerLabels(r: PeerReport): TcpLabels {
+  return {
+    reporter: r.reporter,
+    source_workload: r.sourceWorkload?.workloadName ?? 'unknown',
+    source_workload_namespace: r.sourceWorkload?.namespace ?? 'unknown',
+    source_principal: r.sourcePrincipal ?? 'unknown',
+    destination_workload: r.destinationWorkload?.workloadName ?? 'unknown',
+    destination_workload_namespace: r.destinationWorkload?.namespace ?? 'unknown',
+    destination_principal: r.destinationPrincipal ?? 'unknown',
+    // Istio reports the Service's cluster-local host name.
+    destination_service: r.service ? `${r.service.name}.${r.service.namespace}.svc.cluster.local` : 'unknown',
+    connection_security_policy: r.security,
+  };
+}
 
 export const REQUEST_LABELS = [...TCP_LABELS, 'response_code'] as const;
 export type RequestLabel = (typeof REQUEST_LABELS)[number];
