@@ -9,13 +9,12 @@ import http2 from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import type { ConfigStore } from '../../agent/config-store.ts';
-import { identityOf } from '../../core/identity.ts';
 import { logger } from '../../core/log.ts';
 import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { relayStream, replyLocally as reply } from './h2-relay.ts';
 import type { PeakEwmaBalancer } from './peak-ewma.ts';
-import { requestLabels } from './request-metrics.ts';
+import { recordSourceRequest } from './request-metrics.ts';
 import { LocalReply } from './request-router.ts';
 import { NOT_FORWARDED } from './h2-relay.ts';
 import type { HttpClientConnection, RequestRouter, Upstream } from './request-router.ts';
@@ -85,7 +84,7 @@ export class H2Outbound {
     if (!conn) return void stream.close(NGHTTP2_INTERNAL_ERROR);
     const started = performance.now();
     let reported: Upstream | undefined;
-    stream.once('close', () => this.#record(conn, reported, stream, started));
+    stream.once('close', () => recordSourceRequest(this.#opts.config, this.#opts.metrics, conn, reported, Number(stream.sentHeaders?.[':status'] ?? 0), started));
     const { router, balancer } = this.#opts;
     const request = { url: headers[':path'], method: headers[':method'], headers: headers as Record<string, string | string[] | undefined> };
     const routed = router.route(request, conn);
@@ -142,18 +141,6 @@ export class H2Outbound {
     return opening;
   }
 
-  #record(conn: HttpClientConnection, upstream: Upstream | undefined, stream: ServerHttp2Stream, started: number): void {
-    const { config, metrics } = this.#opts;
-    const w = upstream?.workload;
-    const labels = requestLabels({
-      reporter: 'source', sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity, destinationWorkload: w,
-      destinationPrincipal: w ? identityOf(config.settings().trustDomain, w.namespace, w.serviceAccount) : null,
-      service: upstream?.service ?? config.serviceByVip(conn.dstIp), security: w?.enrolled ? 'mutual_tls' : 'none',
-      responseCode: Number(stream.sentHeaders?.[':status'] ?? 0),
-    });
-    metrics.requests.inc(labels);
-    metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);
-  }
 }
 
 /** The request as the upstream gets it: filters applied, x-forwarded-for appended. */

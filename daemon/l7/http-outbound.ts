@@ -14,7 +14,6 @@ import httpProxy from 'http-proxy';
 import { LRUCache } from 'lru-cache';
 import type { HeaderModifier } from '../../core/types.ts';
 import type { ConfigStore } from '../../agent/config-store.ts';
-import { identityOf } from '../../core/identity.ts';
 import { logger } from '../../core/log.ts';
 import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';
@@ -23,7 +22,7 @@ import { modifyHeaders } from './filters.ts';
 import { PeakEwmaBalancer } from './peak-ewma.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
-import { requestLabels } from './request-metrics.ts';
+import { recordSourceRequest } from './request-metrics.ts';
 import { LocalReply, RequestRouter } from './request-router.ts';
 import { H2Outbound } from './h2-outbound.ts';
 import type { HttpClientConnection, Upstream } from './request-router.ts';
@@ -143,7 +142,7 @@ export class HttpOutbound {
     if (!conn) return void res.destroy();
     const started = performance.now();
     let reportedUpstream: Upstream | undefined;
-    res.once('close', () => this.#record(conn, reportedUpstream, res, started));
+    res.once('close', () => recordSourceRequest(this.#opts.config, this.#opts.metrics, conn, reportedUpstream, res.headersSent ? res.statusCode : 0, started));
     const routed = this.#router.route(req, conn);
     if (routed instanceof LocalReply) return reply(res, routed);
     this.#budget.request();
@@ -250,19 +249,6 @@ export class HttpOutbound {
     });
   }
 
-  #record(conn: HttpClientConnection, upstream: Upstream | undefined, res: http.ServerResponse, started: number): void {
-    const { config, metrics } = this.#opts;
-    const w = upstream?.workload;
-    const labels = requestLabels({
-      reporter: 'source', sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity, destinationWorkload: w,
-      destinationPrincipal: w ? identityOf(config.settings().trustDomain, w.namespace, w.serviceAccount) : null,
-      service: upstream?.service ?? config.serviceByVip(conn.dstIp), security: w?.enrolled ? 'mutual_tls' : 'none',
-      // A response cut before its headers is reported as Istio does, with code 0.
-      responseCode: res.headersSent ? res.statusCode : 0,
-    });
-    metrics.requests.inc(labels);
-    metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);
-  }
 }
 
 /** The whole body when it is small enough to replay (or absent); undefined when it must stream. */
