@@ -15,7 +15,7 @@ import type { Service } from '../../core/types.ts';
 import { startDaemon } from '../daemon.ts';
 import type { Daemon } from '../daemon.ts';
 import { originalDestination } from '../original-dst.ts';
-import { MemoryCertSource, applyConfig, denyFrom, spiffe, workload } from './mesh-fixture.ts';
+import { MemoryCertSource, applyConfig, denyFrom, echoServer, spiffe, workload } from './mesh-fixture.ts';
 
 const A = workload('frontend', '127.10.0.2', 'n1', { namespace: 'web' });
 const B = workload('cart', '127.10.0.3', 'n1', { namedPorts: { http: 8080 } });
@@ -53,7 +53,7 @@ before(async () => {
   applyConfig(n1, everything);
   applyConfig(n2, everything);
   for (const [ip, port] of [[B.ip, 8080], [C.ip, 9090], [D.ip, 7070], [S.ip, 6060]] as const) {
-    cleanups.push(await echoOn(ip, port));
+    cleanups.push((await echoServer(ip, port)).close);
   }
   d1 = await startDaemon({ config: n1, certs: certs1, registry: registry1, bindHost: '127.0.0.1', ports: { outbound: 0, inboundPlaintext: 0, inbound: 0 } });
   cleanups.push(() => d1.stop());
@@ -71,21 +71,6 @@ before(async () => {
 after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
-
-async function echoOn(ip: string, port: number): Promise<() => Promise<void>> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-    s.pipe(s);
-  });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, ip, () => resolve()));
-  return () => new Promise((resolve) => {
-    sockets.forEach((s) => s.destroy());
-    server.close(() => resolve());
-  });
-}
 
 /** Connects from `from` to ip:port, sends `payload`, half-closes and collects the reply. */
 function exchange(from: string, ip: string, port: number, payload: string): Promise<{ reply: string; error?: string }> {

@@ -61,8 +61,8 @@ export function applyConfig(store: ConfigStore, things: { workloads?: Workload[]
   store.apply({ epoch: 't', version, snapshot: true, upserts, removals: [] });
 }
 
-/** An echo server (half-close aware: it ends after the client ends). */
-export async function echoServer(host: string): Promise<{ server: net.Server; port: number; close(): Promise<void> }> {
+/** An echo server (half-close aware: it ends after the client ends); port 0 picks a free one. */
+export async function echoServer(host: string, port = 0): Promise<{ server: net.Server; port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     sockets.add(s);
@@ -70,7 +70,7 @@ export async function echoServer(host: string): Promise<{ server: net.Server; po
     s.on('error', () => s.destroy());
     s.pipe(s);
   });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, host, () => resolve()));
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, () => resolve()));
   return {
     server,
     port: (server.address() as AddressInfo).port,
