@@ -25,7 +25,7 @@ import type { Level } from '../core/log.ts';
 import type { ConfigStore } from './config-store.ts';
 import type { CertManager } from './cert-manager.ts';
 import type { ConnectionState, RejectedResource } from './control-client.ts';
-import { boundAddress, closeHttp, listenHttp } from './http-listen.ts';
+import { ListeningHttpServer, listenHttp } from './http-listen.ts';
 
 const log = logger('admin');
 const LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'warn', 'error']);
@@ -54,12 +54,11 @@ class HttpError extends Error {
   }
 }
 
-export class AdminServer {
-  readonly #server: Server;
+export class AdminServer extends ListeningHttpServer {
   readonly #closeTaps: () => void;
 
   private constructor(server: Server, closeTaps: () => void) {
-    this.#server = server;
+    super(server);
     this.#closeTaps = closeTaps;
   }
 
@@ -69,14 +68,10 @@ export class AdminServer {
     return new AdminServer(server, serveTap(server, sources));
   }
 
-  get address(): string {
-    return boundAddress(this.#server);
-  }
-
-  close(): Promise<void> {
+  override close(): Promise<void> {
     // Upgraded sockets are no longer the HTTP server's: close them ourselves.
     this.#closeTaps();
-    return closeHttp(this.#server);
+    return super.close();
   }
 }
 

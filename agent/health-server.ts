@@ -1,17 +1,10 @@
 // GET /healthz/ready (port 15021): 200 "ready" once every start-up task is done,
 // else 503 naming the pending ones, for the kubelet's readiness probe.
 
-import type { Server } from 'node:http';
 import type { Readiness } from './readiness.ts';
-import { boundAddress, closeHttp, listenHttp } from './http-listen.ts';
+import { ListeningHttpServer, listenHttp } from './http-listen.ts';
 
-export class HealthServer {
-  readonly #server: Server;
-
-  private constructor(server: Server) {
-    this.#server = server;
-  }
-
+export class HealthServer extends ListeningHttpServer {
   static async listen(addr: string, readiness: Readiness): Promise<HealthServer> {
     const server = await listenHttp('health server', addr, (req, res) => {
       const path = new URL(req.url ?? '/', 'http://health').pathname;
@@ -26,13 +19,5 @@ export class HealthServer {
       }
     });
     return new HealthServer(server);
-  }
-
-  get address(): string {
-    return boundAddress(this.#server);
-  }
-
-  close(): Promise<void> {
-    return closeHttp(this.#server);
   }
 }

@@ -27,15 +27,24 @@ export async function listenHttp(what: string, addr: string, handler: RequestLis
   return server;
 }
 
-/** The bound "host:port", with the real port when 0 was asked for. */
-export function boundAddress(server: Server): string {
-  const a = server.address() as AddressInfo;
-  return formatHostPort(a.address, a.port);
-}
+/** An agent HTTP server once bound: where it listens, and how to stop it. */
+export class ListeningHttpServer {
+  protected readonly server: Server;
 
-export function closeHttp(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeAllConnections();
-  });
+  protected constructor(server: Server) {
+    this.server = server;
+  }
+
+  /** The bound "host:port", with the real port when 0 was asked for. */
+  get address(): string {
+    const a = this.server.address() as AddressInfo;
+    return formatHostPort(a.address, a.port);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
 }

@@ -1,19 +1,12 @@
 // GET /metrics (port 15020): the Prometheus text exposition of a prom-client registry.
 
-import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { logger } from '../core/log.ts';
-import { boundAddress, closeHttp, listenHttp } from './http-listen.ts';
+import { ListeningHttpServer, listenHttp } from './http-listen.ts';
 
 const log = logger('metrics');
 
-export class MetricsServer {
-  readonly #server: Server;
-
-  private constructor(server: Server) {
-    this.#server = server;
-  }
-
+export class MetricsServer extends ListeningHttpServer {
   static async listen(addr: string, registry: Registry): Promise<MetricsServer> {
     const server = await listenHttp('metrics server', addr, (req, res) => {
       const path = new URL(req.url ?? '/', 'http://metrics').pathname;
@@ -30,13 +23,5 @@ export class MetricsServer {
       );
     });
     return new MetricsServer(server);
-  }
-
-  get address(): string {
-    return boundAddress(this.#server);
-  }
-
-  close(): Promise<void> {
-    return closeHttp(this.#server);
   }
 }
