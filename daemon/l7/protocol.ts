@@ -47,8 +47,7 @@ export function destinationProtocol(config: ConfigStore, ip: string, port: numbe
   const workload = config.workloadByIp(ip);
   if (!workload) return 'detect';
   const declared = new Set<PortProtocol>();
-  for (const s of config.services()) {
-    if (!s.endpoints.some((e) => e.ip === ip)) continue;
+  for (const s of config.servicesWithEndpoint(ip)) {
     for (const sp of s.ports) {
       if (targetPort(sp, workload) === port) declared.add(s.opaquePorts.includes(sp.port) ? 'opaque' : servicePortProtocol(s, sp));
     }
@@ -66,5 +65,5 @@ export function httpServiceOf(config: ConfigStore, podIp: string, port: number):
   const protocol = destinationProtocol(config, podIp, port);
   if (protocol !== 'http' && protocol !== 'http2') return undefined;
   const workload = config.workloadByIp(podIp);
-  return config.services().find((s) => s.endpoints.some((e) => e.ip === podIp) && s.ports.some((sp) => targetPort(sp, workload) === port && servicePortProtocol(s, sp) === protocol));
+  return config.servicesWithEndpoint(podIp).find((s) => s.ports.some((sp) => targetPort(sp, workload) === port && servicePortProtocol(s, sp) === protocol));
 }
