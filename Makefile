@@ -15,10 +15,10 @@ NODE_READY := $(NODE_DIR)/node
 endif
 
 DEBIAN_PACKAGES := iptables iproute2 tcpdump curl nginx-light libnginx-mod-stream iperf3 wrk procps
-UNIT_TESTS := 'core/**/*.test.ts' 'controlplane/**/*.test.ts' 'agent/**/*.test.ts' 'daemon/**/*.test.ts' 'cli/**/*.test.ts' 'manifests/**/*.test.ts'
+UNIT_TESTS := 'scripts/**/*.test.ts' 'core/**/*.test.ts' 'controlplane/**/*.test.ts' 'agent/**/*.test.ts' 'daemon/**/*.test.ts' 'cli/**/*.test.ts' 'manifests/**/*.test.ts'
 E2E_TESTS := 'integration/**/*.test.ts'
 
-.PHONY: help deps system-deps typecheck test test-unit test-e2e demo bench image clean
+.PHONY: help deps system-deps build typecheck test test-unit test-e2e demo bench image clean
 
 help:
 	@echo "make demo   - two-node cluster in network namespaces with meshed traffic (root)"
@@ -42,6 +42,10 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# What ships: the node and control plane bundled into plain JavaScript (dist/).
+build: deps
+	node scripts/build.ts
+
 typecheck: deps
 	npx tsc -p tsconfig.json
 
@@ -64,4 +68,4 @@ image:
 	docker build -t nodemesh:dev .
 
 clean:
-	rm -rf node_modules .tools
+	rm -rf node_modules .tools dist

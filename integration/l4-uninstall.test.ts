@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { listNamespaces } from './cluster/netns.ts';
-import { NODEMESH_CLI } from './cluster/mesh.ts';
+import { nodemeshBinary } from './cluster/nodemesh-binary.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
 import { startMeshFixture, type MeshFixture } from './e2e/mesh-fixture.ts';
 import { attempt, expectAnswer, startLoggedGreeter } from './e2e/pod-apps.ts';
@@ -49,7 +49,7 @@ test('a stopped node keeps its capture rules; nodemesh node --uninstall then lea
   assert.equal(whileStopped.ok, false, `reached server-a around the stopped mesh: ${JSON.stringify(whileStopped.output)}`);
 
   const n2 = fx.cluster.node('n2');
-  await fx.cluster.exec(n2.netns, [process.execPath, NODEMESH_CLI, 'node', '--uninstall']);
+  await fx.cluster.exec(n2.netns, [process.execPath, await nodemeshBinary(), 'node', '--uninstall']);
   assert.deepEqual(await nodemeshRules('n2'), []);
   assert.ok((await nodemeshRules('n1')).length > 0, '--uninstall on n2 must leave n1\'s capture alone');
   // Kubernetes networking is back to plain: the pod answers directly.
@@ -58,7 +58,7 @@ test('a stopped node keeps its capture rules; nodemesh node --uninstall then lea
     'hello from server-a\nplain',
   );
   // Idempotent: a second run finds nothing to remove and succeeds.
-  await fx.cluster.exec(n2.netns, [process.execPath, NODEMESH_CLI, 'node', '--uninstall']);
+  await fx.cluster.exec(n2.netns, [process.execPath, await nodemeshBinary(), 'node', '--uninstall']);
   assert.deepEqual(await nodemeshRules('n2'), []);
 });
 

@@ -114,7 +114,7 @@ let uploadGrowth: { n1: number; n2: number } | undefined;
 
 test('a 100 MiB HTTP upload streams from the client pod through both nodes to a pod that counts every byte', async (t) => {
   const pids = ['n1', 'n2'].map((node) => fx.mesh.nodes.get(node)!.pid);
-  for (const pid of pids) assert.match(await readFile(`/proc/${pid}/cmdline`, 'utf8'), /nodemesh\.ts\0node\0/, `pid ${pid} must be a nodemesh node process`);
+  for (const pid of pids) assert.match(await readFile(`/proc/${pid}/cmdline`, 'utf8'), /nodemesh\.mjs\0node\0/, `pid ${pid} must be a nodemesh node process`);
   // One small upload first, so the HTTP path's code and pools exist before the baseline.
   const warm = await upload(MiB);
   assert.equal(warm.status, 200, warm.body);

@@ -13,7 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { stringify } from 'yaml';
 import { NodemeshError } from '../../core/errors.ts';
 import { logger } from '../../core/log.ts';
-import { NODEMESH_CLI } from '../cluster/mesh.ts';
+import { nodemeshBinary } from '../cluster/nodemesh-binary.ts';
+import { NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
 import { namespaceObject, objectFileName, podObject, serviceObject } from '../cluster/config-dir.ts';
 import type { PlannedPod, PlannedService } from '../cluster/plan.ts';
 import { stableUid } from '../cluster/plan.ts';
@@ -137,8 +138,9 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean; env?
     const cpPort = await freePort();
     const caDir = join(dir, 'ca');
 
+    const cli = await nodemeshBinary();
     const cpStart = Date.now();
-    const cp = procs.spawn(['taskset', '-c', NODE_CPU, process.execPath, NODEMESH_CLI, 'controlplane',
+    const cp = procs.spawn(['taskset', '-c', NODE_CPU, process.execPath, cli, 'controlplane',
       '--source', configDir, '--listen', `127.0.0.1:${cpPort}`, '--ca-dir', caDir, '--node-tokens', join(dir, 'node-tokens')], { env: { ...process.env, ...opts.env } });
     await cp.waitForOutput('control plane running', 120_000);
     const controlplaneStart = (Date.now() - cpStart) / 1000;
@@ -152,7 +154,7 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean; env?
       await writeFile(join(dir, `token-${name}`), `${tokens.get(name)}\n`, { mode: 0o600 });
       const [adminPort, metricsPort, healthPort] = [await freePort(), await freePort(), await freePort()];
       const spawnedAt = Date.now();
-      const proc = procs.spawn(['taskset', '-c', LOAD_CPU, process.execPath, NODEMESH_CLI, 'node', '--no-dataplane',
+      const proc = procs.spawn(['taskset', '-c', LOAD_CPU, process.execPath, ...NODE_V8_FLAGS, cli, 'node', '--no-dataplane',
         '--node-name', name, '--controlplane', `127.0.0.1:${cpPort}`, '--token-file', join(dir, `token-${name}`),
         '--ca-file', join(caDir, 'ca-cert.pem'), '--state-dir', join(dir, `state-${name}`),
         '--admin-addr', `127.0.0.1:${adminPort}`, '--metrics-addr', `127.0.0.1:${metricsPort}`, '--health-addr', `127.0.0.1:${healthPort}`,

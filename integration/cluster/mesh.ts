@@ -8,13 +8,12 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { NodemeshError } from '../../core/errors.ts';
 import type { Cluster } from './cluster.ts';
 import type { ClusterProcess } from './processes.ts';
 import { NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
+import { nodemeshBinary } from './nodemesh-binary.ts';
 
-export const NODEMESH_CLI = fileURLToPath(new URL('../../cli/nodemesh.ts', import.meta.url));
 export const CONTROL_PLANE_PORT = 15010;
 export const ADMIN_ADDR = '127.0.0.1:15000';
 export const READY_URL = 'http://127.0.0.1:15021/healthz/ready';
@@ -88,7 +87,7 @@ export class Mesh {
 
   async startControlPlane(): Promise<ClusterProcess> {
     const cp = this.cluster.spawn(this.cluster.controlPlane.netns, [
-      process.execPath, NODEMESH_CLI, 'controlplane',
+      process.execPath, await nodemeshBinary(), 'controlplane',
       '--source', this.#opts.configDir,
       '--listen', this.controlPlaneAddress,
       '--ca-dir', this.caDir,
@@ -105,7 +104,7 @@ export class Mesh {
     await this.nodes.get(name)?.stop();
     await mkdir(this.stateDir(name), { recursive: true });
     const proc = this.cluster.spawn(node.netns, [
-      process.execPath, ...NODE_V8_FLAGS, NODEMESH_CLI, 'node',
+      process.execPath, ...NODE_V8_FLAGS, await nodemeshBinary(), 'node',
       '--node-name', name,
       '--controlplane', this.controlPlaneAddress,
       '--token-file', this.tokenFile(name),
