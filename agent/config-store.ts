@@ -3,7 +3,6 @@
 // VIP, policies by workload). Applying an update is all-or-nothing per resource;
 // listeners run after the indexes are consistent again.
 
-import { readFileSync } from 'node:fs';
 import type {
   AuthorizationPolicy, ConfigUpdate, HttpRoute, MeshSettings, Resource, Service, Workload,
 } from '../core/types.ts';
@@ -198,18 +197,10 @@ export class ConfigStore {
     return { epoch: this.epoch, version: this.version, resources: [...this.#resources.values()] };
   }
 
-  /** Loads a persisted snapshot; returns false when there is none or it is unreadable. */
-  restore(path: string): boolean {
-    let snap: ConfigSnapshot;
-    try {
-      snap = JSON.parse(readFileSync(path, 'utf8')) as ConfigSnapshot;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn('ignoring unreadable last-known-good config', { path, error: String(err) });
-      return false;
-    }
+  /** Loads a persisted snapshot (see readLastKnownGood) as if it had just arrived. */
+  restore(snap: ConfigSnapshot): void {
     this.apply({ epoch: snap.epoch, version: snap.version, snapshot: true, upserts: snap.resources, removals: [] });
-    log.info('restored last-known-good config', { path, version: snap.version, resources: snap.resources.length });
-    return true;
+    log.info('restored last-known-good config', { version: snap.version, resources: snap.resources.length });
   }
 }
 

@@ -28,7 +28,7 @@ export interface ControlClientOptions {
   tokenFile: string;
   /** PEM roots that sign the control plane's serving certificate. */
   caPem: string;
-  /** The last-known-good config is written to <stateDir>/config.json. */
+  /** The last-known-good config is written to <stateDir>/config.jsonl. */
   stateDir: string;
   store: ConfigStore;
 }
@@ -68,7 +68,7 @@ interface MeshClient extends grpc.Client {
 }
 
 export function configPath(stateDir: string): string {
-  return join(stateDir, 'config.json');
+  return join(stateDir, 'config.jsonl');
 }
 
 export class ControlClient implements Signer {

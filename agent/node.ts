@@ -12,6 +12,7 @@ import { NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
 import { parseFlags, usageOf, UsageError } from '../cli/args.ts';
 import { ConfigStore } from './config-store.ts';
+import { readLastKnownGood } from './last-known-good.ts';
 import { ControlClient, configPath } from './control-client.ts';
 import { CertManager } from './cert-manager.ts';
 import { Readiness } from './readiness.ts';
@@ -71,7 +72,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const listenersBound = readiness.register('listeners bound');
 
   const store = new ConfigStore(opts.nodeName);
-  store.restore(configPath(opts.stateDir));
+  const saved = readLastKnownGood(configPath(opts.stateDir));
+  if (saved) store.restore(saved);
   const control = new ControlClient({
     nodeName: opts.nodeName, address: opts.controlPlane, tokenFile: opts.tokenFile, caPem, stateDir: opts.stateDir, store,
   });
