@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { NodemeshError } from '../core/errors.ts';
-import { logger } from '../core/log.ts';
+import { debug, logger } from '../core/log.ts';
 import { meshService, updateFromWire, CONTROL_PLANE_TLS_NAME, SnapshotAssembler } from '../core/wire.ts';
 import type { WireUpdate } from '../core/wire.ts';
 import type { ConfigStore } from './config-store.ts';
@@ -18,6 +18,8 @@ import { LastKnownGood } from './last-known-good.ts';
 import { Backoff } from './backoff.ts';
 
 const log = logger('control');
+// NODEMESH_DEBUG=config: every update as it is applied (the scale benchmark times changes by it).
+const traceConfig = debug('config');
 const SIGN_DEADLINE_MS = 15_000;
 
 export interface ControlClientOptions {
@@ -198,6 +200,7 @@ export class ControlClient implements Signer {
       log.warn('rejected a resource from the control plane; the rest of the update is applied', { object: err.object, field: err.field, error: err.message });
     }
     this.#opts.store.apply(update);
+    traceConfig('applied an update', { version: update.version, snapshot: update.snapshot, upserts: update.upserts.length, removals: update.removals.length });
     this.#state.lastUpdate = now;
     this.#lastKnownGood.schedule();
   }

@@ -36,13 +36,17 @@ export interface ScaleResult {
   first_sync_s: number;
   /** The same from process spawn (includes Node.js start-up and module loading). */
   first_sync_from_spawn_s: number;
-  /** From renaming one edited pod file into the watched directory to the last node applying it. */
+  /** From renaming one edited pod file into the watched directory to the last node applying it (by the agents' own log times). */
   change_to_all_nodes_ms: number;
   changes: number;
   change_samples_ms: number[];
   /** Resident memory of a node agent holding the config (max over the watching nodes), and its peak. */
   node_rss_mib: number;
   node_peak_rss_mib: number;
+  /** The same agent's resident memory with an empty mesh (its own control plane, nothing in its config). */
+  node_empty_rss_mib: number;
+  /** What the config costs the node: node_rss_mib - node_empty_rss_mib. */
+  node_config_mib: number;
   controlplane_rss_mib: number;
   controlplane_start_s: number;
 }
@@ -115,6 +119,16 @@ function logTime(proc: ClusterProcess, msg: string): number | undefined {
   return undefined;
 }
 
+/** Wall-clock time (ms) at which the agent logged applying config version `version` or later. */
+function appliedAt(proc: ClusterProcess, version: number): number | undefined {
+  for (const line of proc.stderr.split('\n')) {
+    if (!line.includes('"msg":"applied an update"')) continue;
+    const entry = JSON.parse(line) as { time: string; version: number };
+    if (entry.version >= version) return Date.parse(entry.time);
+  }
+  return undefined;
+}
+
 /** `opts.env` is extra environment for the nodemesh processes (e.g. NODE_OPTIONS=--cpu-prof). */
 export async function runScaleBench(prefix: string, opts: { quick: boolean; env?: Record<string, string> }): Promise<ScaleResult> {
   const watching = opts.quick ? 2 : 3;
@@ -135,44 +149,59 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean; env?
     }
     const tokens = new Map(Array.from({ length: SHAPE.nodes }, (_, i) => [`n${i + 1}`, randomBytes(16).toString('hex')]));
     await writeFile(join(dir, 'node-tokens'), [...tokens].map(([n, t]) => `${n}: ${t}`).join('\n') + '\n', { mode: 0o600 });
-    const cpPort = await freePort();
-    const caDir = join(dir, 'ca');
-
     const cli = await nodemeshBinary();
+    const startControlPlane = async (source: string, caDir: string) => {
+      const port = await freePort();
+      const proc = procs.spawn(['taskset', '-c', NODE_CPU, process.execPath, cli, 'controlplane',
+        '--source', source, '--listen', `127.0.0.1:${port}`, '--ca-dir', caDir, '--node-tokens', join(dir, 'node-tokens')], { env: { ...process.env, ...opts.env } });
+      await proc.waitForOutput('control plane running', 120_000);
+      if (!existsSync(join(caDir, 'ca-cert.pem'))) throw new NodemeshError('NM_BENCH_SCALE', `control plane wrote no CA into ${caDir}`);
+      return { proc, port, caDir };
+    };
+    const startAgent = async (name: string, cp: { port: number; caDir: string }, tag: string) => {
+      await writeFile(join(dir, `token-${name}`), `${tokens.get(name)}\n`, { mode: 0o600 });
+      const [adminPort, metricsPort, healthPort] = [await freePort(), await freePort(), await freePort()];
+      const proc = procs.spawn(['taskset', '-c', LOAD_CPU, process.execPath, ...NODE_V8_FLAGS, cli, 'node', '--no-dataplane',
+        '--node-name', name, '--controlplane', `127.0.0.1:${cp.port}`, '--token-file', join(dir, `token-${name}`),
+        '--ca-file', join(cp.caDir, 'ca-cert.pem'), '--state-dir', join(dir, `state-${tag}-${name}`),
+        '--admin-addr', `127.0.0.1:${adminPort}`, '--metrics-addr', `127.0.0.1:${metricsPort}`, '--health-addr', `127.0.0.1:${healthPort}`,
+      ], { env: { ...process.env, ...opts.env, NODEMESH_LOG_LEVEL: 'info', NODEMESH_DEBUG: 'config' } });
+      return { name, proc, metricsPort, healthPort };
+    };
+    const ready = (a: { name: string; healthPort: number }) => until(`node ${a.name} ready`, 120_000, 50, async () => {
+      const res = await fetch(`http://127.0.0.1:${a.healthPort}/healthz/ready`).catch(() => undefined);
+      return res?.status === 200 ? true : undefined;
+    });
+
+    // The same node agent with an empty mesh: what the config costs is the difference.
+    const emptyDir = join(dir, 'empty-config');
+    await mkdir(emptyDir);
+    const emptyCp = await startControlPlane(emptyDir, join(dir, 'empty-ca'));
+    const emptyAgent = await startAgent('n1', emptyCp, 'empty');
+    await ready(emptyAgent);
+    await new Promise((r) => setTimeout(r, 1000));
+    const emptyNodeRss = rssMib(emptyAgent.proc.pid);
+    await emptyAgent.proc.stop();
+    await emptyCp.proc.stop();
+
     const cpStart = Date.now();
-    const cp = procs.spawn(['taskset', '-c', NODE_CPU, process.execPath, cli, 'controlplane',
-      '--source', configDir, '--listen', `127.0.0.1:${cpPort}`, '--ca-dir', caDir, '--node-tokens', join(dir, 'node-tokens')], { env: { ...process.env, ...opts.env } });
-    await cp.waitForOutput('control plane running', 120_000);
+    const cp = await startControlPlane(configDir, join(dir, 'ca'));
     const controlplaneStart = (Date.now() - cpStart) / 1000;
-    if (!existsSync(join(caDir, 'ca-cert.pem'))) throw new NodemeshError('NM_BENCH_SCALE', `control plane wrote no CA into ${caDir}`);
 
     const agents: { name: string; proc: ClusterProcess; metricsPort: number; healthPort: number }[] = [];
     const syncTimes: { fromStart: number; fromSpawn: number }[] = [];
     // One agent at a time, so each first sync is measured without the others competing.
     for (let i = 1; i <= watching; i++) {
-      const name = `n${i}`;
-      await writeFile(join(dir, `token-${name}`), `${tokens.get(name)}\n`, { mode: 0o600 });
-      const [adminPort, metricsPort, healthPort] = [await freePort(), await freePort(), await freePort()];
       const spawnedAt = Date.now();
-      const proc = procs.spawn(['taskset', '-c', LOAD_CPU, process.execPath, ...NODE_V8_FLAGS, cli, 'node', '--no-dataplane',
-        '--node-name', name, '--controlplane', `127.0.0.1:${cpPort}`, '--token-file', join(dir, `token-${name}`),
-        '--ca-file', join(caDir, 'ca-cert.pem'), '--state-dir', join(dir, `state-${name}`),
-        '--admin-addr', `127.0.0.1:${adminPort}`, '--metrics-addr', `127.0.0.1:${metricsPort}`, '--health-addr', `127.0.0.1:${healthPort}`,
-      ], { env: { ...process.env, ...opts.env, NODEMESH_LOG_LEVEL: 'info' } });
-      await until(`node ${name}'s first sync`, 60_000, 2, async () => ((await configVersion(metricsPort)) > 0 ? true : undefined));
-      const syncedAt = Date.now();
-      const startedAt = logTime(proc, 'node agent started') ?? spawnedAt;
+      const agent = await startAgent(`n${i}`, cp, 'scale');
+      const syncedAt = await until(`node ${agent.name}'s first sync`, 60_000, 2, async () => appliedAt(agent.proc, 1));
+      const startedAt = logTime(agent.proc, 'node agent started') ?? spawnedAt;
       syncTimes.push({ fromStart: (syncedAt - startedAt) / 1000, fromSpawn: (syncedAt - spawnedAt) / 1000 });
-      agents.push({ name, proc, metricsPort, healthPort });
+      agents.push(agent);
     }
     // Certificates of each node's local identities are being issued now; changes are
     // timed once every node reports ready (all issued), so key generation is not counted.
-    for (const a of agents) {
-      await until(`node ${a.name} ready`, 120_000, 50, async () => {
-        const res = await fetch(`http://127.0.0.1:${a.healthPort}/healthz/ready`).catch(() => undefined);
-        return res?.status === 200 ? true : undefined;
-      });
-    }
+    for (const a of agents) await ready(a);
     await new Promise((r) => setTimeout(r, 1000));
 
     const samples: number[] = [];
@@ -182,12 +211,15 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean; env?
       const obj = podObject({ ...changed, labels: { ...changed.labels, revision: String(c) } });
       const file = join(configDir, objectFileName(obj));
       await writeFile(`${file}.tmp`, stringify(obj));
-      const t0 = performance.now();
+      const t0 = Date.now();
       await rename(`${file}.tmp`, file);
-      const arrivals = await Promise.all(agents.map((a, i) => until(`pod change ${c} at node ${a.name}`, 10_000, 1, async () => ((await configVersion(a.metricsPort)) > before[i]! ? performance.now() : undefined))));
+      // Arrival is the agent's own log time of applying the update (NODEMESH_DEBUG=config):
+      // polling the agents' metrics every millisecond would load the CPU they run on.
+      const arrivals = await Promise.all(agents.map((a, i) => until(`pod change ${c} at node ${a.name}`, 10_000, 1, async () => appliedAt(a.proc, before[i]! + 1))));
       samples.push(Math.max(...arrivals) - t0);
       await new Promise((r) => setTimeout(r, 500));
     }
+    const nodeRss = round(Math.max(...agents.map((a) => rssMib(a.proc.pid))), 1)!;
     const result: ScaleResult = {
       pods: SHAPE.pods, services: SHAPE.services, namespaces: SHAPE.namespaces, nodes_in_config: SHAPE.nodes, nodes_watching: watching,
       first_sync_s: round(median(syncTimes.map((s) => s.fromStart)))!,
@@ -195,9 +227,11 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean; env?
       change_to_all_nodes_ms: round(median(samples), 1)!,
       changes,
       change_samples_ms: samples.map((s) => round(s, 1)!),
-      node_rss_mib: round(Math.max(...agents.map((a) => rssMib(a.proc.pid))), 1)!,
+      node_rss_mib: nodeRss,
+      node_empty_rss_mib: round(emptyNodeRss, 1)!,
+      node_config_mib: round(nodeRss - emptyNodeRss, 1)!,
       node_peak_rss_mib: round(Math.max(...agents.map((a) => peakRssMib(a.proc.pid))), 1)!,
-      controlplane_rss_mib: round(rssMib(cp.pid), 1)!,
+      controlplane_rss_mib: round(rssMib(cp.proc.pid), 1)!,
       controlplane_start_s: round(controlplaneStart)!,
     };
     log.info('scale measured', { ...result });
