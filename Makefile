@@ -14,7 +14,7 @@ export PATH := $(NODE_DIR):$(PATH)
 NODE_READY := $(NODE_DIR)/node
 endif
 
-DEBIAN_PACKAGES := iptables iproute2 tcpdump curl nginx-light libnginx-mod-stream iperf3 wrk procps
+DEBIAN_PACKAGES := iptables iproute2 tcpdump curl openssl nginx-light libnginx-mod-stream iperf3 wrk procps
 UNIT_TESTS := 'scripts/**/*.test.ts' 'core/**/*.test.ts' 'controlplane/**/*.test.ts' 'agent/**/*.test.ts' 'daemon/**/*.test.ts' 'cli/**/*.test.ts' 'manifests/**/*.test.ts'
 E2E_TESTS := 'integration/**/*.test.ts'
 

@@ -12,7 +12,6 @@ import type { ConfigStore } from './config-store.ts';
 import { Backoff } from './backoff.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import type { KeyAndCsr } from './csr.ts';
-import * as x509 from '../core/x509.ts';
 
 const log = logger('certs');
 
@@ -63,7 +62,6 @@ interface Entry {
 // setTimeout's limit; renewals further out are re-checked when the timer fires.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
-const SAN_OID = '2.5.29.17';
 
 export class CertManager implements CertSource {
   readonly #store: ConfigStore;
@@ -262,9 +260,8 @@ function renewalTime(cert: IssuedCert): number {
 function checkIssued(signed: SignedCertificate, request: KeyAndCsr): IssuedCert {
   const leafPem = signed.certChain.match(PEM_CERT)?.[0];
   if (!leafPem) throw new Error(`certificate for ${signed.identity}: certChain holds no PEM certificate`);
-  const leaf = new x509.X509Certificate(leafPem);
-  const san = leaf.getExtension(SAN_OID) as x509.SubjectAlternativeNameExtension | null;
-  const uris = san?.names.items.filter((n) => n.type === 'url').map((n) => n.value) ?? [];
+  const leaf = new X509Certificate(leafPem);
+  const uris = uriSans(leaf.subjectAltName);
   if (uris.length !== 1 || uris[0] !== signed.identity) {
     throw new Error(`certificate for ${signed.identity}: URI SAN is ${JSON.stringify(uris)}, expected exactly [${JSON.stringify(signed.identity)}]`);
   }
@@ -272,15 +269,28 @@ function checkIssued(signed: SignedCertificate, request: KeyAndCsr): IssuedCert 
   if (!certKey.equals(request.publicKeySpki)) {
     throw new Error(`certificate for ${signed.identity}: certifies a different public key than the CSR this node sent`);
   }
-  if (leaf.notAfter.getTime() <= Date.now()) {
-    throw new Error(`certificate for ${signed.identity}: already expired at ${leaf.notAfter.toISOString()}`);
+  if (leaf.validToDate.getTime() <= Date.now()) {
+    throw new Error(`certificate for ${signed.identity}: already expired at ${leaf.validToDate.toISOString()}`);
   }
   return {
     identity: signed.identity,
     keyPem: request.keyPem,
     chainPem: signed.certChain,
-    notBefore: leaf.notBefore,
-    notAfter: leaf.notAfter,
-    serial: leaf.serialNumber,
+    notBefore: leaf.validFromDate,
+    notAfter: leaf.validToDate,
+    serial: leaf.serialNumber.toLowerCase(),
   };
+}
+
+/**
+ * The URI names of node:crypto's subjectAltName text ("URI:a, DNS:b"). Node
+ * writes a value that holds a comma or quote as a JSON string, so a name cannot
+ * pose as two.
+ */
+export function uriSans(subjectAltName: string | undefined): string[] {
+  const uris: string[] = [];
+  for (const m of (subjectAltName ?? '').matchAll(/(?:^|, )([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)/g)) {
+    if (m[1] === 'URI') uris.push(m[2]!.startsWith('"') ? (JSON.parse(m[2]!) as string) : m[2]!);
+  }
+  return uris;
 }

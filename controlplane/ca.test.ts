@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import * as x509 from '../core/x509.ts';
+import * as x509 from './x509.ts';
 import { CertificateAuthority } from './ca.ts';
 import { DirCaStore } from './ca-dir-store.ts';
 import { InvalidObjectError } from '../core/errors.ts';

@@ -4,7 +4,7 @@
 
 import { createPublicKey, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
-import * as x509 from '../core/x509.ts';
+import * as x509 from './x509.ts';
 import { InvalidObjectError, NodemeshError } from '../core/errors.ts';
 import { parseIdentity } from '../core/identity.ts';
 import { DEFAULT_SETTINGS } from '../core/types.ts';

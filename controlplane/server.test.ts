@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as x509 from '../core/x509.ts';
+import * as x509 from './x509.ts';
 import { meshService, type WireUpdate } from '../core/wire.ts';
 import { CertificateAuthority } from './ca.ts';
 import { FileSource } from './file-source.ts';
