@@ -94,10 +94,13 @@ export class HbonePool {
     stream.once('close', () => this.#streamDone(pooled));
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(new PeerError(`HBONE tunnel to ${req.target} via ${req.destinationIp}:${this.#port} (node ${req.destinationNode}) failed: ${err.message}`, { cause: err }));
+      const onClose = () => reject(new PeerError(`HBONE tunnel to ${req.target} (node ${req.destinationNode}) was closed before the peer answered (code ${stream.rstCode})`));
       stream.once('error', onError);
-      stream.once('close', () => reject(new PeerError(`HBONE tunnel to ${req.target} (node ${req.destinationNode}) was closed before the peer answered (code ${stream.rstCode})`)));
+      stream.once('close', onClose);
       stream.once('response', (headers) => {
+        // Answered: these listeners would otherwise live as long as the tunnel.
         stream.off('error', onError);
+        stream.off('close', onClose);
         const status = Number(headers[':status']);
         if (status === 200) return resolve();
         stream.destroy();
