@@ -13,7 +13,7 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
-function statusKib(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+function statusKib(pid: number, field: 'VmHWM' | 'VmRSS' | 'RssAnon' | 'RssFile'): number {
   const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match ? Number(match[1]) : 0;
 }
@@ -24,6 +24,15 @@ export function peakRssMib(pid: number): number {
 
 export function rssMib(pid: number): number {
   return statusKib(pid, 'VmRSS') / 1024;
+}
+
+/**
+ * Resident memory split: anonymous (the process's own heap and buffers) and
+ * file-backed (mostly the node executable's code, shared with every other
+ * process running the same binary).
+ */
+export function rssSplitMib(pid: number): { anon: number; file: number } {
+  return { anon: statusKib(pid, 'RssAnon') / 1024, file: statusKib(pid, 'RssFile') / 1024 };
 }
 
 /** A process and its descendants (nginx: master and workers). */

@@ -102,7 +102,7 @@ export function renderReport(r: BenchResults): string {
     for (const [target, text, ok] of checks) lines.push(`| ${target} | ${text} | ${ok === null ? 'n/a' : ok ? 'yes' : 'NO'} |`);
   }
   if (r.tunnel_memory) {
-    const nodes = Object.entries(r.tunnel_memory.nodes).map(([n, m]) => `${n} ${m.idle_rss_mib.toFixed(1)} -> ${m.rss_mib.toFixed(1)} MiB (peak ${m.peak_rss_mib.toFixed(1)})`);
+    const nodes = Object.entries(r.tunnel_memory.nodes).map(([n, m]) => `${n} ${m.idle_rss_mib.toFixed(1)} -> ${m.rss_mib.toFixed(1)} MiB (peak ${m.peak_rss_mib.toFixed(1)}; of which anonymous ${m.anon_mib.toFixed(1)}, file-backed ${m.file_mib.toFixed(1)})`);
     lines.push('', `Node RSS idle -> with ${r.tunnel_memory.connections} open tunnelled connections: ${nodes.join('; ')}.`);
   }
   if (r.scale) {

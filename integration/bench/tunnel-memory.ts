@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { BenchEnv } from './bench-env.ts';
 import { LOAD_CPU } from './bench-env.ts';
 import { HTTP_PORT, PATH_ROUTES } from './bench-topology.ts';
-import { peakRssMib, rssMib } from './proc-stats.ts';
+import { peakRssMib, rssMib, rssSplitMib } from './proc-stats.ts';
 
 const HOLDER = fileURLToPath(new URL('./hold-connections.ts', import.meta.url));
 export const HELD_CONNECTIONS = 1000;
@@ -15,7 +15,7 @@ export interface TunnelMemory {
   connections: number;
   enrolled_pods: number;
   /** Per node: resident memory before and with the connections open, and the process's peak over the whole run. */
-  nodes: Record<string, { idle_rss_mib: number; rss_mib: number; peak_rss_mib: number }>;
+  nodes: Record<string, { idle_rss_mib: number; rss_mib: number; peak_rss_mib: number; anon_mib: number; file_mib: number }>;
   command: string[];
 }
 
@@ -30,7 +30,10 @@ export async function measureTunnelMemory(env: BenchEnv, enrolledPods: number): 
     // Let the daemons settle (timers, GC) before reading.
     await new Promise((r) => setTimeout(r, 2000));
     const nodes: TunnelMemory['nodes'] = {};
-    for (const [name, proc] of env.mesh.nodes) nodes[name] = { idle_rss_mib: idle.get(name)!, rss_mib: rssMib(proc.pid), peak_rss_mib: peakRssMib(proc.pid) };
+    for (const [name, proc] of env.mesh.nodes) {
+      const split = rssSplitMib(proc.pid);
+      nodes[name] = { idle_rss_mib: idle.get(name)!, rss_mib: rssMib(proc.pid), peak_rss_mib: peakRssMib(proc.pid), anon_mib: split.anon, file_mib: split.file };
+    }
     return { connections: HELD_CONNECTIONS, enrolled_pods: enrolledPods, nodes, command };
   } finally {
     holder.child.stdin!.end();
