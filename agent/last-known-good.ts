@@ -103,9 +103,8 @@ export function readLastKnownGood(path: string): ConfigSnapshot | undefined {
   if (rows.at(-1) === '') rows.pop();
   try {
     const header = JSON.parse(rows[0] ?? '') as Header;
-    if (typeof header.epoch !== 'string' || typeof header.version !== 'number' || header.resources !== rows.length - 1) {
-      throw new Error(`header promises ${header.resources} resources, the file has ${rows.length - 1}`);
-    }
+    if (typeof header.epoch !== 'string' || typeof header.version !== 'number') throw new Error('line 1: not a header (epoch, version)');
+    if (header.resources !== rows.length - 1) throw new Error(`header promises ${header.resources} resources, the file has ${rows.length - 1}`);
     const resources = rows.slice(1).map((row, i) => {
       try {
         return JSON.parse(row) as Resource;
