@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as net from 'node:net';
-import { RELAY_BUFFER, deepRelayCount, splice } from './splice.ts';
+import { splice } from './splice.ts';
 
 /** A connected pair of real TCP sockets on loopback: [client side, server side]. */
 async function socketPair(t: { after(fn: () => void): void }): Promise<[net.Socket, net.Socket]> {
@@ -38,9 +38,11 @@ test('splice: 16 MiB each way arrive intact, through a reader that is slower tha
   const closed = new Promise<Error | undefined>((resolve) => splice(proxyA, proxyB, resolve));
   const aToB = randomBytes(16 << 20);
   const bToA = randomBytes(16 << 20);
-  // userB reads in bursts, so proxyB's writes fill up (pausing itself is checked below, deterministically).
+  // userB reads in bursts, so proxyB's writes fill up and proxyA must be paused.
   userB.pause();
+  const pauses: boolean[] = [];
   const timer = setInterval(() => {
+    pauses.push(proxyA.isPaused());
     userB.resume();
     setTimeout(() => userB.pause(), 2);
   }, 10);
@@ -53,8 +55,8 @@ test('splice: 16 MiB each way arrive intact, through a reader that is slower tha
   clearInterval(timer);
   assert.equal(sha256(gotB), sha256(aToB));
   assert.equal(sha256(gotA), sha256(bToA));
+  assert.ok(pauses.includes(true), 'the fast side was paused while the slow reader caught up');
   assert.equal(await closed, undefined);
-  assert.equal(deepRelayCount(), 0);
 });
 
 test('splice: a side that ended before the splice (while a tunnel was opened) still half-closes the other', async (t) => {
@@ -96,29 +98,4 @@ test('splice: an abort on one side destroys the other, and onClosed is called on
   assert.equal(proxyB.destroyed, true);
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(calls, 1);
-  assert.equal(deepRelayCount(), 0);
-});
-
-test('splice: a reader that stops reading holds back the writer after RELAY_BUFFER, and the budget is returned', async (t) => {
-  const [userA, proxyA] = await socketPair(t);
-  const [proxyB, userB] = await socketPair(t);
-  const closed = new Promise<Error | undefined>((resolve) => splice(proxyA, proxyB, resolve));
-  const payload = randomBytes(32 << 20);
-  userA.end(payload);
-  // userB does not read: the kernel buffers fill, then proxyB's queue, then proxyA pauses.
-  const deadline = Date.now() + 10_000;
-  while (!proxyA.isPaused()) {
-    assert.ok(Date.now() < deadline, 'proxyA was never paused');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  assert.equal(deepRelayCount(), 1);
-  assert.ok(proxyB.writableLength > 16 * 1024, `queued past the writer's own mark (${proxyB.writableLength})`);
-  assert.ok(proxyB.writableLength <= RELAY_BUFFER + 64 * 1024, `queued ${proxyB.writableLength} bytes, more than RELAY_BUFFER and one read`);
-  const atB = collect(userB);
-  const atA = collect(userA);
-  userB.end();
-  assert.equal(sha256(await atB), sha256(payload));
-  await atA;
-  assert.equal(await closed, undefined);
-  assert.equal(deepRelayCount(), 0);
 });
