@@ -6,7 +6,7 @@
 
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import type { CertSource, WorkloadCert } from '../core/cert-source.ts';
-import { identityOf } from '../core/identity.ts';
+import { identityOf, uriSans } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
 import type { ConfigStore } from './config-store.ts';
 import { Backoff } from './backoff.ts';
@@ -280,17 +280,4 @@ function checkIssued(signed: SignedCertificate, request: KeyAndCsr): IssuedCert 
     notAfter: leaf.validToDate,
     serial: leaf.serialNumber.toLowerCase(),
   };
-}
-
-/**
- * The URI names of node:crypto's subjectAltName text ("URI:a, DNS:b"). Node
- * writes a value that holds a comma or quote as a JSON string, so a name cannot
- * pose as two.
- */
-export function uriSans(subjectAltName: string | undefined): string[] {
-  const uris: string[] = [];
-  for (const m of (subjectAltName ?? '').matchAll(/(?:^|, )([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)/g)) {
-    if (m[1] === 'URI') uris.push(m[2]!.startsWith('"') ? (JSON.parse(m[2]!) as string) : m[2]!);
-  }
-  return uris;
 }

@@ -7,7 +7,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '../controlplane/x509.ts';
 import { generateKeyAndCsr } from './csr.ts';
-import { uriSans } from './cert-manager.ts';
 
 const SAN_OID = '2.5.29.17';
 const IDENTITY = 'spiffe://cluster.local/ns/shop/sa/checkout';
@@ -47,11 +46,4 @@ test('csr: long identities need multi-byte DER lengths and still verify', async 
 
 test('csr: an identity that is not printable ASCII is refused, naming it', async () => {
   await assert.rejects(generateKeyAndCsr('spiffe://cluster.local/ns/é/sa/x'), /identity "spiffe:\/\/cluster\.local\/ns\/é\/sa\/x" is not a printable ASCII URI/);
-});
-
-test('uriSans: reads node:crypto\'s subjectAltName text, and a quoted value cannot pose as two names', () => {
-  assert.deepEqual(uriSans(`URI:${IDENTITY}`), [IDENTITY]);
-  assert.deepEqual(uriSans(`DNS:example.com, URI:${IDENTITY}, IP Address:10.0.0.1`), [IDENTITY]);
-  assert.deepEqual(uriSans('URI:"spiffe://a/x, URI:spiffe://cluster.local/ns/shop/sa/checkout"'), ['spiffe://a/x, URI:spiffe://cluster.local/ns/shop/sa/checkout']);
-  assert.deepEqual(uriSans(undefined), []);
 });

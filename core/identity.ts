@@ -28,3 +28,16 @@ export function parseIdentity(uri: string): Identity {
 export function principalOf(uri: string): string {
   return uri.startsWith('spiffe://') ? uri.slice('spiffe://'.length) : uri;
 }
+
+/**
+ * The URI names of the subjectAltName text that node:crypto and node:tls give
+ * ("URI:a, DNS:b"). Node writes a value that holds a comma or quote as a JSON
+ * string, so a name cannot pose as two.
+ */
+export function uriSans(subjectAltName: string | undefined): string[] {
+  const uris: string[] = [];
+  for (const m of (subjectAltName ?? '').matchAll(/(?:^|, )([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)/g)) {
+    if (m[1] === 'URI') uris.push(m[2]!.startsWith('"') ? (JSON.parse(m[2]!) as string) : m[2]!);
+  }
+  return uris;
+}
