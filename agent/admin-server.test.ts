@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { CertificateAuthority } from '../controlplane/ca.ts';
 import { getLevel, enabledTracers, setLevel, setTracers } from '../core/log.ts';
 import type { Workload } from '../core/types.ts';
-import { ConfigStore } from './config-store.ts';
+import { ConfigStore } from '../daemon/config-store.ts';
 import { CertManager } from './cert-manager.ts';
 import { ControlClient } from './control-client.ts';
 import { AdminServer, isLoopback } from './admin-server.ts';

@@ -19,10 +19,9 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { ExplainQuery, Explanation } from '../daemon/explain.ts';
 import type { TapListener } from '../daemon/connection-tracker.ts';
-import { identityOf } from '../core/identity.ts';
 import { enabledTracers, getLevel, logger, setLevel, setTracers } from '../core/log.ts';
 import type { Level } from '../core/log.ts';
-import type { ConfigStore } from './config-store.ts';
+import type { ConfigStore } from '../daemon/config-store.ts';
 import type { CertManager } from './cert-manager.ts';
 import type { ConnectionState, RejectedResource } from './control-client.ts';
 import { ListeningHttpServer, listenHttp } from './http-listen.ts';
@@ -97,10 +96,9 @@ function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
   endpoints.set('/workloads', {
     method: 'GET',
     handler: () => {
-      const { trustDomain } = s.store.settings();
       const certs = new Map(s.certs.status().map((c) => [c.identity, c]));
       return s.store.localWorkloads().map((w) => {
-        const identity = identityOf(trustDomain, w.namespace, w.serviceAccount);
+        const identity = s.store.identityOf(w);
         const cert = certs.get(identity);
         return {
           uid: w.uid, namespace: w.namespace, name: w.name, workloadName: w.workloadName, serviceAccount: w.serviceAccount,

@@ -4,7 +4,7 @@
 
 import { Gauge, collectDefaultMetrics } from 'prom-client';
 import type { Registry } from 'prom-client';
-import type { ConfigStore } from './config-store.ts';
+import type { ConfigStore } from '../daemon/config-store.ts';
 import type { CertManager } from './cert-manager.ts';
 import type { ControlClient } from './control-client.ts';
 

@@ -4,7 +4,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CertificateAuthority } from '../controlplane/ca.ts';
 import type { Workload } from '../core/types.ts';
-import { ConfigStore } from './config-store.ts';
+import { ConfigStore } from '../daemon/config-store.ts';
 import { CertManager } from './cert-manager.ts';
 import type { Signer } from './cert-manager.ts';
 

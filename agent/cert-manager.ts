@@ -6,9 +6,9 @@
 
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import type { CertSource, WorkloadCert } from '../core/cert-source.ts';
-import { identityOf, uriSans } from '../core/identity.ts';
+import { uriSans } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
-import type { ConfigStore } from './config-store.ts';
+import type { ConfigStore } from '../daemon/config-store.ts';
 import { Backoff } from './backoff.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import type { KeyAndCsr } from './csr.ts';
@@ -126,8 +126,7 @@ export class CertManager implements CertSource {
   }
 
   #desiredIdentities(): Set<string> {
-    const { trustDomain } = this.#store.settings();
-    return new Set(this.#store.localWorkloads().map((w) => identityOf(trustDomain, w.namespace, w.serviceAccount)));
+    return new Set(this.#store.localWorkloads().map((w) => this.#store.identityOf(w)));
   }
 
   #reconcile(): void {

@@ -12,7 +12,7 @@ import { NodemeshError } from '../core/errors.ts';
 import { debug, logger } from '../core/log.ts';
 import { meshService, updateFromWire, CONTROL_PLANE_TLS_NAME, SnapshotAssembler } from '../core/wire.ts';
 import type { WireUpdate } from '../core/wire.ts';
-import type { ConfigStore } from './config-store.ts';
+import type { ConfigStore } from '../daemon/config-store.ts';
 import type { SignResult, Signer } from './cert-manager.ts';
 import { LastKnownGood } from './last-known-good.ts';
 import { Backoff } from './backoff.ts';

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CaptureReconciler, enrollmentFromConfig, planJumpEdits, renderCaptureRules, uninstallCapture } from './enrollment.ts';
-import { ConfigStore } from './config-store.ts';
+import { ConfigStore } from '../daemon/config-store.ts';
 import type { Resource, Workload } from '../core/types.ts';
 import { createCluster, type Cluster } from '../integration/cluster/cluster.ts';
 import { runPrefix } from '../integration/cluster/netns.ts';

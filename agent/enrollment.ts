@@ -13,7 +13,7 @@
 // those connections itself.
 
 import { isIPv4 } from 'node:net';
-import type { ConfigStore } from './config-store.ts';
+import type { ConfigStore } from '../daemon/config-store.ts';
 import type { ConfigUpdate } from '../core/types.ts';
 import type { CommandLine } from './iptables.ts';
 import { iptablesRestore, iptablesSave, parseSavedTable } from './iptables.ts';

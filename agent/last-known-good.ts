@@ -10,7 +10,7 @@ import { mkdir, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ConfigStore, ConfigSnapshot } from './config-store.ts';
+import type { ConfigStore, ConfigSnapshot } from '../daemon/config-store.ts';
 import type { Resource } from '../core/types.ts';
 import { logger } from '../core/log.ts';
 

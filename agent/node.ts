@@ -11,7 +11,7 @@ import { Registry } from 'prom-client';
 import { NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
 import { parseFlags, usageOf, UsageError } from '../cli/args.ts';
-import { ConfigStore } from './config-store.ts';
+import { ConfigStore } from '../daemon/config-store.ts';
 import { readLastKnownGood } from './last-known-good.ts';
 import { ControlClient, configPath } from './control-client.ts';
 import { CertManager } from './cert-manager.ts';

@@ -2,7 +2,7 @@
 // same-node path and the re-check of open connections after a config change: the
 // destination's current mTLS mode first, then its authorization policies.
 
-import type { ConfigStore } from '../agent/config-store.ts';
+import type { ConfigStore } from './config-store.ts';
 import { authorize } from './authorization.ts';
 import type { AuthorizationInput, Decision } from './authorization.ts';
 

@@ -7,6 +7,7 @@ import type {
   AuthorizationPolicy, ConfigUpdate, HttpRoute, MeshSettings, Resource, Service, Workload,
 } from '../core/types.ts';
 import { DEFAULT_SETTINGS } from '../core/types.ts';
+import { identityOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
 
 const log = logger('config');
@@ -136,6 +137,11 @@ export class ConfigStore {
 
   settings(): MeshSettings {
     return this.#settings;
+  }
+
+  /** The workload's SPIFFE identity in this mesh's trust domain. */
+  identityOf(workload: Workload): string {
+    return identityOf(this.#settings.trustDomain, workload.namespace, workload.serviceAccount);
   }
 
   workloadByIp(ip: string): Workload | undefined {

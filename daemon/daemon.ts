@@ -4,7 +4,7 @@
 
 import type { Registry } from 'prom-client';
 import type { CertSource } from '../core/cert-source.ts';
-import type { ConfigStore } from '../agent/config-store.ts';
+import type { ConfigStore } from './config-store.ts';
 import { logger } from '../core/log.ts';
 import { createMetrics } from './metrics.ts';
 import { ConnectionTracker } from './connection-tracker.ts';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Registry } from 'prom-client';
-import { ConfigStore } from '../agent/config-store.ts';
+import { ConfigStore } from './config-store.ts';
 import type { Resource, Service, Workload } from '../core/types.ts';
 import { serviceServing } from './destination.ts';
 import { ConnectionTracker } from './connection-tracker.ts';

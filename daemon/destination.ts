@@ -3,7 +3,7 @@
 // anything else passes through unchanged.
 
 import type { Service, ServicePort, Workload } from '../core/types.ts';
-import type { ConfigStore } from '../agent/config-store.ts';
+import type { ConfigStore } from './config-store.ts';
 import type { LoadBalancer } from './load-balancer.ts';
 
 export type Destination =

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigStore } from '../agent/config-store.ts';
+import { ConfigStore } from './config-store.ts';
 import type { AuthorizationPolicy, Resource, Service, Workload } from '../core/types.ts';
 import { explain } from './explain.ts';
 

@@ -3,9 +3,8 @@
 // was it captured, where would it go, over what, and which policy decides —
 // from the same config and decision functions the listeners use.
 
-import type { ConfigStore } from '../agent/config-store.ts';
+import type { ConfigStore } from './config-store.ts';
 import type { Workload } from '../core/types.ts';
-import { identityOf } from '../core/identity.ts';
 import { NodemeshError } from '../core/errors.ts';
 import { checkAccess } from './access-check.ts';
 import { targetPort } from './destination.ts';
@@ -42,8 +41,7 @@ export class ExplainQueryError extends NodemeshError {
 }
 
 export function explain(config: ConfigStore, q: ExplainQuery): Explanation {
-  const { trustDomain } = config.settings();
-  const identity = (w: Workload) => identityOf(trustDomain, w.namespace, w.serviceAccount);
+  const identity = (w: Workload) => config.identityOf(w);
   const source = config.workloadByIp(q.sourceIp);
   const sourceLocal = source?.node === config.nodeName;
   const sourceMeshed = Boolean(source?.enrolled && sourceLocal);

@@ -11,7 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { Registry } from 'prom-client';
 import { CertificateAuthority } from '../controlplane/ca.ts';
-import { ConfigStore } from '../agent/config-store.ts';
+import { ConfigStore } from './config-store.ts';
 import { PeerError } from '../core/errors.ts';
 import { InboundListener } from './inbound.ts';
 import { HbonePool } from './hbone-pool.ts';

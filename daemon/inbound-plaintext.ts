@@ -7,8 +7,7 @@
 
 import net from 'node:net';
 import type { Service } from '../core/types.ts';
-import type { ConfigStore } from '../agent/config-store.ts';
-import { identityOf } from '../core/identity.ts';
+import type { ConfigStore } from './config-store.ts';
 import { logger } from '../core/log.ts';
 import type { SocketAddress } from './original-dst.ts';
 import type { AuthorizationInput } from './authorization.ts';
@@ -107,7 +106,7 @@ export class InboundPlaintextListener extends CapturedListener {
           destinationIp: ip,
           destinationPort: port,
           destinationWorkload: workload,
-          destinationPrincipal: identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount),
+          destinationPrincipal: config.identityOf(workload),
           security: 'none',
           authorization: input,
           bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
@@ -126,7 +125,7 @@ export class InboundPlaintextListener extends CapturedListener {
   #serveHttp(client: net.Socket, input: AuthorizationInput, service: Service, head: Buffer, protocol: 'http1' | 'http2'): void {
     const { config, tracker } = this.#opts;
     const workload = input.destination;
-    const destinationPrincipal = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const destinationPrincipal = config.identityOf(workload);
     const sourceWorkload = config.workloadByIp(input.sourceIp);
     // No `authorization`: requests are checked one by one, so a policy change needs no connection re-check.
     const tracked = tracker.open({

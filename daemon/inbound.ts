@@ -8,8 +8,8 @@ import tls from 'node:tls';
 import http2 from 'node:http2';
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { CertSource } from '../core/cert-source.ts';
-import type { ConfigStore } from '../agent/config-store.ts';
-import { identityOf, parseIdentity } from '../core/identity.ts';
+import type { ConfigStore } from './config-store.ts';
+import { parseIdentity } from '../core/identity.ts';
 import { logger, debug } from '../core/log.ts';
 import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
@@ -124,7 +124,7 @@ export class InboundListener {
       raw.destroy();
       return;
     }
-    const servedIdentity = identityOf(config.settings().trustDomain, served.namespace, served.serviceAccount);
+    const servedIdentity = config.identityOf(served);
     const server = this.#tlsServerFor(servedIdentity);
     if (!server) {
       log.warn('HBONE connection refused: no certificate yet for the dialled workload; check the agent /certs endpoint', { peer, identity: servedIdentity });
@@ -209,7 +209,7 @@ export class InboundListener {
     const { config, tracker } = this.#opts;
     const workload = config.isLocalEnrolled(target.ip);
     if (!workload) return refuse(stream, 404, `no enrolled workload with IP ${target.ip} on node ${config.nodeName}`);
-    const identity = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const identity = config.identityOf(workload);
     // The peer verified the identity we presented; it may reach only workloads with that identity.
     if (identity !== ctx.servedIdentity) {
       return refuse(stream, 400, `tunnel authenticated as ${ctx.servedIdentity} cannot reach ${target.ip} (${identity})`);
@@ -248,7 +248,7 @@ export class InboundListener {
     const { config, metrics, tracker } = this.#opts;
     const workload = input.destination;
     const target = { ip: workload.ip, port: input.port };
-    const identity = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const identity = config.identityOf(workload);
     const decision = checkAccess(config, input);
     if (!decision.allowed) {
       metrics.tcpDenied.inc({

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Endpoint, Resource, Service, Workload } from '../core/types.ts';
-import { ConfigStore } from '../agent/config-store.ts';
+import { ConfigStore } from './config-store.ts';
 import { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
 

@@ -10,8 +10,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Service, Workload } from '../core/types.ts';
-import type { ConfigStore } from '../agent/config-store.ts';
-import { identityOf } from '../core/identity.ts';
+import type { ConfigStore } from './config-store.ts';
 import { logger } from '../core/log.ts';
 import type { SocketAddress } from './original-dst.ts';
 import type { AuthorizationInput } from './authorization.ts';
@@ -75,7 +74,7 @@ export class OutboundListener extends CapturedListener {
     const { config } = this.#opts;
     const source = config.isLocalEnrolled(sourceIp);
     if (!source) return this.refuse(client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
-    const sourceIdentity = identityOf(config.settings().trustDomain, source.namespace, source.serviceAccount);
+    const sourceIdentity = config.identityOf(source);
     const { http } = this.#opts;
     const inMesh = config.serviceByVip(dst.ip) !== undefined || config.workloadByIp(dst.ip) !== undefined;
     const declared = http && inMesh ? destinationProtocol(config, dst.ip, dst.port) : 'opaque';
@@ -123,7 +122,7 @@ export class OutboundListener extends CapturedListener {
 
   /** HBONE to the destination node. */
   #tunnel(out: Outbound, workload: Workload, ip: string, port: number): void {
-    const destinationIdentity = identityOf(this.#opts.config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const destinationIdentity = this.#opts.config.identityOf(workload);
     const release = this.#opts.balancer.track(ip);
     this.#opts.pool
       .connect({
@@ -142,7 +141,7 @@ export class OutboundListener extends CapturedListener {
   /** Both ends on this node: authorize as the destination side would, then connect in-process. */
   #sameNode(out: Outbound, workload: Workload, ip: string, port: number): void {
     const { config, metrics, tracker } = this.#opts;
-    const destinationIdentity = identityOf(config.settings().trustDomain, workload.namespace, workload.serviceAccount);
+    const destinationIdentity = config.identityOf(workload);
     const input: AuthorizationInput = {
       sourcePrincipal: out.sourceIdentity, sourceNamespace: out.source.namespace, sourceIp: out.sourceIp, destination: workload, port,
     };

@@ -8,7 +8,7 @@
 import http2 from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
-import type { ConfigStore } from '../../agent/config-store.ts';
+import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
 import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';

@@ -10,7 +10,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import type { AuthorizationPolicy, Service } from '../../core/types.ts';
-import { ConfigStore } from '../../agent/config-store.ts';
+import { ConfigStore } from '../config-store.ts';
 import { createMetrics } from '../metrics.ts';
 import { ConnectionTracker } from '../connection-tracker.ts';
 import { LoadBalancer } from '../load-balancer.ts';

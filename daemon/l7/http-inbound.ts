@@ -12,7 +12,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Service, Workload } from '../../core/types.ts';
-import type { ConfigStore } from '../../agent/config-store.ts';
+import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
 import { checkAccess } from '../access-check.ts';
 import type { AuthorizationInput } from '../authorization.ts';

@@ -15,7 +15,7 @@ import { Registry } from 'prom-client';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { AuthorizationPolicy, HttpRoute, HttpRouteRule, Resource, Service, Workload } from '../../core/types.ts';
 import { CertificateAuthority } from '../../controlplane/ca.ts';
-import { ConfigStore } from '../../agent/config-store.ts';
+import { ConfigStore } from '../config-store.ts';
 import { createMetrics } from '../metrics.ts';
 import { ConnectionTracker } from '../connection-tracker.ts';
 import { LoadBalancer } from '../load-balancer.ts';

@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import httpProxy from 'http-proxy';
 import { LRUCache } from 'lru-cache';
 import type { HeaderModifier } from '../../core/types.ts';
-import type { ConfigStore } from '../../agent/config-store.ts';
+import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
 import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Service, ServicePort } from '../../core/types.ts';
-import { ConfigStore } from '../../agent/config-store.ts';
+import { ConfigStore } from '../config-store.ts';
 import { applyConfig, workload } from '../testdata/mesh-fixture.ts';
 import { destinationProtocol, servicePortProtocol } from './protocol.ts';
 

@@ -5,7 +5,7 @@
 // undeclared is detected from the client's first bytes.
 
 import type { Service, ServicePort } from '../../core/types.ts';
-import type { ConfigStore } from '../../agent/config-store.ts';
+import type { ConfigStore } from '../config-store.ts';
 import { targetPort } from '../destination.ts';
 
 export type PortProtocol =

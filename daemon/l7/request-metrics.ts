@@ -1,8 +1,7 @@
 // Labels of nodemesh_requests_total and nodemesh_request_duration_seconds, as
 // Istio's standard request metrics, for both reporters.
 
-import type { ConfigStore } from '../../agent/config-store.ts';
-import { identityOf } from '../../core/identity.ts';
+import type { ConfigStore } from '../config-store.ts';
 import { peerLabels } from '../metrics.ts';
 import type { DaemonMetrics, PeerReport, RequestLabel } from '../metrics.ts';
 import type { HttpClientConnection, Upstream } from './request-router.ts';
@@ -25,7 +24,7 @@ export function recordSourceRequest(
   const w = upstream?.workload;
   const labels = requestLabels({
     reporter: 'source', sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity, destinationWorkload: w,
-    destinationPrincipal: w ? identityOf(config.settings().trustDomain, w.namespace, w.serviceAccount) : null,
+    destinationPrincipal: w ? config.identityOf(w) : null,
     service: upstream?.service ?? config.serviceByVip(conn.dstIp), security: w?.enrolled ? 'mutual_tls' : 'none',
     responseCode,
   });

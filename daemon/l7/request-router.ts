@@ -6,8 +6,7 @@
 
 import type { Duplex } from 'node:stream';
 import type { HeaderModifier, Service, Workload } from '../../core/types.ts';
-import type { ConfigStore } from '../../agent/config-store.ts';
-import { identityOf } from '../../core/identity.ts';
+import type { ConfigStore } from '../config-store.ts';
 import { checkAccess } from '../access-check.ts';
 import type { AuthorizationInput } from '../authorization.ts';
 import type { DaemonMetrics } from '../metrics.ts';
@@ -154,7 +153,7 @@ export class RequestRouter {
     const w = upstream.workload;
     if (w?.enrolled && w.node !== config.nodeName) {
       return pool.connect({
-        sourceIdentity: conn.sourceIdentity, destinationIdentity: identityOf(config.settings().trustDomain, w.namespace, w.serviceAccount),
+        sourceIdentity: conn.sourceIdentity, destinationIdentity: config.identityOf(w),
         destinationIp: upstream.ip, destinationNode: w.node, target: `${upstream.ip}:${upstream.port}`, forwardedFor: conn.sourceIp,
       });
     }

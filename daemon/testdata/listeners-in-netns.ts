@@ -10,7 +10,7 @@ import net from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { CertificateAuthority } from '../../controlplane/ca.ts';
-import { ConfigStore } from '../../agent/config-store.ts';
+import { ConfigStore } from '../config-store.ts';
 import type { Service } from '../../core/types.ts';
 import { startDaemon } from '../daemon.ts';
 import type { Daemon } from '../daemon.ts';

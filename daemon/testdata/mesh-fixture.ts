@@ -4,7 +4,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { CertSource, WorkloadCert } from '../../core/cert-source.ts';
 import type { AuthorizationPolicy, Resource, Service, Workload } from '../../core/types.ts';
-import { ConfigStore } from '../../agent/config-store.ts';
+import { ConfigStore } from '../config-store.ts';
 import { CertificateAuthority } from '../../controlplane/ca.ts';
 
 export class MemoryCertSource implements CertSource {
