@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeApiServer } from './fake-api-server.ts';
+import { FakeApiServer } from './testdata/fake-api-server.ts';
 import { SecretCaStore } from './ca-secret-store.ts';
 import { CertificateAuthority } from './ca.ts';
 

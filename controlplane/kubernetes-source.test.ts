@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeObject, SourceEvents } from './source.ts';
 import { KubernetesSource } from './kubernetes-source.ts';
-import { FakeApiServer } from './fake-api-server.ts';
-import type { FakeObject } from './fake-api-server.ts';
+import { FakeApiServer } from './testdata/fake-api-server.ts';
+import type { FakeObject } from './testdata/fake-api-server.ts';
 
 const FAST = { minRetryMs: 20, maxRetryMs: 200, absentRetryMs: 50 };
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { meshService, updateFromWire, type WireUpdate } from '../core/wire.ts';
 import { writeFile } from 'node:fs/promises';
-import { FakeApiServer } from './fake-api-server.ts';
+import { FakeApiServer } from './testdata/fake-api-server.ts';
 
 const CLI = fileURLToPath(new URL('../cli/nodemesh.ts', import.meta.url));
 const DEMO = fileURLToPath(new URL('../examples/demo', import.meta.url));

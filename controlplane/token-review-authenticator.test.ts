@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeApiServer } from './fake-api-server.ts';
+import { FakeApiServer } from './testdata/fake-api-server.ts';
 import { TokenReviewAuthenticator } from './token-review-authenticator.ts';
 import { NotAuthorizedError } from '../core/errors.ts';
 

@@ -8,7 +8,7 @@ import * as https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomUUID, webcrypto } from 'node:crypto';
-import * as x509 from './x509.ts';
+import * as x509 from '../x509.ts';
 import { KubeConfig } from '@kubernetes/client-node';
 
 interface ResourceDef {
