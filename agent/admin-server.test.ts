@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CertificateAuthority } from '../controlplane/ca.ts';
+import { createMeshCa } from '../testdata/mesh-ca.ts';
 import { getLevel, enabledTracers, setLevel, setTracers } from '../core/log.ts';
 import type { Workload } from '../core/types.ts';
 import { ConfigStore } from '../daemon/config-store.ts';
@@ -25,7 +25,7 @@ const web: Workload = {
 async function startAdmin(t: import('node:test').TestContext): Promise<{ base: string; certs: CertManager }> {
   const stateDir = mkdtempSync(join(tmpdir(), 'nodemesh-admin-'));
   t.after(() => rmSync(stateDir, { recursive: true, force: true }));
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const store = new ConfigStore('node-1');
   store.apply({
     epoch: 'e7', version: 3, snapshot: true, removals: [],

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CertificateAuthority } from '../controlplane/ca.ts';
+import { createMeshCa, type MeshCa } from '../testdata/mesh-ca.ts';
 import type { Workload } from '../core/types.ts';
 import { ConfigStore } from '../daemon/config-store.ts';
 import { CertManager } from './cert-manager.ts';
@@ -37,7 +37,7 @@ async function until(what: string, check: () => boolean, timeoutMs = 5000): Prom
 }
 
 /** Signs with the real CA, counting calls and CSRs. */
-function caSigner(ca: CertificateAuthority, ttlSeconds?: number): Signer & { calls: number[] } {
+function caSigner(ca: MeshCa, ttlSeconds?: number): Signer & { calls: number[] } {
   const calls: number[] = [];
   return {
     calls,
@@ -50,7 +50,7 @@ function caSigner(ca: CertificateAuthority, ttlSeconds?: number): Signer & { cal
 }
 
 test('cert manager: one Sign call for the local enrolled identities only, keys match, dropped when the workload leaves', async (t) => {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const store = storeWith([
     workload('p1', 'a', 'x', 'node-1'), workload('p2', 'a', 'x', 'node-1'), workload('p3', 'b', 'y', 'node-1'),
     workload('p4', 'c', 'z', 'node-1', false), workload('p5', 'd', 'w', 'node-2'),
@@ -78,7 +78,7 @@ test('cert manager: one Sign call for the local enrolled identities only, keys m
 });
 
 test('cert manager: discards a certificate whose SAN is not the identity asked for, and retries', async (t) => {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const store = storeWith([workload('p1', 'a', 'x', 'node-1')]);
   let calls = 0;
   // A control plane that answers with another identity's certificate under the asked name.
@@ -100,7 +100,7 @@ test('cert manager: discards a certificate whose SAN is not the identity asked f
 });
 
 test('cert manager: discards a certificate for the right identity but another key', async (t) => {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const store = storeWith([workload('p1', 'a', 'x', 'node-1')]);
   const otherKey: Signer = {
     async sign() {
@@ -117,7 +117,7 @@ test('cert manager: discards a certificate for the right identity but another ke
 });
 
 test('cert manager: renews at half-life with a new key and serial', async (t) => {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const store = storeWith([workload('p1', 'a', 'x', 'node-1')]);
   // X.509 times have whole seconds: 4 s keeps the half-life clearly ahead of now.
   const signer = caSigner(ca, 4);
@@ -135,7 +135,7 @@ test('cert manager: renews at half-life with a new key and serial', async (t) =>
 });
 
 test('cert manager: a failing Sign is retried with backoff until it succeeds', async (t) => {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const store = storeWith([workload('p1', 'a', 'x', 'node-1')]);
   const real = caSigner(ca);
   let failures = 0;

@@ -10,7 +10,7 @@ import http2 from 'node:http2';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { Registry } from 'prom-client';
-import { CertificateAuthority } from '../controlplane/ca.ts';
+import { createMeshCa } from '../testdata/mesh-ca.ts';
 import { ConfigStore } from './config-store.ts';
 import { PeerError } from '../core/errors.ts';
 import { InboundListener } from './inbound.ts';
@@ -27,7 +27,7 @@ const SERVER_ID = spiffe(server);
 const CLIENT_ID = spiffe(client);
 
 async function setup(t: import('node:test').TestContext) {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const serverCerts = await MemoryCertSource.issuing(ca, [SERVER_ID]);
   const clientCerts = await MemoryCertSource.issuing(ca, [CLIENT_ID]);
   const config = new ConfigStore('n1');
@@ -134,7 +134,7 @@ test('a policy change closes open tunnels it no longer allows', async (t) => {
 
 test('clients without a certificate of the mesh CA fail the handshake', async (t) => {
   const { inbound, ca, pool, request } = await setup(t);
-  const otherCa = await CertificateAuthority.create();
+  const otherCa = await createMeshCa();
   const rogue = await MemoryCertSource.issuing(otherCa, [CLIENT_ID]);
   // Trusts the real root (so it would accept the server) but presents a foreign certificate.
   const rogueWithRealBundle = {

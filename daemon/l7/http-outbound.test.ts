@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { AuthorizationPolicy, HttpRoute, HttpRouteRule, Resource, Service, Workload } from '../../core/types.ts';
-import { CertificateAuthority } from '../../controlplane/ca.ts';
+import { createMeshCa } from '../../testdata/mesh-ca.ts';
 import { ConfigStore } from '../config-store.ts';
 import { createMetrics } from '../metrics.ts';
 import { ConnectionTracker } from '../connection-tracker.ts';
@@ -123,7 +123,7 @@ async function h2Pod(t: TestContext, ip: string, name: string, port = 0): Promis
 }
 
 async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: AuthorizationPolicy[]; services?: (appPort: number) => Service[] } = {}) {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const clientCerts = await MemoryCertSource.issuing(ca, [spiffe(client)]);
   const serverCerts = await MemoryCertSource.issuing(ca, [spiffe(v1), spiffe(local)]);
   const a = await pod(t, v1.ip, 'cart-v1');

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { Registry } from 'prom-client';
-import { CertificateAuthority } from '../../controlplane/ca.ts';
+import { createMeshCa } from '../../testdata/mesh-ca.ts';
 import { ConfigStore } from '../config-store.ts';
 import type { Service } from '../../core/types.ts';
 import { startDaemon } from '../daemon.ts';
@@ -47,7 +47,7 @@ function iptables(...args: string[]): void {
 }
 
 before(async () => {
-  const ca = await CertificateAuthority.create();
+  const ca = await createMeshCa();
   const certs1 = await MemoryCertSource.issuing(ca, [spiffe(A), spiffe(B), spiffe(S)]);
   const certs2 = await MemoryCertSource.issuing(ca, [spiffe(C)]);
   applyConfig(n1, everything);

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { CertSource, WorkloadCert } from '../../core/cert-source.ts';
 import type { AuthorizationPolicy, Resource, Service, Workload } from '../../core/types.ts';
 import { ConfigStore } from '../config-store.ts';
-import { CertificateAuthority } from '../../controlplane/ca.ts';
+import type { MeshCa } from '../../testdata/mesh-ca.ts';
 
 export class MemoryCertSource implements CertSource {
   readonly #certs = new Map<string, WorkloadCert>();
@@ -16,13 +16,13 @@ export class MemoryCertSource implements CertSource {
     this.#bundle = bundle;
   }
 
-  static async issuing(ca: CertificateAuthority, identities: string[]): Promise<MemoryCertSource> {
+  static async issuing(ca: MeshCa, identities: string[]): Promise<MemoryCertSource> {
     const source = new MemoryCertSource(ca.rootPem);
     for (const id of identities) await source.issue(ca, id);
     return source;
   }
 
-  async issue(ca: CertificateAuthority, identity: string): Promise<void> {
+  async issue(ca: MeshCa, identity: string): Promise<void> {
     const { keyPem, chainPem } = await ca.issueWorkloadCert(identity);
     this.#certs.set(identity, { identity, keyPem, chainPem, notAfter: new Date(Date.now() + 86_400_000) });
     this.#listeners.forEach((l) => l());
