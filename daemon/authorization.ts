@@ -22,6 +22,8 @@ export interface Decision {
   allowed: boolean;
   /** namespace/name of the policy that decided, when one did. */
   policy?: string;
+  /** Refused because the destination requires mTLS and the source sent plaintext. */
+  strictMtls?: boolean;
   reason: string;
 }
 

@@ -67,6 +67,11 @@ export abstract class CapturedListener {
   /** Resets the client and logs why, as "<name> connection refused: <reason>". */
   protected refuse(client: net.Socket, reason: string, fields: Record<string, unknown>): void {
     this.log.warn(`${this.name} connection refused: ${reason}`, fields);
+    this.refuseSilently(client);
+  }
+
+  /** Resets the client; for refusals already logged where they were decided (admission). */
+  protected refuseSilently(client: net.Socket): void {
     if (!client.destroyed) client.resetAndDestroy();
   }
 }

@@ -152,6 +152,11 @@ export class ConfigStore {
     return this.#workloadsByUid.get(uid);
   }
 
+  /** The workload behind a Service endpoint: by uid when the endpoint names one, else by IP. */
+  endpointWorkload(endpoint: { workloadUid: string; ip: string }): Workload | undefined {
+    return (endpoint.workloadUid ? this.#workloadsByUid.get(endpoint.workloadUid) : undefined) ?? this.#workloadsByIp.get(endpoint.ip);
+  }
+
   workloads(): Workload[] {
     return [...this.#workloadsByUid.values()];
   }

@@ -11,11 +11,11 @@ import { ConnectionTracker } from './connection-tracker.ts';
 import { LoadBalancer } from './load-balancer.ts';
 import { HbonePool } from './hbone-pool.ts';
 import { HBONE_PORT } from './hbone-settings.ts';
-import { checkAccess } from './access-check.ts';
+import { Admission, decide } from './admission.ts';
 import { OutboundListener } from './outbound.ts';
 import { InboundPlaintextListener } from './inbound-plaintext.ts';
 import { InboundListener } from './inbound.ts';
-import { HttpOutbound } from './l7/http-outbound.ts';
+import { createOutboundHttp } from './l7/outbound-http.ts';
 import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
 import { serviceServing } from './destination.ts';
@@ -65,18 +65,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tracker = new ConnectionTracker(metrics, (workload, port) => serviceServing(config, workload, port));
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
-  const http = new HttpOutbound({ config, pool, tracker, metrics, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
-  const httpInbound = new HttpInbound(config, metrics);
+  const admission = new Admission(config, metrics);
+  const http = createOutboundHttp({ config, pool, admission, metrics, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
+  const httpInbound = new HttpInbound(admission, metrics);
   const bound: { close(): void }[] = [];
   let outbound: OutboundListener;
   let inboundPlaintext: InboundPlaintextListener;
   let inbound: InboundListener;
   try {
-    outbound = await OutboundListener.bind({ config, tracker, metrics, pool, balancer, http, detectTimeoutMs: opts.http?.detectTimeoutMs, host, port: opts.ports?.outbound ?? 15001 });
+    outbound = await OutboundListener.bind({ config, tracker, admission, pool, balancer, http, detectTimeoutMs: opts.http?.detectTimeoutMs, host, port: opts.ports?.outbound ?? 15001 });
     bound.push(outbound);
-    inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, metrics, balancer, http: httpInbound, host, port: opts.ports?.inboundPlaintext ?? 15006 });
+    inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, admission, balancer, http: httpInbound, host, port: opts.ports?.inboundPlaintext ?? 15006 });
     bound.push(inboundPlaintext);
-    inbound = await InboundListener.bind({ config, certs, tracker, metrics, http: httpInbound, host, port: opts.ports?.inbound ?? HBONE_PORT });
+    inbound = await InboundListener.bind({ config, certs, tracker, admission, http: httpInbound, host, port: opts.ports?.inbound ?? HBONE_PORT });
     bound.push(inbound);
   } catch (err) {
     bound.forEach((l) => l.close());
@@ -87,7 +88,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // The store and the cert source have no unsubscribe: the handlers check `stopped`.
   let stopped = false;
   config.onChange(() => {
-    if (!stopped) tracker.reauthorize((input) => checkAccess(config, input));
+    if (!stopped) tracker.reauthorize((input) => decide(config, input));
   });
   certs.onChange(() => {
     if (stopped) return;

@@ -26,18 +26,14 @@ function resolveService(config: ConfigStore, balancer: LoadBalancer, service: Se
   const name = `${service.namespace}/${service.name}`;
   if (!servicePort) return { kind: 'unavailable', service, reason: `service ${name} has no port ${port}` };
   // Only endpoints whose target port can be resolved are candidates.
-  const candidates = service.endpoints.filter((e) => e.ready && targetPort(servicePort, workloadOf(config, e)) !== undefined);
+  const candidates = service.endpoints.filter((e) => e.ready && targetPort(servicePort, config.endpointWorkload(e)) !== undefined);
   const endpoint = balancer.choose(candidates);
   if (!endpoint) return { kind: 'unavailable', service, reason: `service ${name} has no ready endpoint for port ${port}` };
-  const workload = workloadOf(config, endpoint);
+  const workload = config.endpointWorkload(endpoint);
   const target = targetPort(servicePort, workload)!;
   return workload
     ? { kind: 'workload', workload, ip: endpoint.ip, port: target, service }
     : { kind: 'passthrough', ip: endpoint.ip, port: target, service };
-}
-
-function workloadOf(config: ConfigStore, endpoint: { workloadUid: string; ip: string }): Workload | undefined {
-  return (endpoint.workloadUid ? config.workloadByUid(endpoint.workloadUid) : undefined) ?? config.workloadByIp(endpoint.ip);
 }
 
 /** The numeric target port: ServicePort.targetPort, a named container port, or the service port itself. */

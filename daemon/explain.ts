@@ -6,7 +6,7 @@
 import type { ConfigStore } from './config-store.ts';
 import type { Workload } from '../core/types.ts';
 import { NodemeshError } from '../core/errors.ts';
-import { checkAccess } from './access-check.ts';
+import { decide } from './admission.ts';
 import { targetPort } from './destination.ts';
 
 export interface ExplainQuery {
@@ -53,7 +53,7 @@ export function explain(config: ConfigStore, q: ExplainQuery): Explanation {
     const path = !sourceMeshed || !meshed ? 'passthrough' : sameNode ? 'same-node' : 'hbone';
     // Authorization is decided on the destination's node; it is evaluated here from the same config.
     const authorization = workload && meshed
-      ? checkAccess(config, {
+      ? decide(config, {
           sourcePrincipal: sourceMeshed ? identity(source!) : null,
           sourceNamespace: sourceMeshed ? source!.namespace : null,
           sourceIp: q.sourceIp,

@@ -18,7 +18,7 @@ import { HbonePool } from './hbone-pool.ts';
 import type { HboneRequest } from './hbone-pool.ts';
 import { ConnectionTracker } from './connection-tracker.ts';
 import { createMetrics } from './metrics.ts';
-import { checkAccess } from './access-check.ts';
+import { Admission, decide } from './admission.ts';
 import { MemoryCertSource, applyConfig, denyFrom, echoServer, spiffe, workload } from './testdata/mesh-fixture.ts';
 
 const server = workload('cart', '127.0.0.1', 'n1');
@@ -38,7 +38,7 @@ async function setup(t: import('node:test').TestContext) {
   const echo = await echoServer('127.0.0.1');
   t.after(() => echo.close());
   const inbound = await InboundListener.bind({
-    config, certs: serverCerts, tracker, metrics, host: '127.0.0.1', port: 0,
+    config, certs: serverCerts, tracker, admission: new Admission(config, metrics), host: '127.0.0.1', port: 0,
     destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
   });
   t.after(() => inbound.close());
@@ -124,10 +124,10 @@ test('a policy change closes open tunnels it no longer allows', async (t) => {
   const stream = await pool.connect(request());
   const closed = new Promise((resolve) => stream.once('close', resolve));
   stream.resume();
-  tracker.reauthorize((input) => checkAccess(config, input));
+  tracker.reauthorize((input) => decide(config, input));
   assert.equal(tracker.size, 1, 'still allowed: kept open');
   applyConfig(config, { workloads: [server, client], policies: [denyFrom('shop', 'no-web', 'web')] }, 2);
-  tracker.reauthorize((input) => checkAccess(config, input));
+  tracker.reauthorize((input) => decide(config, input));
   await closed;
   await tracker.idle();
 });

@@ -5,21 +5,21 @@
 // (capture runs before kube-proxy's DNAT): they are balanced here, and an
 // endpoint that is not local is dialled as is, to be captured on its own node.
 
-import net from 'node:net';
+import type net from 'node:net';
 import type { Service } from '../core/types.ts';
 import type { ConfigStore } from './config-store.ts';
 import { logger } from '../core/log.ts';
 import type { SocketAddress } from './original-dst.ts';
 import type { AuthorizationInput } from './authorization.ts';
-import { checkAccess } from './access-check.ts';
+import type { Admission } from './admission.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
-import type { DaemonMetrics } from './metrics.ts';
 import { CapturedListener } from './captured-listener.ts';
 import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
-import { splice } from './splice.ts';
+import { relay } from './relay.ts';
 import { connectTcp } from './tcp-connect.ts';
 import { httpServiceOf } from './l7/protocol.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
+import type { HttpProtocol } from './l7/detect.ts';
 import type { HttpInbound } from './l7/http-inbound.ts';
 import type { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
@@ -29,7 +29,7 @@ const log = logger('inbound-plaintext');
 export interface InboundPlaintextOptions {
   config: ConfigStore;
   tracker: ConnectionTracker;
-  metrics: DaemonMetrics;
+  admission: Admission;
   balancer: LoadBalancer;
   host: string;
   port: number;
@@ -80,49 +80,29 @@ export class InboundPlaintextListener extends CapturedListener {
   }
 
   #serveTcp(client: net.Socket, input: AuthorizationInput, dst: SocketAddress, head: Buffer): void {
-    const { config, metrics, tracker } = this.#opts;
+    const { config, admission, tracker } = this.#opts;
     const { sourceIp, destination: workload } = input;
-    const decision = checkAccess(config, input);
-    if (!decision.allowed) {
-      metrics.tcpDenied.inc({
-        reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
-        source_principal: 'unknown', reason: workload.mtlsMode === 'strict' ? 'strict_mtls' : 'policy',
-      });
-      return this.refuse(client, decision.reason, { sourceIp, destination: `${dst.ip}:${dst.port}`, policy: decision.policy });
-    }
+    if (!admission.admit(input, { what: 'inbound plaintext connection', log }).allowed) return this.refuseSilently(client);
     const { ip, port } = dst;
-    connectTcp(ip, port).then(
-      (upstream) => {
-        if (client.destroyed) {
+    relay({
+      client,
+      connect: () => connectTcp(ip, port),
+      head,
+      opened: (upstream) => tracker.open({
+        listener: 'inbound-plaintext', reporter: 'destination', sourceIp, sourceWorkload: config.workloadByIp(sourceIp), sourcePrincipal: null,
+        destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: config.identityOf(workload),
+        security: 'none', authorization: input,
+        bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
+        destroy: () => {
+          client.destroy();
           upstream.destroy();
-          return;
-        }
-        const tracked = tracker.open({
-          listener: 'inbound-plaintext',
-          reporter: 'destination',
-          sourceIp,
-          sourceWorkload: config.workloadByIp(sourceIp),
-          sourcePrincipal: null,
-          destinationIp: ip,
-          destinationPort: port,
-          destinationWorkload: workload,
-          destinationPrincipal: config.identityOf(workload),
-          security: 'none',
-          authorization: input,
-          bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
-          destroy: () => {
-            client.destroy();
-            upstream.destroy();
-          },
-        });
-        if (head.length) upstream.write(head);
-        splice(client, upstream, (err) => tracked.finish(err));
-      },
-      (err: Error) => this.refuse(client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
-    );
+        },
+      }).finish,
+      failed: (err) => this.refuse(client, 'cannot connect to the destination', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+    });
   }
 
-  #serveHttp(client: net.Socket, input: AuthorizationInput, service: Service, head: Buffer, protocol: 'http1' | 'http2'): void {
+  #serveHttp(client: net.Socket, input: AuthorizationInput, service: Service, head: Buffer, protocol: HttpProtocol): void {
     const { config, tracker } = this.#opts;
     const workload = input.destination;
     const destinationPrincipal = config.identityOf(workload);
@@ -135,18 +115,19 @@ export class InboundPlaintextListener extends CapturedListener {
       destroy: () => client.destroy(),
     });
     client.once('close', () => tracked.finish());
-    this.#opts.http!.serve(client, { authorization: input, sourceWorkload, destinationPrincipal, service, security: 'none', addForwardedFor: true }, head, protocol);
+    const conn = { authorization: input, sourceWorkload, destinationPrincipal, service, security: 'none' as const, addForwardedFor: true };
+    if (protocol === 'http2') this.#opts.http!.serveHttp2(client, conn, head);
+    else this.#opts.http!.serveHttp1(client, conn, head);
   }
 
   /** A VIP connection balanced onto an endpoint on another node: its own node captures it. */
   #passThrough(client: net.Socket, sourceIp: string, ip: string, port: number): void {
-    connectTcp(ip, port).then(
-      (upstream) => {
-        if (client.destroyed) upstream.destroy();
-        else splice(client, upstream, () => {});
-      },
-      (err: Error) => this.refuse(client, 'cannot connect to the Service endpoint', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
-    );
+    relay({
+      client,
+      connect: () => connectTcp(ip, port),
+      opened: () => () => {},
+      failed: (err) => this.refuse(client, 'cannot connect to the Service endpoint', { sourceIp, destination: `${ip}:${port}`, error: err.message }),
+    });
   }
 }
 

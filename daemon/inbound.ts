@@ -15,11 +15,10 @@ import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
 import { unmapIpv4 } from './authorization.ts';
 import type { AuthorizationInput } from './authorization.ts';
-import { checkAccess } from './access-check.ts';
+import type { Admission } from './admission.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
-import type { DaemonMetrics } from './metrics.ts';
 import { listen, openSockets, stopListening } from './listen.ts';
-import { splice } from './splice.ts';
+import { relay } from './relay.ts';
 import { connectTcp } from './tcp-connect.ts';
 import { spiffeIdOf } from './peer-identity.ts';
 import { httpServiceOf } from './l7/protocol.ts';
@@ -36,7 +35,7 @@ export interface InboundOptions {
   config: ConfigStore;
   certs: CertSource;
   tracker: ConnectionTracker;
-  metrics: DaemonMetrics;
+  admission: Admission;
   host: string;
   port: number;
   /** Which pod the peer dialled; SO_ORIGINAL_DST unless a test injects it. */
@@ -236,64 +235,49 @@ export class InboundListener {
           service: httpService, security: 'mutual_tls', bytes: countBytes(stream), destroy: () => stream.destroy(),
         });
         stream.once('close', () => tracked.finish());
-        this.#opts.http!.serve(stream, { authorization: input, sourceWorkload, destinationPrincipal: identity, service: httpService, security: 'mutual_tls', addForwardedFor: false }, head, protocol);
+        const conn = { authorization: input, sourceWorkload, destinationPrincipal: identity, service: httpService, security: 'mutual_tls' as const, addForwardedFor: false };
+        if (protocol === 'http2') this.#opts.http!.serveHttp2(stream, conn, head);
+        else this.#opts.http!.serveHttp1(stream, conn, head);
       });
       return;
     }
     this.#serveTcp(ctx, stream, input, authority, Buffer.alloc(0));
   }
 
-  /** Authorizes the tunnel as a whole and splices it to the pod; `head` was read from it already. */
+  /** Admits the tunnel as a whole and splices it to the pod; `head` was read from it already. */
   #serveTcp(ctx: SessionContext, stream: ServerHttp2Stream, input: AuthorizationInput, authority: string | undefined, head: Buffer): void {
-    const { config, metrics, tracker } = this.#opts;
+    const { config, admission, tracker } = this.#opts;
     const workload = input.destination;
     const target = { ip: workload.ip, port: input.port };
-    const identity = config.identityOf(workload);
-    const decision = checkAccess(config, input);
+    const decision = admission.admit(input, { what: 'HBONE tunnel', log, fields: { target: authority } });
     if (!decision.allowed) {
-      metrics.tcpDenied.inc({
-        reporter: 'destination', destination_workload: workload.workloadName,
-        destination_workload_namespace: workload.namespace, source_principal: ctx.peerIdentity, reason: 'policy',
-      });
-      log.info('HBONE tunnel denied', { source: ctx.peerIdentity, sourceIp: input.sourceIp, target: authority, reason: decision.reason, policy: decision.policy });
       // Past protocol detection the 200 is out: the tunnel can only be reset.
       if (stream.headersSent) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
       return refuse(stream, 403, decision.reason);
     }
-    connectTcp(target.ip, target.port).then(
-      (upstream) => {
-        if (stream.destroyed || stream.closed) {
-          upstream.destroy();
-          return;
-        }
+    relay({
+      client: stream,
+      connect: () => connectTcp(target.ip, target.port),
+      head,
+      opened: (upstream) => {
         if (!stream.headersSent) stream.respond({ ':status': 200 });
-        const tracked = tracker.open({
-          listener: 'inbound',
-          reporter: 'destination',
-          sourceIp: input.sourceIp,
-          sourceWorkload: config.workloadByIp(input.sourceIp),
-          sourcePrincipal: ctx.peerIdentity,
-          destinationIp: target.ip,
-          destinationPort: target.port,
-          destinationWorkload: workload,
-          destinationPrincipal: identity,
-          security: 'mutual_tls',
-          authorization: input,
+        return tracker.open({
+          listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload: config.workloadByIp(input.sourceIp),
+          sourcePrincipal: ctx.peerIdentity, destinationIp: target.ip, destinationPort: target.port, destinationWorkload: workload,
+          destinationPrincipal: config.identityOf(workload), security: 'mutual_tls', authorization: input,
           // Upstream is the pod: what we write to it came from the source.
           bytes: () => ({ received: upstream.bytesWritten, sent: upstream.bytesRead }),
           destroy: () => {
             stream.destroy();
             upstream.destroy();
           },
-        });
-        if (head.length) upstream.write(head);
-        splice(stream, upstream, (err) => tracked.finish(err));
+        }).finish;
       },
-      (err: Error) => {
+      failed: (err) => {
         if (stream.headersSent) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         else refuse(stream, 503, `cannot connect to ${target.ip}:${target.port}: ${err.message}`);
       },
-    );
+    });
   }
 }
 

@@ -5,45 +5,49 @@
 // the in-process path with the same authorization the destination side applies;
 // anything else passes through unchanged. Connections to mesh destinations whose
 // port is not declared opaque are first checked for HTTP (l7/detect.ts); HTTP/1
-// and HTTP/2 go to the per-request HTTP proxy (l7/http-outbound.ts).
+// and HTTP/2 go to the per-request HTTP proxy of their protocol (l7/outbound-http.ts).
 
-import net from 'node:net';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Service, Workload } from '../core/types.ts';
 import type { ConfigStore } from './config-store.ts';
-import { logger } from '../core/log.ts';
+import { debug, logger } from '../core/log.ts';
 import type { SocketAddress } from './original-dst.ts';
 import type { AuthorizationInput } from './authorization.ts';
-import { checkAccess } from './access-check.ts';
+import type { Admission } from './admission.ts';
 import type { ConnectionInfo, ConnectionTracker } from './connection-tracker.ts';
-import type { DaemonMetrics } from './metrics.ts';
 import type { HbonePool } from './hbone-pool.ts';
 import type { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
 import { CapturedListener } from './captured-listener.ts';
 import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
-import { splice } from './splice.ts';
+import { relay } from './relay.ts';
 import { connectTcp } from './tcp-connect.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
+import type { HttpProtocol } from './l7/detect.ts';
 import { destinationProtocol } from './l7/protocol.ts';
-import type { HttpOutbound } from './l7/http-outbound.ts';
+import type { OutboundHttp } from './l7/outbound-http.ts';
+import type { HttpClientConnection } from './l7/request-router.ts';
 
 const log = logger('outbound');
+const trace = debug('outbound');
 
 export interface OutboundOptions {
   config: ConfigStore;
   tracker: ConnectionTracker;
-  metrics: DaemonMetrics;
+  admission: Admission;
   pool: HbonePool;
   balancer: LoadBalancer;
   host: string;
   port: number;
   destinationOf?: DestinationOf;
   /** HTTP handling; without it every connection is carried as TCP. */
-  http?: HttpOutbound;
+  http?: OutboundHttp;
   /** How long an undeclared port waits for the client's first bytes before it is treated as TCP. */
   detectTimeoutMs?: number;
 }
+
+type Destination = Pick<ConnectionInfo, 'destinationIp' | 'destinationPort' | 'destinationWorkload' | 'destinationPrincipal' | 'security'>;
 
 /** What every path of one outbound connection shares. */
 interface Outbound {
@@ -78,14 +82,32 @@ export class OutboundListener extends CapturedListener {
     const { http } = this.#opts;
     const inMesh = config.serviceByVip(dst.ip) !== undefined || config.workloadByIp(dst.ip) !== undefined;
     const declared = http && inMesh ? destinationProtocol(config, dst.ip, dst.port) : 'opaque';
+    trace('connection', { sourceIp, destination: `${dst.ip}:${dst.port}`, protocol: declared });
     if (declared === 'opaque') return this.#forward({ client, source, sourceIdentity, sourceIp, head: Buffer.alloc(0) }, dst);
     // A declared HTTP port waits for its client as long as the client likes (pre-connected pools).
     const timeoutMs = declared === 'detect' ? this.#opts.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS : 0;
     detectProtocol(client, timeoutMs).then(({ protocol, head }) => {
       if (client.destroyed) return;
-      if (protocol !== 'opaque') return http!.handle(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head, protocol);
+      trace('detected', { sourceIp, destination: `${dst.ip}:${dst.port}`, protocol });
+      if (protocol !== 'opaque') return this.#serveHttp(client, { source, sourceIdentity, sourceIp, dstIp: dst.ip, dstPort: dst.port }, head, protocol);
       this.#forward({ client, source, sourceIdentity, sourceIp, head }, dst);
     }).catch((err: Error) => this.refuse(client, 'failed to hand the connection on after protocol detection', { sourceIp, error: err.message }));
+  }
+
+  /** Hands an HTTP connection to the handler of its protocol; requests are routed one by one. */
+  #serveHttp(client: net.Socket, conn: HttpClientConnection, head: Buffer, protocol: HttpProtocol): void {
+    const { config, tracker } = this.#opts;
+    const tracked = tracker.open({
+      listener: 'outbound', reporter: 'source', sourceIp: conn.sourceIp, sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity,
+      destinationIp: conn.dstIp, destinationPort: conn.dstPort, destinationWorkload: config.workloadByIp(conn.dstIp),
+      destinationPrincipal: null, service: config.serviceByVip(conn.dstIp), security: 'mutual_tls',
+      bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
+      destroy: () => client.destroy(),
+    });
+    client.once('close', () => tracked.finish());
+    const { http1, http2 } = this.#opts.http!;
+    if (protocol === 'http2') http2.handle(client, conn, head);
+    else http1.handle(client, conn, head);
   }
 
   /** Carries the connection as TCP to where its original destination resolves. */
@@ -110,96 +132,64 @@ export class OutboundListener extends CapturedListener {
 
   /** Plain TCP to a destination outside the mesh. */
   #direct(out: Outbound, ip: string, port: number, workload: Workload | undefined): void {
-    const release = this.#opts.balancer.track(ip);
-    connectTcp(ip, port).then(
-      (upstream) => this.#proxy(out, upstream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: null, security: 'none' }),
-      (err: Error) => {
-        release();
-        this.refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
-      },
-    );
+    this.#relay(out, () => connectTcp(ip, port), 'cannot connect to the destination', {
+      destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: null, security: 'none',
+    });
   }
 
   /** HBONE to the destination node. */
   #tunnel(out: Outbound, workload: Workload, ip: string, port: number): void {
     const destinationIdentity = this.#opts.config.identityOf(workload);
-    const release = this.#opts.balancer.track(ip);
-    this.#opts.pool
-      .connect({
-        sourceIdentity: out.sourceIdentity, destinationIdentity, destinationIp: ip, destinationNode: workload.node,
-        target: `${ip}:${port}`, forwardedFor: out.sourceIp,
-      })
-      .then(
-        (stream) => this.#proxy(out, stream, release, { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: destinationIdentity, security: 'mutual_tls' }),
-        (err: Error) => {
-          release();
-          this.refuse(out.client, 'HBONE tunnel failed', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
-        },
-      );
-  }
-
-  /** Both ends on this node: authorize as the destination side would, then connect in-process. */
-  #sameNode(out: Outbound, workload: Workload, ip: string, port: number): void {
-    const { config, metrics, tracker } = this.#opts;
-    const destinationIdentity = config.identityOf(workload);
-    const input: AuthorizationInput = {
-      sourcePrincipal: out.sourceIdentity, sourceNamespace: out.source.namespace, sourceIp: out.sourceIp, destination: workload, port,
+    const request = {
+      sourceIdentity: out.sourceIdentity, destinationIdentity, destinationIp: ip, destinationNode: workload.node,
+      target: `${ip}:${port}`, forwardedFor: out.sourceIp,
     };
-    const decision = checkAccess(config, input);
-    if (!decision.allowed) {
-      metrics.tcpDenied.inc({
-        reporter: 'destination', destination_workload: workload.workloadName, destination_workload_namespace: workload.namespace,
-        source_principal: out.sourceIdentity, reason: 'policy',
-      });
-      return this.refuse(out.client, 'denied by authorization policy', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, reason: decision.reason, policy: decision.policy });
-    }
-    const release = this.#opts.balancer.track(ip);
-    connectTcp(ip, port).then(
-      (upstream) => {
-        const common = { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: destinationIdentity, security: 'mutual_tls' as const };
-        // Istio reports a same-node connection from both sides; only the destination side is re-authorized.
-        const destinationSide = tracker.open({
-          ...this.#info(out, upstream, common),
-          listener: 'same-node',
-          reporter: 'destination',
-          authorization: input,
-        });
-        this.#proxy(out, upstream, release, common, destinationSide.finish);
-      },
-      (err: Error) => {
-        release();
-        this.refuse(out.client, 'cannot connect to the destination', { sourceIp: out.sourceIp, destination: `${ip}:${port}`, error: err.message });
-      },
-    );
-  }
-
-  #proxy(
-    out: Outbound,
-    upstream: Duplex,
-    release: () => void,
-    dest: Pick<ConnectionInfo, 'destinationIp' | 'destinationPort' | 'destinationWorkload' | 'destinationPrincipal' | 'security'>,
-    alsoFinish?: (error?: Error) => void,
-  ): void {
-    if (out.client.destroyed) {
-      release();
-      upstream.destroy();
-      alsoFinish?.();
-      return;
-    }
-    const tracked = this.#opts.tracker.open({ ...this.#info(out, upstream, dest), listener: 'outbound', reporter: 'source' });
-    if (out.head.length) upstream.write(out.head);
-    splice(out.client, upstream, (err) => {
-      release();
-      tracked.finish(err);
-      alsoFinish?.(err);
+    this.#relay(out, () => this.#opts.pool.connect(request), 'HBONE tunnel failed', {
+      destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: destinationIdentity, security: 'mutual_tls',
     });
   }
 
-  #info(
+  /** Both ends on this node: admitted as the destination side would, then connected in-process. */
+  #sameNode(out: Outbound, workload: Workload, ip: string, port: number): void {
+    const { config, admission, tracker } = this.#opts;
+    const input: AuthorizationInput = {
+      sourcePrincipal: out.sourceIdentity, sourceNamespace: out.source.namespace, sourceIp: out.sourceIp, destination: workload, port,
+    };
+    if (!admission.admit(input, { what: 'same-node connection', log }).allowed) return this.refuseSilently(out.client);
+    const dest = { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: config.identityOf(workload), security: 'mutual_tls' as const };
+    this.#relay(out, () => connectTcp(ip, port), 'cannot connect to the destination', dest, (upstream) => {
+      // Istio reports a same-node connection from both sides; only the destination side is re-authorized.
+      const destinationSide = tracker.open({ ...this.#info(out, upstream, dest), listener: 'same-node', reporter: 'destination', authorization: input });
+      return destinationSide.finish;
+    });
+  }
+
+  /** Connects, tracks the source side (and, for same-node, the destination side) and splices; the balancer counts it until the close. */
+  #relay(
     out: Outbound,
-    upstream: Duplex,
-    dest: Pick<ConnectionInfo, 'destinationIp' | 'destinationPort' | 'destinationWorkload' | 'destinationPrincipal' | 'security'>,
-  ): Omit<ConnectionInfo, 'listener' | 'reporter'> {
+    connect: () => Promise<Duplex>,
+    failure: string,
+    dest: Destination,
+    alsoTrack?: (upstream: Duplex) => (error?: Error) => void,
+  ): void {
+    relay({
+      client: out.client,
+      connect,
+      head: out.head,
+      settled: this.#opts.balancer.track(dest.destinationIp),
+      opened: (upstream) => {
+        const tracked = this.#opts.tracker.open({ ...this.#info(out, upstream, dest), listener: 'outbound', reporter: 'source' });
+        const alsoFinish = alsoTrack?.(upstream);
+        return (err) => {
+          tracked.finish(err);
+          alsoFinish?.(err);
+        };
+      },
+      failed: (err) => this.refuse(out.client, failure, { sourceIp: out.sourceIp, destination: `${dest.destinationIp}:${dest.destinationPort}`, error: err.message }),
+    });
+  }
+
+  #info(out: Outbound, upstream: Duplex, dest: Destination): Omit<ConnectionInfo, 'listener' | 'reporter'> {
     const { client } = out;
     return {
       ...dest,
@@ -216,5 +206,3 @@ export class OutboundListener extends CapturedListener {
     };
   }
 }
-
-/** Refuses with a reset, so the application sees the failure instead of an empty reply. */

@@ -7,6 +7,7 @@
 import type { Duplex } from 'node:stream';
 
 export type DetectedProtocol = 'http1' | 'http2' | 'opaque';
+export type HttpProtocol = Exclude<DetectedProtocol, 'opaque'>;
 
 /**
  * 100 ms: a client that speaks first writes its request right after connect,

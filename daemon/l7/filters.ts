@@ -1,11 +1,57 @@
-// The Gateway API filters of a matched rule, as pure functions over header maps
-// and paths: RequestHeaderModifier, ResponseHeaderModifier, URLRewrite and
-// RequestRedirect.
+// The Gateway API filters of a matched rule: RequestHeaderModifier,
+// ResponseHeaderModifier, URLRewrite and RequestRedirect, as pure functions over
+// header maps and paths, and the loop that applies a rule's filters to a request
+// in their order.
 
 import type { HeaderModifier, HttpRouteFilter, HttpRouteMatch } from '../../core/types.ts';
 import { normalizePrefix } from './route-table.ts';
+import { LocalReply } from './local-reply.ts';
 
 export type Headers = Record<string, string | string[] | undefined>;
+
+/** What a request needs to be read and rewritten: node:http and node:http2 requests both fit. */
+export interface RoutableRequest {
+  url?: string;
+  method?: string;
+  headers: Headers;
+}
+
+/**
+ * Applies a matched rule's filters to the request (its headers and URL change in
+ * place). A RequestRedirect ends the request with a LocalReply; otherwise the
+ * response header modifier, if any, is returned for the response.
+ */
+export function applyRequestFilters(
+  filters: readonly HttpRouteFilter[], req: RoutableRequest, url: URL, match: HttpRouteMatch, dialled: { ip: string; port: number },
+): LocalReply | { responseHeaders?: HeaderModifier } {
+  let responseHeaders: HeaderModifier | undefined;
+  for (const filter of filters) {
+    switch (filter.type) {
+      case 'RequestRedirect': {
+        const host = authorityOf(req) ?? dialled.ip;
+        const location = redirectLocation(filter, { scheme: 'http', host, port: dialled.port, path: url.pathname, search: url.search }, match);
+        return new LocalReply(filter.statusCode || 302, '', { location });
+      }
+      case 'RequestHeaderModifier':
+        if (filter.headerModifier) modifyHeaders(req.headers, filter.headerModifier);
+        break;
+      case 'ResponseHeaderModifier':
+        responseHeaders = filter.headerModifier;
+        break;
+      case 'URLRewrite':
+        if (filter.hostname) req.headers[':authority' in req.headers ? ':authority' : 'host'] = filter.hostname;
+        if (filter.path) req.url = rewritePath(url.pathname, filter.path, match) + url.search;
+        break;
+    }
+  }
+  return { responseHeaders };
+}
+
+/** Host of the request: HTTP/2's :authority or HTTP/1's Host. */
+function authorityOf(req: RoutableRequest): string | undefined {
+  const value = req.headers[':authority'] ?? req.headers.host;
+  return Array.isArray(value) ? value[0] : value;
+}
 
 /** set replaces, add appends (comma-joined, as the spec shows), remove deletes; names case-insensitive. */
 export function modifyHeaders(headers: Headers, mod: HeaderModifier): void {

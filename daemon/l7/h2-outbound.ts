@@ -10,24 +10,19 @@ import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders, Serv
 import type net from 'node:net';
 import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
-import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';
-import { relayStream, replyLocally as reply } from './h2-relay.ts';
-import type { PeakEwmaBalancer } from './peak-ewma.ts';
+import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
 import { recordSourceRequest } from './request-metrics.ts';
-import { LocalReply } from './request-router.ts';
-import { NOT_FORWARDED } from './h2-relay.ts';
-import type { HttpClientConnection, RequestRouter, Upstream } from './request-router.ts';
+import { LocalReply, replyHttp2 as reply } from './local-reply.ts';
+import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 
 const log = logger('h2-outbound');
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
 export interface H2OutboundOptions {
   config: ConfigStore;
-  tracker: ConnectionTracker;
   metrics: DaemonMetrics;
   router: RequestRouter;
-  balancer: PeakEwmaBalancer;
 }
 
 export class H2Outbound {
@@ -54,15 +49,6 @@ export class H2Outbound {
 
   /** Takes over a captured connection that opened with the HTTP/2 preface (`head`, already read). */
   handle(client: net.Socket, conn: HttpClientConnection, head: Buffer): void {
-    const { config, tracker } = this.#opts;
-    const tracked = tracker.open({
-      listener: 'outbound', reporter: 'source', sourceIp: conn.sourceIp, sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity,
-      destinationIp: conn.dstIp, destinationPort: conn.dstPort, destinationWorkload: config.workloadByIp(conn.dstIp),
-      destinationPrincipal: null, service: config.serviceByVip(conn.dstIp), security: 'mutual_tls',
-      bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
-      destroy: () => client.destroy(),
-    });
-    client.once('close', () => tracked.finish());
     // The session reads what is buffered on the socket first.
     client.unshift(head);
     this.#handing = conn;
@@ -82,47 +68,43 @@ export class H2Outbound {
     stream.on('error', (err) => log.debug('client stream error', { error: err.message }));
     const conn = this.#connections.get(stream.session as ServerHttp2Session);
     if (!conn) return void stream.close(NGHTTP2_INTERNAL_ERROR);
+    const { config, metrics, router } = this.#opts;
     const started = performance.now();
-    let reported: Upstream | undefined;
-    stream.once('close', () => recordSourceRequest(this.#opts.config, this.#opts.metrics, conn, reported, Number(stream.sentHeaders?.[':status'] ?? 0), started));
-    const { router, balancer } = this.#opts;
     const request = { url: headers[':path'], method: headers[':method'], headers: headers as Record<string, string | string[] | undefined> };
-    const routed = router.route(request, conn);
-    if (routed instanceof LocalReply) return reply(stream, routed);
-    const upstream = router.upstream(routed.target, new Set());
-    if (upstream instanceof LocalReply) return reply(stream, upstream);
-    reported = upstream;
-    const denied = router.authorizeLocal(request, conn, upstream);
-    if (denied) return reply(stream, denied);
-    const done = balancer.start(upstream.ip);
+    const plan = router.plan(request, conn);
+    stream.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, Number(stream.sentHeaders?.[':status'] ?? 0), started));
+    if (plan instanceof LocalReply) return reply(stream, plan);
+    const endpoint = plan.next();
+    if (endpoint instanceof LocalReply) return reply(stream, endpoint);
+    const done = router.balancer.start(endpoint.ip);
     let session: ClientHttp2Session;
     try {
-      session = await this.#session(conn, upstream);
+      session = await this.#session(endpoint);
     } catch (err) {
       done(true);
-      return reply(stream, new LocalReply(503, `cannot connect to ${upstream.ip}:${upstream.port}: ${(err as Error).message}`));
+      return reply(stream, new LocalReply(503, `cannot connect to ${endpoint.ip}:${endpoint.port}: ${(err as Error).message}`));
     }
     if (stream.destroyed) return done();
     const upstreamStream = session.request(forwardedHeaders(request, conn));
-    const timeoutMs = minPositive(routed.timeouts.backend, routed.timeouts.request);
+    const timeoutMs = minPositive(plan.timeouts.backend, plan.timeouts.request);
     const timer = timeoutMs ? setTimeout(() => {
       upstreamStream.close(NGHTTP2_CANCEL);
       if (stream.headersSent) stream.close(NGHTTP2_CANCEL);
-      else reply(stream, new LocalReply(504, `request timeout (${timeoutMs} ms) reached at ${upstream.ip}:${upstream.port}`));
+      else reply(stream, new LocalReply(504, `request timeout (${timeoutMs} ms) reached at ${endpoint.ip}:${endpoint.port}`));
     }, timeoutMs) : undefined;
-    relayStream(stream, upstreamStream, routed.responseHeaders, () => {
+    relayStream(stream, upstreamStream, plan.responseHeaders, () => {
       clearTimeout(timer);
       done();
     });
   }
 
-  /** The pooled HTTP/2 session to an endpoint, opened over HBONE or TCP as the router connects. */
-  #session(conn: HttpClientConnection, upstream: Upstream): Promise<ClientHttp2Session> {
-    const key = `${conn.sourceIdentity}|${upstream.ip}:${upstream.port}`;
+  /** The pooled HTTP/2 session to an endpoint, opened over the endpoint's own connection (HBONE or TCP). */
+  #session(endpoint: Endpoint): Promise<ClientHttp2Session> {
+    const key = endpoint.poolKey;
     const cached = this.#sessions.get(key);
     if (cached) return cached;
-    const opening = this.#opts.router.connect(conn, upstream).then((transport) => new Promise<ClientHttp2Session>((resolve, reject) => {
-      const session = http2.connect(`http://${upstream.ip}:${upstream.port}`, { createConnection: () => transport as net.Socket });
+    const opening = endpoint.connect().then((transport) => new Promise<ClientHttp2Session>((resolve, reject) => {
+      const session = http2.connect(`http://${endpoint.ip}:${endpoint.port}`, { createConnection: () => transport as net.Socket });
       const forget = () => {
         if (this.#sessions.get(key) === opening) this.#sessions.delete(key);
       };

@@ -7,7 +7,7 @@ import http2 from 'node:http2';
 import type { ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { HeaderModifier } from '../../core/types.ts';
 import { modifyHeaders } from './filters.ts';
-import { LocalReply } from './request-router.ts';
+import { LocalReply, replyHttp2 } from './local-reply.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_FLAG_END_STREAM, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
@@ -44,23 +44,15 @@ export function relayStream(stream: ServerHttp2Stream, up: ClientHttp2Stream, mo
     responded();
     if (stream.destroyed) return;
     if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR);
-    else replyLocally(stream, new LocalReply(502, `upstream stream failed: ${err.message}`));
+    else replyHttp2(stream, new LocalReply(502, `upstream stream failed: ${err.message}`));
   });
   up.once('close', () => {
     responded();
     // Reset by the upstream before any response: the client must not wait.
-    if (!stream.headersSent && !stream.destroyed) replyLocally(stream, new LocalReply(502, `upstream reset the stream (code ${up.rstCode})`));
+    if (!stream.headersSent && !stream.destroyed) replyHttp2(stream, new LocalReply(502, `upstream reset the stream (code ${up.rstCode})`));
   });
 }
 
 function withoutPseudo(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   return Object.fromEntries(Object.entries(headers).filter(([name]) => !name.startsWith(':')));
-}
-
-/** Answers a stream from the mesh itself (404, 403, 503...), unless it already has an answer. */
-export function replyLocally(stream: ServerHttp2Stream, r: LocalReply): void {
-  if (stream.destroyed || stream.headersSent) return;
-  const body = r.reason ? `${r.reason}\n` : '';
-  stream.respond({ ':status': r.status, 'content-type': 'text/plain; charset=utf-8', ...r.headers });
-  stream.end(body);
 }

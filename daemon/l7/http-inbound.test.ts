@@ -17,6 +17,7 @@ import { LoadBalancer } from '../load-balancer.ts';
 import { InboundPlaintextListener } from '../inbound-plaintext.ts';
 import { applyConfig, workload } from '../testdata/mesh-fixture.ts';
 import { HttpInbound } from './http-inbound.ts';
+import { Admission } from '../admission.ts';
 
 const pod = workload('inventory', '127.0.0.5', 'n1');
 const OUTSIDER = '127.0.0.9';
@@ -43,7 +44,7 @@ async function setup(t: TestContext, policies: AuthorizationPolicy[]) {
   const registry = new Registry();
   const metrics = createMetrics(registry);
   const listener = await InboundPlaintextListener.bind({
-    config, tracker: new ConnectionTracker(metrics), metrics, balancer: new LoadBalancer(), http: new HttpInbound(config, metrics),
+    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(), http: new HttpInbound(new Admission(config, metrics), metrics),
     host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
   });
   t.after(() => listener.close());

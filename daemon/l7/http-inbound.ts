@@ -12,17 +12,16 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { Service, Workload } from '../../core/types.ts';
-import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
-import { checkAccess } from '../access-check.ts';
+import type { Admission } from '../admission.ts';
 import type { AuthorizationInput } from '../authorization.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { connectTcp } from '../tcp-connect.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
 import { requestLabels } from './request-metrics.ts';
 import { socketLike } from './socket-like.ts';
-import { NOT_FORWARDED, relayStream, replyLocally } from './h2-relay.ts';
-import { LocalReply } from './request-router.ts';
+import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
+import { LocalReply, replyHttp1, replyHttp2 } from './local-reply.ts';
 
 const log = logger('http-inbound');
 
@@ -49,7 +48,7 @@ interface ServedH2 {
 }
 
 export class HttpInbound {
-  readonly #config: ConfigStore;
+  readonly #admission: Admission;
   readonly #metrics: DaemonMetrics;
   readonly #server: http.Server;
   readonly #proxy = httpProxy.createProxyServer({});
@@ -59,8 +58,8 @@ export class HttpInbound {
   /** Set while a connection is handed to the HTTP/2 server, which creates its session synchronously. */
   #handing: ServedH2 | undefined;
 
-  constructor(config: ConfigStore, metrics: DaemonMetrics) {
-    this.#config = config;
+  constructor(admission: Admission, metrics: DaemonMetrics) {
+    this.#admission = admission;
     this.#metrics = metrics;
     this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
     this.#server.on('request', (req, res) => this.#onRequest(req, res));
@@ -76,9 +75,8 @@ export class HttpInbound {
     this.#h2Server.on('stream', (stream, headers) => this.#onH2Stream(stream, headers));
   }
 
-  /** Serves HTTP arriving on `downstream` (an accepted tunnel stream or socket), whose first bytes `head` were already read. */
-  serve(downstream: Duplex, conn: InboundHttpConnection, head: Buffer, protocol: 'http1' | 'http2' = 'http1'): void {
-    if (protocol === 'http2') return this.#serveH2(downstream, conn, head);
+  /** Serves HTTP/1 arriving on `downstream` (an accepted tunnel stream or socket), whose first bytes `head` were already read. */
+  serveHttp1(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
     const { destination, port } = conn.authorization;
     // One keep-alive agent per tunnel: its pod connections live and die with it.
     const agent = new UpstreamAgent(() => connectTcp(destination.ip, port));
@@ -90,7 +88,8 @@ export class HttpInbound {
     downstream.resume();
   }
 
-  #serveH2(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
+  /** Serves HTTP/2 (prior knowledge: `head` holds the preface) arriving on `downstream`. */
+  serveHttp2(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
     const served: ServedH2 = { conn };
     downstream.once('close', () => served.pod?.close());
     downstream.unshift(head);
@@ -110,7 +109,7 @@ export class HttpInbound {
     const started = performance.now();
     stream.once('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started));
     const denied = this.#deny({ method: headers[':method'], url: headers[':path'] }, conn);
-    if (denied) return replyLocally(stream, new LocalReply(403, `RBAC: access denied: ${denied}`));
+    if (denied) return replyHttp2(stream, denied);
     const { destination, port } = conn.authorization;
     if (!served.pod || served.pod.closed || served.pod.destroyed) {
       const pod = http2.connect(`http://${destination.ip}:${port}`, { createConnection: () => net.connect({ host: destination.ip, port, noDelay: true }) });
@@ -122,18 +121,11 @@ export class HttpInbound {
     relayStream(stream, served.pod.request(out), undefined, () => {});
   }
 
-  /** The request's authorization decision; a 403 reason when denied. */
-  #deny(req: { method?: string; url?: string }, conn: InboundHttpConnection): string | undefined {
+  /** The request's admission; the 403 to answer when denied. */
+  #deny(req: { method?: string; url?: string }, conn: InboundHttpConnection): LocalReply | undefined {
     const path = new URL(req.url ?? '/', 'http://request.invalid').pathname;
-    const decision = checkAccess(this.#config, { ...conn.authorization, http: { method: req.method ?? 'GET', path } });
-    if (decision.allowed) return undefined;
-    const { destination, sourcePrincipal } = conn.authorization;
-    this.#metrics.tcpDenied.inc({
-      reporter: 'destination', destination_workload: destination.workloadName, destination_workload_namespace: destination.namespace,
-      source_principal: sourcePrincipal ?? 'unknown', reason: 'policy',
-    });
-    log.info('HTTP request denied', { source: sourcePrincipal, sourceIp: conn.authorization.sourceIp, method: req.method, path, reason: decision.reason, policy: decision.policy });
-    return decision.reason;
+    const decision = this.#admission.admit({ ...conn.authorization, http: { method: req.method ?? 'GET', path } }, { what: 'HTTP request', log });
+    return decision.allowed ? undefined : new LocalReply(403, `RBAC: access denied: ${decision.reason}`);
   }
 
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -143,17 +135,10 @@ export class HttpInbound {
     const started = performance.now();
     res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started));
     const denied = this.#deny(req, conn);
-    if (denied) {
-      const body = `RBAC: access denied: ${denied}\n`;
-      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-      return void res.end(body);
-    }
+    if (denied) return replyHttp1(res, denied);
     const { destination, port } = conn.authorization;
     this.#proxy.web(req, res, { target: { host: destination.ip, port }, agent, xfwd: conn.addForwardedFor }, (err: Error) => {
-      if (res.headersSent) return void res.destroy();
-      const body = `cannot reach ${destination.namespace}/${destination.name} at ${destination.ip}:${port}: ${err.message}\n`;
-      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-      res.end(body);
+      replyHttp1(res, new LocalReply(503, `cannot reach ${destination.namespace}/${destination.name} at ${destination.ip}:${port}: ${err.message}`));
     });
   }
 

@@ -1,12 +1,3 @@
-// HTTP on the outbound side (HTTP/2 streams are relayed by h2-outbound.ts): connections the detector (or a Service's
-// declared protocol) found to carry HTTP are parsed here, and every request is
-// routed on its own: HTTPRoute matching and filters, a weighted backend, a
-// peak-EWMA endpoint choice, then http-proxy over a keep-alive agent for that
-// endpoint whose connections are HBONE streams (remote pods) or sockets (pods on
-// this node, authorized in-process per request). Connect failures and
-// configured 5xx are retried within a budget when the body could be kept for
-// replay; responses and bodies stream through unbuffered.
-
 import http from 'node:http';
 import type net from 'node:net';
 import { Readable } from 'node:stream';
@@ -15,35 +6,29 @@ import { LRUCache } from 'lru-cache';
 import type { HeaderModifier } from '../../core/types.ts';
 import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
-import type { ConnectionTracker } from '../connection-tracker.ts';
 import type { DaemonMetrics } from '../metrics.ts';
-import type { HbonePool } from '../hbone-pool.ts';
 import { modifyHeaders } from './filters.ts';
-import { PeakEwmaBalancer } from './peak-ewma.ts';
-import { RetryBudget } from './retry-budget.ts';
+import type { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { recordSourceRequest } from './request-metrics.ts';
-import { LocalReply, RequestRouter } from './request-router.ts';
-import { H2Outbound } from './h2-outbound.ts';
-import type { HttpClientConnection, Upstream } from './request-router.ts';
+import { LocalReply, replyHttp1 as reply } from './local-reply.ts';
+import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 
-const log = logger('http-outbound');
+const log = logger('h1-outbound');
 
 /** Bodies up to this size are kept for replay; larger ones stream and are never retried. */
 export const MAX_REPLAY_BODY = 64 * 1024;
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
 
-export interface HttpOutboundOptions {
+export interface H1OutboundOptions {
   config: ConfigStore;
-  pool: HbonePool;
-  tracker: ConnectionTracker;
   metrics: DaemonMetrics;
-  /** Upstream statuses retried (default 503: the server says it did not process the request). */
-  retryStatuses?: number[];
-  /** Attempts per request including the first (default 3). */
-  maxAttempts?: number;
-  budget?: RetryBudget;
-  balancer?: PeakEwmaBalancer;
+  router: RequestRouter;
+  budget: RetryBudget;
+  /** Upstream statuses retried. */
+  retryStatuses: ReadonlySet<number>;
+  /** Attempts per request including the first. */
+  maxAttempts: number;
 }
 
 type Outcome =
@@ -57,28 +42,16 @@ interface InFlight {
   settle(outcome: Outcome): void;
 }
 
-export class HttpOutbound {
-  readonly #opts: HttpOutboundOptions;
+export class H1Outbound {
+  readonly #opts: H1OutboundOptions;
   readonly #server: http.Server;
   readonly #proxy = httpProxy.createProxyServer({ xfwd: true, selfHandleResponse: true });
   readonly #connections = new WeakMap<net.Socket, HttpClientConnection>();
   readonly #inFlight = new WeakMap<http.IncomingMessage, InFlight>();
   readonly #agents = new LRUCache<string, UpstreamAgent>({ max: 4096, dispose: (agent) => agent.destroy() });
-  readonly #balancer: PeakEwmaBalancer;
-  readonly #router: RequestRouter;
-  readonly #h2: H2Outbound;
-  readonly #budget: RetryBudget;
-  readonly #retryStatuses: Set<number>;
-  readonly #maxAttempts: number;
 
-  constructor(opts: HttpOutboundOptions) {
+  constructor(opts: H1OutboundOptions) {
     this.#opts = opts;
-    this.#balancer = opts.balancer ?? new PeakEwmaBalancer();
-    this.#router = new RequestRouter(opts.config, opts.pool, opts.metrics, this.#balancer);
-    this.#h2 = new H2Outbound({ config: opts.config, tracker: opts.tracker, metrics: opts.metrics, router: this.#router, balancer: this.#balancer });
-    this.#budget = opts.budget ?? new RetryBudget();
-    this.#retryStatuses = new Set(opts.retryStatuses ?? [503]);
-    this.#maxAttempts = opts.maxAttempts ?? 3;
     // Never listens: captured sockets are handed to it. No server-side timeouts: the
     // application's own client decides how long it waits.
     this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
@@ -101,18 +74,9 @@ export class HttpOutbound {
     this.#proxy.on('proxyRes', (response, req) => this.#inFlight.get(req)?.settle({ kind: 'response', response }));
   }
 
-  /** Takes over a captured connection whose first bytes (`head`, already read) are HTTP/1 or the HTTP/2 preface. */
-  handle(client: net.Socket, conn: HttpClientConnection, head: Buffer, protocol: 'http1' | 'http2' = 'http1'): void {
-    if (protocol === 'http2') return this.#h2.handle(client, conn, head);
+  /** Takes over a captured connection whose first bytes (`head`, already read) are HTTP/1. */
+  handle(client: net.Socket, conn: HttpClientConnection, head: Buffer): void {
     this.#connections.set(client, conn);
-    const tracked = this.#opts.tracker.open({
-      listener: 'outbound', reporter: 'source', sourceIp: conn.sourceIp, sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity,
-      destinationIp: conn.dstIp, destinationPort: conn.dstPort, destinationWorkload: this.#opts.config.workloadByIp(conn.dstIp),
-      destinationPrincipal: null, service: this.#opts.config.serviceByVip(conn.dstIp), security: 'mutual_tls',
-      bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
-      destroy: () => client.destroy(),
-    });
-    client.once('close', () => tracked.finish());
     this.#server.emit('connection', client);
     // The detector paused the socket; the parser reads the bytes it took first.
     client.unshift(head);
@@ -121,18 +85,16 @@ export class HttpOutbound {
 
   /** Closes pooled upstream connections. */
   close(): void {
-    this.#h2.close();
     this.#agents.clear();
     this.#proxy.close();
   }
 
-  /** The keep-alive agent of (source identity, endpoint): its connections carry that identity. */
-  #agentFor(conn: HttpClientConnection, upstream: Upstream): UpstreamAgent {
-    const key = `${conn.sourceIdentity}|${upstream.ip}:${upstream.port}`;
-    let agent = this.#agents.get(key);
+  /** The keep-alive agent of an endpoint: its connections carry the source's identity. */
+  #agentFor(endpoint: Endpoint): UpstreamAgent {
+    let agent = this.#agents.get(endpoint.poolKey);
     if (!agent) {
-      agent = new UpstreamAgent(() => this.#router.connect(conn, upstream));
-      this.#agents.set(key, agent);
+      agent = new UpstreamAgent(endpoint.connect);
+      this.#agents.set(endpoint.poolKey, agent);
     }
     return agent;
   }
@@ -140,47 +102,42 @@ export class HttpOutbound {
   async #onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const conn = this.#connections.get(req.socket as net.Socket);
     if (!conn) return void res.destroy();
+    const { config, metrics, router, budget, retryStatuses, maxAttempts } = this.#opts;
     const started = performance.now();
-    let reportedUpstream: Upstream | undefined;
-    res.once('close', () => recordSourceRequest(this.#opts.config, this.#opts.metrics, conn, reportedUpstream, res.headersSent ? res.statusCode : 0, started));
-    const routed = this.#router.route(req, conn);
-    if (routed instanceof LocalReply) return reply(res, routed);
-    this.#budget.request();
+    const plan = router.plan(req, conn);
+    res.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started));
+    if (plan instanceof LocalReply) return reply(res, plan);
+    budget.request();
     const body = await replayableBody(req);
     let overallTimedOut = false;
     let current: InFlight | undefined;
-    const overall = routed.timeouts.request
+    const overall = plan.timeouts.request
       ? setTimeout(() => {
           overallTimedOut = true;
           if (res.headersSent) res.destroy();
           else current?.settle({ kind: 'timeout' });
-        }, routed.timeouts.request)
+        }, plan.timeouts.request)
       : undefined;
     res.once('close', () => {
       clearTimeout(overall);
       // The client went away: stop the attempt in flight.
       if (!res.writableFinished) current?.proxyRequest?.destroy();
     });
-    const tried = new Set<string>();
     for (let attempt = 1; ; attempt++) {
-      const upstream = this.#router.upstream(routed.target, tried);
-      if (upstream instanceof LocalReply) return reply(res, upstream);
-      reportedUpstream = upstream;
-      tried.add(upstream.ip);
-      const denied = this.#router.authorizeLocal(req, conn, upstream);
-      if (denied) return reply(res, denied);
-      const done = this.#balancer.start(upstream.ip);
-      const outcome = await this.#attempt(req, res, conn, upstream, body, routed.timeouts.backend, (f) => (current = f));
+      const endpoint = plan.next();
+      if (endpoint instanceof LocalReply) return reply(res, endpoint);
+      const done = router.balancer.start(endpoint.ip);
+      const outcome = await this.#attempt(req, res, endpoint, body, plan.timeouts.backend, (f) => (current = f));
       // A retried status counts as a failure too: a remote pod that refuses connections
       // answers 503 from its node, and the balancer must learn to avoid it.
-      done(outcome.kind !== 'response' || this.#retryStatuses.has(outcome.response.statusCode ?? 0));
+      done(outcome.kind !== 'response' || retryStatuses.has(outcome.response.statusCode ?? 0));
       if (overallTimedOut || res.destroyed) {
         if (outcome.kind === 'response') outcome.response.destroy();
-        return reply(res, new LocalReply(504, `request timeout (${routed.timeouts.request} ms) reached`));
+        return reply(res, new LocalReply(504, `request timeout (${plan.timeouts.request} ms) reached`));
       }
-      const canRetry = body !== undefined && attempt < this.#maxAttempts;
-      if (outcome.kind === 'connect-failed' && canRetry && this.#budget.tryRetry()) continue;
-      if (outcome.kind === 'response' && this.#retryStatuses.has(outcome.response.statusCode ?? 0) && canRetry && this.#budget.tryRetry()) {
+      const canRetry = body !== undefined && attempt < maxAttempts;
+      if (outcome.kind === 'connect-failed' && canRetry && budget.tryRetry()) continue;
+      if (outcome.kind === 'response' && retryStatuses.has(outcome.response.statusCode ?? 0) && canRetry && budget.tryRetry()) {
         // Read the refused response to its end so its connection goes back to the pool.
         outcome.response.resume();
         continue;
@@ -188,14 +145,14 @@ export class HttpOutbound {
       clearTimeout(overall);
       switch (outcome.kind) {
         case 'response':
-          return forwardResponse(outcome.response, res, routed.responseHeaders);
+          return forwardResponse(outcome.response, res, plan.responseHeaders);
         case 'timeout':
-          return reply(res, new LocalReply(504, `backend request timeout (${routed.timeouts.backend} ms) reached at ${upstream.ip}:${upstream.port}`));
+          return reply(res, new LocalReply(504, `backend request timeout (${plan.timeouts.backend} ms) reached at ${endpoint.ip}:${endpoint.port}`));
         case 'connect-failed':
-          log.warn('cannot connect to the upstream endpoint', { destination: `${upstream.ip}:${upstream.port}`, error: outcome.error.message });
-          return reply(res, new LocalReply(503, `cannot connect to ${upstream.ip}:${upstream.port}: ${outcome.error.message}`));
+          log.warn('cannot connect to the upstream endpoint', { destination: `${endpoint.ip}:${endpoint.port}`, error: outcome.error.message });
+          return reply(res, new LocalReply(503, `cannot connect to ${endpoint.ip}:${endpoint.port}: ${outcome.error.message}`));
         case 'failed':
-          return reply(res, new LocalReply(502, `upstream ${upstream.ip}:${upstream.port} failed: ${outcome.error.message}`));
+          return reply(res, new LocalReply(502, `upstream ${endpoint.ip}:${endpoint.port} failed: ${outcome.error.message}`));
         case 'local':
           return reply(res, new LocalReply(outcome.status, outcome.reason));
       }
@@ -203,7 +160,7 @@ export class HttpOutbound {
   }
 
   #attempt(
-    req: http.IncomingMessage, res: http.ServerResponse, conn: HttpClientConnection, upstream: Upstream,
+    req: http.IncomingMessage, res: http.ServerResponse, endpoint: Endpoint,
     body: Buffer | undefined, timeoutMs: number, expose: (flight: InFlight) => void,
   ): Promise<Outcome> {
     return new Promise((resolve) => {
@@ -225,8 +182,8 @@ export class HttpOutbound {
       this.#inFlight.set(req, flight);
       expose(flight);
       this.#proxy.web(req, res, {
-        target: { host: upstream.ip, port: upstream.port },
-        agent: this.#agentFor(conn, upstream),
+        target: { host: endpoint.ip, port: endpoint.port },
+        agent: this.#agentFor(endpoint),
         buffer: body ? Readable.from(body.length ? [body] : []) : undefined,
       }, (err: Error) => flight.settle({ kind: err instanceof UpstreamConnectError ? 'connect-failed' : 'failed', error: err }));
     });
@@ -235,20 +192,17 @@ export class HttpOutbound {
   #onUpgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const conn = this.#connections.get(socket);
     if (!conn) return void socket.destroy();
-    const routed = this.#router.route(req, conn);
-    const upstream = routed instanceof LocalReply ? routed : this.#router.upstream(routed.target, new Set());
-    const refusal = upstream instanceof LocalReply ? upstream : this.#router.authorizeLocal(req, conn, upstream);
-    if (refusal || upstream instanceof LocalReply) {
-      const r = refusal ?? (upstream as LocalReply);
-      socket.end(`HTTP/1.1 ${r.status} ${http.STATUS_CODES[r.status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    const plan = this.#opts.router.plan(req, conn);
+    const endpoint = plan instanceof LocalReply ? plan : plan.next();
+    if (endpoint instanceof LocalReply) {
+      socket.end(`HTTP/1.1 ${endpoint.status} ${http.STATUS_CODES[endpoint.status] ?? ''}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
       return;
     }
-    this.#proxy.ws(req, socket, head, { target: { host: upstream.ip, port: upstream.port }, agent: this.#agentFor(conn, upstream) }, (err: Error) => {
-      log.warn('WebSocket upgrade to the upstream failed', { destination: `${upstream.ip}:${upstream.port}`, error: err.message });
+    this.#proxy.ws(req, socket, head, { target: { host: endpoint.ip, port: endpoint.port }, agent: this.#agentFor(endpoint) }, (err: Error) => {
+      log.warn('WebSocket upgrade to the upstream failed', { destination: `${endpoint.ip}:${endpoint.port}`, error: err.message });
       socket.destroy();
     });
   }
-
 }
 
 /** The whole body when it is small enough to replay (or absent); undefined when it must stream. */
@@ -275,11 +229,4 @@ function forwardResponse(response: http.IncomingMessage, res: http.ServerRespons
     if (Object.keys(response.trailers).length) res.addTrailers(response.trailers as Record<string, string>);
     res.end();
   });
-}
-
-function reply(res: http.ServerResponse, r: LocalReply): void {
-  if (res.headersSent || res.destroyed) return void res.destroy();
-  const body = r.reason ? `${r.reason}\n` : '';
-  res.writeHead(r.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), ...r.headers });
-  res.end(body);
 }

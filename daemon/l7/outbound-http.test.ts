@@ -24,7 +24,8 @@ import { InboundListener } from '../inbound.ts';
 import { OutboundListener } from '../outbound.ts';
 import type { SocketAddress } from '../original-dst.ts';
 import { MemoryCertSource, spiffe, workload } from '../testdata/mesh-fixture.ts';
-import { HttpOutbound } from './http-outbound.ts';
+import { createOutboundHttp } from './outbound-http.ts';
+import { Admission } from '../admission.ts';
 import { HttpInbound } from './http-inbound.ts';
 
 const client = workload('frontend', '127.0.0.2', 'n2', { namespace: 'web' });
@@ -158,10 +159,11 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
   const destinationRegistry = new Registry();
   const destinationMetrics = createMetrics(destinationRegistry);
   const destinationTracker = new ConnectionTracker(destinationMetrics);
-  const destinationHttp = new HttpInbound(destinationConfig, destinationMetrics);
+  const destinationAdmission = new Admission(destinationConfig, destinationMetrics);
+  const destinationHttp = new HttpInbound(destinationAdmission, destinationMetrics);
   const inboundFor = async (ip: string, port: number) => {
     const inbound = await InboundListener.bind({
-      config: destinationConfig, certs: serverCerts, tracker: destinationTracker, metrics: destinationMetrics, host: ip, port, http: destinationHttp,
+      config: destinationConfig, certs: serverCerts, tracker: destinationTracker, admission: destinationAdmission, host: ip, port, http: destinationHttp,
       destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
     });
     t.after(() => inbound.close());
@@ -175,11 +177,12 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
   const tracker = new ConnectionTracker(metrics);
   const pool = new HbonePool({ certs: clientCerts, port: hbonePort });
   t.after(() => pool.destroy());
-  const httpOutbound = new HttpOutbound({ config: sourceConfig, pool, tracker, metrics });
+  const admission = new Admission(sourceConfig, metrics);
+  const httpOutbound = createOutboundHttp({ config: sourceConfig, pool, admission, metrics });
   t.after(() => httpOutbound.close());
   let target: SocketAddress = { ip: '10.96.0.10', port: 80 };
   const outbound = await OutboundListener.bind({
-    config: sourceConfig, tracker, metrics, pool, balancer: new LoadBalancer(), http: httpOutbound, host: '127.0.0.1', port: 0,
+    config: sourceConfig, tracker, admission, pool, balancer: new LoadBalancer(), http: httpOutbound, host: '127.0.0.1', port: 0,
     destinationOf: () => target,
   });
   t.after(() => outbound.close());

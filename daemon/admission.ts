@@ -1,0 +1,69 @@
+// Destination-side admission: the one place that answers "may this source reach
+// this workload?" for every path that delivers to a local pod — the HBONE and
+// plaintext inbound listeners, the same-node path of the outbound listener, and
+// each HTTP request authorized at L7 (on the destination node, or in-process for
+// a same-node destination). It decides (the destination's current mTLS mode,
+// then its policies), and a refusal is counted and logged here, once, with what
+// the operator needs; the caller only refuses in its transport's way (a reset, an
+// HBONE 403, an HTTP 403). `decide` alone (no count, no log) re-checks open
+// connections after a config change and answers /explain.
+
+import type { Logger } from '../core/log.ts';
+import { logger } from '../core/log.ts';
+import type { ConfigStore } from './config-store.ts';
+import { authorize } from './authorization.ts';
+import type { AuthorizationInput, Decision } from './authorization.ts';
+import type { DaemonMetrics } from './metrics.ts';
+
+const defaultLog = logger('admission');
+
+/** What was refused, for the log line: "<what> refused: <reason>". */
+export interface AdmissionContext {
+  /** "inbound plaintext connection", "HBONE tunnel", "same-node connection", "HTTP request". */
+  what: string;
+  /** The listener's logger, so the refusal is logged under the listener that refused. */
+  log?: Logger;
+  /** Extra fields for the log line (the original destination, the HBONE :authority). */
+  fields?: Record<string, unknown>;
+}
+
+export class Admission {
+  readonly #config: ConfigStore;
+  readonly #metrics: DaemonMetrics;
+
+  constructor(config: ConfigStore, metrics: DaemonMetrics) {
+    this.#config = config;
+    this.#metrics = metrics;
+  }
+
+  /** Decides; a refusal is counted (`nodemesh_tcp_connections_denied_total`) and logged. */
+  admit(input: AuthorizationInput, ctx: AdmissionContext): Decision {
+    const decision = decide(this.#config, input);
+    if (decision.allowed) return decision;
+    const { destination, sourcePrincipal, sourceIp } = input;
+    this.#metrics.tcpDenied.inc({
+      reporter: 'destination', destination_workload: destination.workloadName, destination_workload_namespace: destination.namespace,
+      source_principal: sourcePrincipal ?? 'unknown', reason: decision.strictMtls ? 'strict_mtls' : 'policy',
+    });
+    (ctx.log ?? defaultLog).warn(`${ctx.what} refused: ${decision.reason}`, {
+      source: sourcePrincipal, sourceIp, destination: `${destination.ip}:${input.port}`,
+      ...(input.http ? { method: input.http.method, path: input.http.path } : {}),
+      policy: decision.policy, ...ctx.fields,
+    });
+    return decision;
+  }
+}
+
+/** The decision alone: the destination's current mTLS mode, then its policies. */
+export function decide(config: ConfigStore, input: AuthorizationInput): Decision {
+  // Re-read the workload: its labels (policy selectors) or mode may have changed.
+  const destination = config.workloadByUid(input.destination.uid) ?? input.destination;
+  if (input.sourcePrincipal === null && destination.mtlsMode === 'strict') {
+    return {
+      allowed: false,
+      strictMtls: true,
+      reason: `namespace ${destination.namespace} requires mutual TLS (nodemesh.io/mtls-mode: strict): plaintext from ${input.sourceIp} refused`,
+    };
+  }
+  return authorize({ ...input, destination }, config.policiesFor(destination));
+}
