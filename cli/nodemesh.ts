@@ -23,9 +23,9 @@ Run "nodemesh <command> --help" for the flags of a command.
 type Command = (argv: string[]) => Promise<void | number>;
 
 const COMMANDS: Record<string, () => Promise<Command>> = {
-  controlplane: async () => (await import('../controlplane/main.ts')).runControlPlaneCommand,
-  node: async () => (await import('../agent/node.ts')).runNodeCommand,
-  demo: loadDemo,
+  controlplane: async () => (await import('./controlplane.ts')).runControlPlaneCommand,
+  node: async () => (await import('./node.ts')).runNodeCommand,
+  demo: async () => (await import('./demo.ts')).runDemoCommand,
   version: async () => async () => {
     process.stdout.write(`nodemesh ${version()}\n`);
   },
@@ -33,20 +33,6 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
     process.stdout.write(USAGE);
   },
 };
-
-async function loadDemo(): Promise<Command> {
-  // A computed specifier: the demo is optional, so the type checker must not require it.
-  const specifier = new URL('../integration/demo.ts', import.meta.url).href;
-  try {
-    const demo = (await import(specifier)) as { runDemoCommand: Command };
-    return demo.runDemoCommand;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes('demo.ts')) {
-      throw new NodemeshError('NM_NO_DEMO', 'this build has no demo (integration/demo.ts is missing)');
-    }
-    throw err;
-  }
-}
 
 function version(): string {
   return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;

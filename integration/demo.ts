@@ -1,13 +1,12 @@
-// `nodemesh demo [--once]`: the two-node demo. Builds the network-namespace
-// cluster described by examples/demo, runs the real control plane and node
-// agents on it, starts servers in the pods, then runs the demo's steps and
-// prints a report. With --once it tears down and exits 0 only if every step
-// behaved as expected; otherwise it stays up for exploring until Ctrl-C.
+// The two-node demo that `nodemesh demo` (cli/demo.ts) runs. Builds the
+// network-namespace cluster described by examples/demo, runs the real control
+// plane and node agents on it, starts servers in the pods, then runs the demo's
+// steps and prints a report. With `once` it tears down after the report;
+// otherwise it stays up for exploring until the command says the user is done.
 
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, relative } from 'node:path';
-import { parseFlags, usageOf, UsageError } from '../cli/args.ts';
 import { NodemeshError } from '../core/errors.ts';
 import { setLevel } from '../core/log.ts';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
@@ -19,42 +18,41 @@ import { adminGet, natRules } from './demo-node-api.ts';
 import type { WorkloadView } from './demo-node-api.ts';
 import { ROLES, STEPS, type Demo, type StepResult } from './demo-steps.ts';
 
-const FLAGS = {
-  once: { type: 'boolean', description: 'print the report, tear down and exit: 0 only if every step behaved as expected' },
-  prefix: { type: 'string', default: 'nmdemo', description: 'start of the network namespace names (the process id is appended)' },
-} as const;
-const SUMMARY = 'Runs a two-node cluster in network namespaces (root) from examples/demo with the real control plane and nodes, shows meshed traffic, certificates, a policy denial and metrics.';
 const CAPTURE_TIMEOUT_MS = 10_000;
 
 const out = (line = '') => process.stdout.write(`${line}\n`);
 
-export async function runDemoCommand(argv: string[]): Promise<number> {
-  const flags = parseFlags('demo', SUMMARY, argv, FLAGS);
-  if (flags.help) {
-    process.stdout.write(usageOf('demo', SUMMARY, FLAGS));
-    return 0;
-  }
+/** What cli/demo.ts passes (it declares the same shape: it loads this module without the type checker). */
+export interface DemoOptions {
+  /** Tear down right after the report, printing the mesh's logs if a step failed. */
+  once: boolean;
+  /** Start of the network namespace names, lower-case letters only: the process id is appended. */
+  prefix: string;
+  /** Unless once: resolves when the user is done exploring. */
+  untilDone(): Promise<void>;
+}
+
+/** Runs the demo; resolves, once everything is torn down, with whether every step behaved as expected. */
+export async function runDemo(opts: DemoOptions): Promise<boolean> {
   // The report is for people; the harness's JSON info lines would only interleave with it.
   if (!process.env.NODEMESH_LOG_LEVEL) setLevel('warn');
-  // runPrefix appends the pid: digits in the base would make stale runs unrecognisable.
-  if (!/^[a-z]+$/.test(flags.prefix)) throw new UsageError(`nodemesh demo: --prefix ${JSON.stringify(flags.prefix)}: use lower-case letters only`);
-  await sweepStale(flags.prefix);
+  await sweepStale(opts.prefix);
   const spec = loadDemoSpec();
-  const prefix = runPrefix(flags.prefix);
+  const prefix = runPrefix(opts.prefix);
   out(`nodemesh demo: building ${spec.nodes} nodes in network namespaces ${prefix}-* from ${relative(process.cwd(), DEMO_CONFIG_DIR) || DEMO_CONFIG_DIR} …`);
   const cluster = await createCluster(spec, { prefix });
   try {
     const demo = await startDemo(cluster);
     const ok = await report(demo);
-    if (flags.once) {
+    if (opts.once) {
       // The logs go with the teardown: keep their tails for whoever has to find out why.
       if (!ok) process.stderr.write(`${await demo.mesh.logs()}\n`);
-      return ok ? 0 : 1;
+    } else {
+      explore(demo);
+      await opts.untilDone();
+      out('\ntearing down: stopping processes, deleting namespaces …');
     }
-    explore(demo);
-    await untilInterrupted();
-    out('\ntearing down: stopping processes, deleting namespaces …');
-    return 130;
+    return ok;
   } finally {
     await cluster.teardown();
     const left = (await listNamespaces()).filter((ns) => belongsTo(ns, prefix));
@@ -154,11 +152,4 @@ function explore({ cluster, mesh, workDir, configDir }: Demo): void {
   out(`  logs: ${join(mesh.workDir, 'logs')}   namespaces: ip netns list | grep ${cluster.prefix}`);
   out(`  everything the demo wrote: ${workDir}`);
   out('Press Ctrl-C to tear everything down.');
-}
-
-function untilInterrupted(): Promise<void> {
-  return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
 }

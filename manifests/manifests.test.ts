@@ -131,7 +131,7 @@ test('the node DaemonSet has the security settings and wiring the node needs, on
   assert.deepEqual(c.readinessProbe.httpGet, { path: '/healthz/ready', port: 15021 });
   assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
   assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
-  // The node drains for up to 20 s on SIGTERM (agent/node.ts); the grace period leaves room to stop after it.
+  // The node drains for up to 20 s on SIGTERM (cli/node.ts); the grace period leaves room to stop after it.
   assert.equal(pod.terminationGracePeriodSeconds, 30);
   assert.equal(ds.spec.template.metadata.annotations['prometheus.io/scrape'], 'true');
   assert.equal(ds.spec.template.metadata.annotations['prometheus.io/port'], '15020');
