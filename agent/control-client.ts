@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { debug, logger } from '../core/log.ts';
 import { meshService, updateFromWire, CONTROL_PLANE_TLS_NAME, SnapshotAssembler } from '../core/wire.ts';
 import type { WireUpdate } from '../core/wire.ts';
@@ -55,7 +55,7 @@ export interface RejectedResource {
 export class ControlPlaneCallError extends NodemeshError {
   readonly grpcCode: grpc.status;
   constructor(message: string, grpcCode: grpc.status, cause: unknown) {
-    super('NM_CONTROL_PLANE_CALL', message, { cause });
+    super(ErrorCode.CONTROL_PLANE_CALL, message, { cause });
     this.grpcCode = grpcCode;
   }
 }
@@ -94,7 +94,7 @@ export class ControlClient implements Signer {
       try {
         token = readFileSync(opts.tokenFile, 'utf8').trim();
       } catch (err) {
-        callback(new NodemeshError('NM_TOKEN_FILE', `cannot read the node token ${opts.tokenFile}: ${(err as Error).message}`));
+        callback(new NodemeshError(ErrorCode.TOKEN_FILE, `cannot read the node token ${opts.tokenFile}: ${(err as Error).message}`));
         return;
       }
       const md = new grpc.Metadata();

@@ -4,12 +4,12 @@
 import { createServer } from 'node:http';
 import type { RequestListener, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { BindError, NodemeshError } from '../core/errors.ts';
+import { BindError, ErrorCode, NodemeshError } from '../core/errors.ts';
 
 export function parseHostPort(what: string, addr: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(addr);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new NodemeshError('NM_BAD_ADDRESS', `${what}: ${JSON.stringify(addr)} is not host:port (e.g. 127.0.0.1:15000 or [::1]:15000)`);
+  if (!m || port > 65535) throw new NodemeshError(ErrorCode.BAD_ADDRESS, `${what}: ${JSON.stringify(addr)} is not host:port (e.g. 127.0.0.1:15000 or [::1]:15000)`);
   return { host: (m[1] ?? m[2])!, port };
 }
 

@@ -3,7 +3,7 @@
 // namespace, e.g. "ip netns exec node1 iptables-restore".
 
 import { spawn } from 'node:child_process';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 
 /** A command line: an argv array, or a string split on whitespace. */
 export type CommandLine = string | readonly string[];
@@ -13,7 +13,7 @@ export class IptablesError extends NodemeshError {
   readonly stderr: string;
   constructor(command: string, detail: string, stderr: string, options?: { cause?: unknown }) {
     super(
-      'NM_IPTABLES',
+      ErrorCode.IPTABLES,
       `${command}: ${detail}${stderr ? `: ${stderr.trim()}` : ''}; check that the node agent runs with CAP_NET_ADMIN in the node's network namespace ` +
         'and that no other program holds the xtables lock (/run/xtables.lock) for long',
       options,
@@ -25,7 +25,7 @@ export class IptablesError extends NodemeshError {
 
 export function toArgv(command: CommandLine): string[] {
   const argv = typeof command === 'string' ? command.trim().split(/\s+/).filter(Boolean) : [...command];
-  if (argv.length === 0) throw new NodemeshError('NM_IPTABLES', 'empty iptables command line: give a program such as "iptables-restore"');
+  if (argv.length === 0) throw new NodemeshError(ErrorCode.IPTABLES, 'empty iptables command line: give a program such as "iptables-restore"');
   return argv;
 }
 

@@ -6,7 +6,7 @@ import { mkdir, readFile, writeFile, link, rename, unlink } from 'node:fs/promis
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import type { CaKeyPair, CaStore } from './ca.ts';
 
 const KEY_FILE = 'ca-key.pem';
@@ -33,7 +33,7 @@ export class DirCaStore implements CaStore {
     const keyPem = await readIfExists(this.keyPath);
     if (keyPem === null) return null;
     const certPem = await readIfExists(this.certPath);
-    if (certPem === null) throw new NodemeshError('NM_BAD_CA', `${this.certPath}: missing while ${this.keyPath} exists; restore it or remove both to create a new root`);
+    if (certPem === null) throw new NodemeshError(ErrorCode.BAD_CA, `${this.certPath}: missing while ${this.keyPath} exists; restore it or remove both to create a new root`);
     return { keyPem, certPem };
   }
 

@@ -8,7 +8,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { CaKeyPair, CaStore } from './ca.ts';
 import { KubeApi, isStatus } from './kubernetes-api.ts';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
 
 const log = logger('ca');
@@ -95,7 +95,7 @@ export class SecretCaStore implements CaStore {
   #pairOf(secret: SecretBody): CaKeyPair {
     const field = (key: string): string => {
       const value = secret.data?.[key];
-      if (!value) throw new NodemeshError('NM_BAD_CA', `Secret ${this.#namespace}/${this.#secretName}: data.${key} is missing: the Secret must hold the CA key as ${KEY} (PKCS#8 PEM) and its certificate as ${CERT}; fix it or delete it to let the control plane create a new root`);
+      if (!value) throw new NodemeshError(ErrorCode.BAD_CA, `Secret ${this.#namespace}/${this.#secretName}: data.${key} is missing: the Secret must hold the CA key as ${KEY} (PKCS#8 PEM) and its certificate as ${CERT}; fix it or delete it to let the control plane create a new root`);
       return Buffer.from(value, 'base64').toString('utf8');
     };
     return { keyPem: field(KEY), certPem: field(CERT) };
@@ -124,7 +124,7 @@ export class SecretCaStore implements CaStore {
         return;
       } catch (err) {
         if (!isStatus(err, 409) || attempt >= PUBLISH_ATTEMPTS) {
-          throw new NodemeshError('NM_TRUST_BUNDLE', `cannot publish the CA root in ConfigMap ${this.#namespace}/${this.#configMapName}: ${(err as Error).message}; check the control plane's Role allows get, create and update on that ConfigMap`, { cause: err });
+          throw new NodemeshError(ErrorCode.TRUST_BUNDLE, `cannot publish the CA root in ConfigMap ${this.#namespace}/${this.#configMapName}: ${(err as Error).message}; check the control plane's Role allows get, create and update on that ConfigMap`, { cause: err });
         }
       }
     }

@@ -5,7 +5,7 @@
 import { createPublicKey, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import * as x509 from './x509.ts';
-import { InvalidObjectError, NodemeshError } from '../core/errors.ts';
+import { ErrorCode, InvalidObjectError, NodemeshError } from '../core/errors.ts';
 import { parseIdentity } from '../core/identity.ts';
 import { DEFAULT_SETTINGS } from '../core/types.ts';
 
@@ -80,21 +80,21 @@ export class CertificateAuthority {
     try {
       root = new x509.X509Certificate(pair.certPem);
     } catch (err) {
-      throw new NodemeshError('NM_BAD_CA', `CA certificate: not a PEM X.509 certificate: ${(err as Error).message}`, { cause: err });
+      throw new NodemeshError(ErrorCode.BAD_CA, `CA certificate: not a PEM X.509 certificate: ${(err as Error).message}`, { cause: err });
     }
     let keyDer: Buffer;
     try {
       const keyObject = createPublicKey(pair.keyPem);
       keyDer = keyObject.export({ type: 'spki', format: 'der' });
     } catch (err) {
-      throw new NodemeshError('NM_BAD_CA', `CA key: not a PEM private key: ${(err as Error).message}`, { cause: err });
+      throw new NodemeshError(ErrorCode.BAD_CA, `CA key: not a PEM private key: ${(err as Error).message}`, { cause: err });
     }
     if (!Buffer.from(root.publicKey.rawData).equals(keyDer)) {
-      throw new NodemeshError('NM_BAD_CA', 'CA key does not match the CA certificate: check that ca-key.pem and ca-cert.pem belong together');
+      throw new NodemeshError(ErrorCode.BAD_CA, 'CA key does not match the CA certificate: check that ca-key.pem and ca-cert.pem belong together');
     }
     const signingKey = await crypto.subtle.importKey('pkcs8', x509.PemConverter.decodeFirst(pair.keyPem), EC_P256, false, ['sign'])
       .catch((err: Error) => {
-        throw new NodemeshError('NM_BAD_CA', `CA key: must be an ECDSA P-256 PKCS#8 key: ${err.message}`, { cause: err });
+        throw new NodemeshError(ErrorCode.BAD_CA, `CA key: must be an ECDSA P-256 PKCS#8 key: ${err.message}`, { cause: err });
       });
     return new CertificateAuthority(opts.trustDomain ?? DEFAULT_SETTINGS.trustDomain, root, signingKey);
   }
@@ -150,7 +150,7 @@ export class CertificateAuthority {
   async issueWorkloadCert(identity: string, ttlSeconds = DEFAULT_WORKLOAD_TTL_SECONDS): Promise<IssuedCert> {
     const parsed = parseIdentity(identity);
     if (parsed.trustDomain !== this.trustDomain) {
-      throw new NodemeshError('NM_BAD_IDENTITY', `identity ${identity}: trust domain is not this mesh's ${JSON.stringify(this.trustDomain)}`);
+      throw new NodemeshError(ErrorCode.BAD_IDENTITY, `identity ${identity}: trust domain is not this mesh's ${JSON.stringify(this.trustDomain)}`);
     }
     const keys = await generateKeys();
     const publicKey = await x509.PublicKey.create(keys.publicKey);
@@ -159,7 +159,7 @@ export class CertificateAuthority {
 
   /** A server certificate for the control API, with DNS and IP SANs. */
   async issueServingCert(hosts: string[]): Promise<IssuedCert> {
-    if (hosts.length === 0) throw new NodemeshError('NM_BAD_SERVING_HOSTS', 'serving certificate: give at least one host name or IP');
+    if (hosts.length === 0) throw new NodemeshError(ErrorCode.BAD_SERVING_HOSTS, 'serving certificate: give at least one host name or IP');
     const keys = await generateKeys();
     const names: x509.JsonGeneralName[] = hosts.map((h) => ({ type: isIP(h) ? 'ip' : 'dns', value: h }));
     const cert = await this.#sign(await x509.PublicKey.create(keys.publicKey), SERVING_TTL_SECONDS, `CN=${hosts[0]}`, [
@@ -170,7 +170,7 @@ export class CertificateAuthority {
   }
 
   async #issueWorkload(identity: string, publicKey: x509.PublicKey, ttlSeconds: number): Promise<string> {
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) throw new NodemeshError('NM_BAD_TTL', `certificate TTL must be a positive number of seconds, got ${ttlSeconds}`);
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) throw new NodemeshError(ErrorCode.BAD_TTL, `certificate TTL must be a positive number of seconds, got ${ttlSeconds}`);
     // Empty subject, as SPIFFE X.509-SVIDs have: the identity lives in the (critical) URI SAN.
     const cert = await this.#sign(publicKey, ttlSeconds, '', [
       new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identity }], true),

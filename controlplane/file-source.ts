@@ -8,7 +8,7 @@
 import { watch, readdirSync, readFileSync, statSync, type FSWatcher } from 'node:fs';
 import { join, extname } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
 import type { ConfigSource, KubeObject, SourceEvents } from './source.ts';
 
@@ -37,7 +37,7 @@ export class FileSource implements ConfigSource {
     try {
       if (!statSync(this.dir).isDirectory()) throw new Error('not a directory');
     } catch (err) {
-      throw new NodemeshError('NM_BAD_SOURCE', `--source ${this.dir}: cannot read the config directory: ${(err as Error).message}`, { cause: err });
+      throw new NodemeshError(ErrorCode.BAD_SOURCE, `--source ${this.dir}: cannot read the config directory: ${(err as Error).message}`, { cause: err });
     }
     this.#events = events;
     // Watch before the first read, so an edit made during it is not missed.

@@ -6,14 +6,14 @@
 import * as http from 'node:http';
 import * as https from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 
 /** The API server answered with a non-2xx status; `reason` is the Status reason (NotFound, AlreadyExists, ...). */
 export class KubeApiError extends NodemeshError {
   readonly status: number;
   readonly reason: string;
   constructor(method: string, path: string, status: number, reason: string, detail: string) {
-    super('NM_KUBE_API', `Kubernetes API ${method} ${path}: ${status} ${reason}${detail ? `: ${detail}` : ''}`);
+    super(ErrorCode.KUBE_API, `Kubernetes API ${method} ${path}: ${status} ${reason}${detail ? `: ${detail}` : ''}`);
     this.status = status;
     this.reason = reason;
   }
@@ -46,7 +46,7 @@ export class KubeApi {
 
   async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const cluster = this.config.getCurrentCluster();
-    if (!cluster) throw new NodemeshError('NM_KUBE_CONFIG', 'kubeconfig has no current cluster: check the current-context of the kubeconfig, or run inside a pod');
+    if (!cluster) throw new NodemeshError(ErrorCode.KUBE_CONFIG, 'kubeconfig has no current cluster: check the current-context of the kubeconfig, or run inside a pod');
     const url = new URL(cluster.server.replace(/\/$/, '') + path);
     const options: https.RequestOptions = { method, headers: { accept: 'application/json' }, timeout: REQUEST_TIMEOUT_MS, signal };
     await this.config.applyToHTTPSOptions(options);
@@ -60,7 +60,7 @@ export class KubeApi {
         res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', reject);
       });
-      req.on('timeout', () => req.destroy(new NodemeshError('NM_KUBE_API', `Kubernetes API ${method} ${path}: no answer within ${REQUEST_TIMEOUT_MS / 1000} s from ${cluster.server}`)));
+      req.on('timeout', () => req.destroy(new NodemeshError(ErrorCode.KUBE_API, `Kubernetes API ${method} ${path}: no answer within ${REQUEST_TIMEOUT_MS / 1000} s from ${cluster.server}`)));
       req.on('error', reject);
       req.end(payload);
     });

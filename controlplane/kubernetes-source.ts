@@ -9,7 +9,7 @@ import type { ReflectorTiming } from './kubernetes-reflector.ts';
 import { KubeApi } from './kubernetes-api.ts';
 import { DEFAULT_TIMING, Reflector } from './kubernetes-reflector.ts';
 import { WATCHED_KINDS } from './kubernetes-kinds.ts';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
 
 const log = logger('kubernetes');
@@ -31,7 +31,7 @@ export class KubernetesSource implements ConfigSource {
 
   /** Starts watching and returns; `events.synced()` follows once every kind has been listed. */
   async start(events: SourceEvents): Promise<void> {
-    if (this.#reflectors.length) throw new NodemeshError('NM_SOURCE_STARTED', 'kubernetes source: start() called twice');
+    if (this.#reflectors.length) throw new NodemeshError(ErrorCode.SOURCE_STARTED, 'kubernetes source: start() called twice');
     const server = this.#api.config.getCurrentCluster()?.server;
     let pending = WATCHED_KINDS.length;
     const onListed = () => {

@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
-import { NodemeshError, NotAuthorizedError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError, NotAuthorizedError } from '../core/errors.ts';
 
 export interface NodeAuthenticator {
   /** Resolves to the caller's node name; rejects with NotAuthorizedError. */
@@ -20,8 +20,8 @@ export class FileTokenAuthenticator implements NodeAuthenticator {
 
   constructor(entries: Record<string, string>) {
     for (const [node, token] of Object.entries(entries)) {
-      if (!token || token.length < 16) throw new NodemeshError('NM_BAD_TOKEN_FILE', `node-tokens: token for node ${JSON.stringify(node)} is shorter than 16 characters`);
-      if (this.#tokens.has(token)) throw new NodemeshError('NM_BAD_TOKEN_FILE', `node-tokens: node ${JSON.stringify(node)} reuses another node's token`);
+      if (!token || token.length < 16) throw new NodemeshError(ErrorCode.BAD_TOKEN_FILE, `node-tokens: token for node ${JSON.stringify(node)} is shorter than 16 characters`);
+      if (this.#tokens.has(token)) throw new NodemeshError(ErrorCode.BAD_TOKEN_FILE, `node-tokens: node ${JSON.stringify(node)} reuses another node's token`);
       this.#tokens.set(token, node);
     }
   }
@@ -33,7 +33,7 @@ export class FileTokenAuthenticator implements NodeAuthenticator {
       const line = raw.replace(/#.*$/, '').trim();
       if (!line) return;
       const m = /^([a-z0-9]([-.a-z0-9]*[a-z0-9])?)\s*:\s*(\S+)$/.exec(line);
-      if (!m) throw new NodemeshError('NM_BAD_TOKEN_FILE', `${path}:${i + 1}: expected "node-name: token"`);
+      if (!m) throw new NodemeshError(ErrorCode.BAD_TOKEN_FILE, `${path}:${i + 1}: expected "node-name: token"`);
       entries[m[1]!] = m[3]!;
     });
     return new FileTokenAuthenticator(entries);

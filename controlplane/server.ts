@@ -5,7 +5,7 @@
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { BindError, InvalidObjectError, NodemeshError, NotAuthorizedError } from '../core/errors.ts';
+import { BindError, ErrorCode, InvalidObjectError, NodemeshError, NotAuthorizedError } from '../core/errors.ts';
 import { identityOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
 import { meshService, updateToMessages, CONTROL_PLANE_TLS_NAME } from '../core/wire.ts';
@@ -62,7 +62,7 @@ type Failure = { code: grpc.status; details: string };
 export async function startControlPlane(opts: ControlPlaneOptions): Promise<RunningControlPlane> {
   const trustDomain = opts.trustDomain ?? opts.ca.trustDomain;
   if (trustDomain !== opts.ca.trustDomain) {
-    throw new NodemeshError('NM_TRUST_DOMAIN', `trust domain ${JSON.stringify(trustDomain)} differs from the CA's ${JSON.stringify(opts.ca.trustDomain)}: create the CA with the same trust domain`);
+    throw new NodemeshError(ErrorCode.TRUST_DOMAIN, `trust domain ${JSON.stringify(trustDomain)} differs from the CA's ${JSON.stringify(opts.ca.trustDomain)}: create the CA with the same trust domain`);
   }
   const model = new MeshModel({ trustDomain });
   const { host } = splitHostPort(opts.listen);
@@ -212,7 +212,7 @@ function isFailure(err: unknown): err is Failure {
 
 function splitHostPort(listen: string): { host: string; port: string } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(listen);
-  if (!m) throw new NodemeshError('NM_BAD_ADDRESS', `listen address ${JSON.stringify(listen)}: expected host:port (e.g. 0.0.0.0:15010)`);
+  if (!m) throw new NodemeshError(ErrorCode.BAD_ADDRESS, `listen address ${JSON.stringify(listen)}: expected host:port (e.g. 0.0.0.0:15010)`);
   return { host: m[1] ?? m[2] ?? '', port: m[3]! };
 }
 

@@ -8,7 +8,7 @@ import { LRUCache } from 'lru-cache';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { NodeAuthenticator } from './node-auth.ts';
 import { KubeApi, isStatus } from './kubernetes-api.ts';
-import { NodemeshError, NotAuthorizedError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError, NotAuthorizedError } from '../core/errors.ts';
 
 export const TOKEN_AUDIENCE = 'nodemesh';
 const NODE_NAME_KEY = 'authentication.kubernetes.io/node-name';
@@ -68,7 +68,7 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
       });
       status = review.status ?? {};
     } catch (err) {
-      throw new NodemeshError('NM_TOKEN_REVIEW_FAILED', `cannot review node token with the Kubernetes API: ${(err as Error).message}; check that the control plane can reach the API server and its ClusterRole allows create on tokenreviews`, { cause: err });
+      throw new NodemeshError(ErrorCode.TOKEN_REVIEW_FAILED, `cannot review node token with the Kubernetes API: ${(err as Error).message}; check that the control plane can reach the API server and its ClusterRole allows create on tokenreviews`, { cause: err });
     }
     if (!status.authenticated) {
       throw new NotAuthorizedError(`node token refused by the Kubernetes API server: ${status.error || 'not authenticated'}; check that the node mounts a current projected ServiceAccount token with audience "${TOKEN_AUDIENCE}" at its --token-file`);
@@ -98,7 +98,7 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
       pod = await this.#api.get<PodBody>(`/api/v1/namespaces/${encodeURIComponent(this.#namespace)}/pods/${encodeURIComponent(podName)}`);
     } catch (err) {
       if (isStatus(err, 404)) throw new NotAuthorizedError(`node token is bound to ${what}, which no longer exists: the token is stale; the node agent must re-read its --token-file`);
-      throw new NodemeshError('NM_TOKEN_REVIEW_FAILED', `cannot read ${what} to find the caller's node: ${(err as Error).message}; check the control plane's ClusterRole allows get on pods`, { cause: err });
+      throw new NodemeshError(ErrorCode.TOKEN_REVIEW_FAILED, `cannot read ${what} to find the caller's node: ${(err as Error).message}; check the control plane's ClusterRole allows get on pods`, { cause: err });
     }
     // A pod re-created under the same name is a different pod: its token does not carry over.
     if (podUid && pod.metadata?.uid !== podUid) throw new NotAuthorizedError(`node token is bound to an earlier ${what} (uid ${podUid}): the token is stale; the node agent must re-read its --token-file`);

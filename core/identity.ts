@@ -1,6 +1,6 @@
 // SPIFFE identities: spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
 
-import { NodemeshError } from './errors.ts';
+import { ErrorCode, NodemeshError } from './errors.ts';
 
 export interface Identity {
   trustDomain: string;
@@ -20,7 +20,7 @@ const SPIFFE = /^spiffe:\/\/([a-z0-9.\-_]+)\/ns\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)
 
 export function parseIdentity(uri: string): Identity {
   const m = SPIFFE.exec(uri);
-  if (!m) throw new NodemeshError('NM_BAD_IDENTITY', `not a workload SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>): ${JSON.stringify(uri)}`);
+  if (!m) throw new NodemeshError(ErrorCode.BAD_IDENTITY, `not a workload SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>): ${JSON.stringify(uri)}`);
   return { trustDomain: m[1]!, namespace: m[2]!, serviceAccount: m[4]! };
 }
 

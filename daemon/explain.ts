@@ -5,7 +5,7 @@
 
 import type { ConfigStore } from './config-store.ts';
 import type { Workload } from '../core/types.ts';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { decide } from './admission.ts';
 import { targetPort } from './destination.ts';
 
@@ -36,7 +36,7 @@ export interface Explanation {
 
 export class ExplainQueryError extends NodemeshError {
   constructor(message: string) {
-    super('NM_BAD_EXPLAIN_QUERY', message);
+    super(ErrorCode.BAD_EXPLAIN_QUERY, message);
   }
 }
 

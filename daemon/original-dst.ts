@@ -4,7 +4,7 @@
 
 import type { Socket } from 'node:net';
 import koffi from 'koffi';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 
 const SOL_IP = 0;
 const SO_ORIGINAL_DST = 80;
@@ -23,7 +23,7 @@ export interface SocketAddress {
 export function originalDestination(socket: Socket): SocketAddress | null {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) {
-    throw new NodemeshError('NM_ORIGINAL_DST', 'SO_ORIGINAL_DST: socket has no file descriptor (already closed?)');
+    throw new NodemeshError(ErrorCode.ORIGINAL_DST, 'SO_ORIGINAL_DST: socket has no file descriptor (already closed?)');
   }
   const addr = Buffer.alloc(SOCKADDR_IN_SIZE);
   const len = [SOCKADDR_IN_SIZE];
@@ -31,7 +31,7 @@ export function originalDestination(socket: Socket): SocketAddress | null {
     const errno = koffi.errno();
     // ENOENT: conntrack holds no NAT entry, i.e. the peer dialled our port directly.
     if (errno === ENOENT) return null;
-    throw new NodemeshError('NM_ORIGINAL_DST', `SO_ORIGINAL_DST failed with errno ${errno}: check that the nf_conntrack module is loaded and the socket is IPv4`);
+    throw new NodemeshError(ErrorCode.ORIGINAL_DST, `SO_ORIGINAL_DST failed with errno ${errno}: check that the nf_conntrack module is loaded and the socket is IPv4`);
   }
   const original = { ip: `${addr[4]}.${addr[5]}.${addr[6]}.${addr[7]}`, port: addr.readUInt16BE(2) };
   // Conntrack also answers for connections it did not NAT: then the original

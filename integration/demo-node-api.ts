@@ -3,7 +3,7 @@
 // Prometheus /metrics, and its nat table. Also a small parser for the
 // Prometheus text format, enough to pick samples by name and labels.
 
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import type { Cluster } from './cluster/cluster.ts';
 import { ADMIN_ADDR } from './cluster/mesh.ts';
 
@@ -11,7 +11,7 @@ const METRICS_URL = 'http://127.0.0.1:15020/metrics';
 
 async function curl(cluster: Cluster, node: string, url: string): Promise<string> {
   const res = await cluster.exec(cluster.node(node).netns, ['curl', '-sS', '--fail-with-body', '--max-time', '5', url], { allowFailure: true });
-  if (res.code !== 0) throw new NodemeshError('NM_DEMO_NODE_API', `node ${node}: GET ${url} failed (curl exit ${res.code}): ${(res.stderr || res.stdout).trim()}`);
+  if (res.code !== 0) throw new NodemeshError(ErrorCode.DEMO_NODE_API, `node ${node}: GET ${url} failed (curl exit ${res.code}): ${(res.stderr || res.stdout).trim()}`);
   return res.stdout;
 }
 

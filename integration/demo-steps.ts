@@ -4,7 +4,7 @@
 // Service, ports) are looked up by name in the cluster built from examples/demo.
 
 import { readFile } from 'node:fs/promises';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import type { Cluster } from './cluster/cluster.ts';
 import type { Mesh } from './cluster/mesh.ts';
 import type { PlannedPod, PlannedService, PlannedServicePort } from './cluster/plan.ts';
@@ -57,15 +57,15 @@ interface Cast {
 function castOf(cluster: Cluster): Cast {
   const service = cluster.service(ROLES.service);
   const port = service.ports.find((p) => p.name === ROLES.servicePort);
-  if (!port) throw new NodemeshError('NM_DEMO_CONFIG', `examples/demo: Service ${ROLES.service} has no port named ${ROLES.servicePort}`);
+  if (!port) throw new NodemeshError(ErrorCode.DEMO_CONFIG, `examples/demo: Service ${ROLES.service} has no port named ${ROLES.servicePort}`);
   const backends = serviceEndpoints(cluster, service, port);
-  if (backends.length === 0) throw new NodemeshError('NM_DEMO_CONFIG', `examples/demo: Service ${ROLES.service} selects no pod`);
+  if (backends.length === 0) throw new NodemeshError(ErrorCode.DEMO_CONFIG, `examples/demo: Service ${ROLES.service} selects no pod`);
   return { client: cluster.pod(ROLES.client), outsider: cluster.pod(ROLES.outsider), service, port, backends };
 }
 
 function containerPort(pod: PlannedPod, name: string): number {
   const port = pod.ports.find((p) => p.name === name)?.port;
-  if (port === undefined) throw new NodemeshError('NM_DEMO_CONFIG', `examples/demo: pod ${pod.namespace}/${pod.name} has no container port named ${name}`);
+  if (port === undefined) throw new NodemeshError(ErrorCode.DEMO_CONFIG, `examples/demo: pod ${pod.namespace}/${pod.name} has no container port named ${name}`);
   return port;
 }
 

@@ -4,7 +4,7 @@
 
 import { fileURLToPath } from 'node:url';
 import type { Cluster } from '../cluster/cluster.ts';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import { LOAD_CPU } from './bench-env.ts';
 
 export const RATE_CLIENT = fileURLToPath(new URL('./rate-client.ts', import.meta.url));
@@ -17,7 +17,7 @@ export interface Measured<T> {
 
 export class LoadToolError extends NodemeshError {
   constructor(tool: string, message: string) {
-    super('NM_BENCH_TOOL', `${tool}: ${message}`);
+    super(ErrorCode.BENCH_TOOL, `${tool}: ${message}`);
   }
 }
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { stringify } from 'yaml';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import { logger } from '../../core/log.ts';
 import { nodemeshBinary } from '../cluster/nodemesh-binary.ts';
 import { NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
@@ -101,7 +101,7 @@ async function until<T>(what: string, timeoutMs: number, intervalMs: number, che
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new NodemeshError('NM_BENCH_SCALE', `scale benchmark: ${what} did not happen within ${timeoutMs} ms`);
+    if (Date.now() > deadline) throw new NodemeshError(ErrorCode.BENCH_SCALE, `scale benchmark: ${what} did not happen within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
@@ -155,7 +155,7 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean; env?
       const proc = procs.spawn(['taskset', '-c', NODE_CPU, process.execPath, cli, 'controlplane',
         '--source', source, '--listen', `127.0.0.1:${port}`, '--ca-dir', caDir, '--node-tokens', join(dir, 'node-tokens')], { env: { ...process.env, ...opts.env } });
       await proc.waitForOutput('control plane running', 120_000);
-      if (!existsSync(join(caDir, 'ca-cert.pem'))) throw new NodemeshError('NM_BENCH_SCALE', `control plane wrote no CA into ${caDir}`);
+      if (!existsSync(join(caDir, 'ca-cert.pem'))) throw new NodemeshError(ErrorCode.BENCH_SCALE, `control plane wrote no CA into ${caDir}`);
       return { proc, port, caDir };
     };
     const startAgent = async (name: string, cp: { port: number; caDir: string }, tag: string) => {

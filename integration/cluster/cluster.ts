@@ -4,7 +4,7 @@
 // or creates is removed by `teardown()`, which also runs on process exit and on
 // SIGINT/SIGTERM, so a failed test leaves nothing behind.
 
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import { logger } from '../../core/log.ts';
 import type { ClusterPlan, ClusterSpec, NamespaceSpec, PlannedNode, PlannedPod, PlannedService, PodSpec, ServiceSpec } from './plan.ts';
 import { planCluster, planPod, planService } from './plan.ts';
@@ -54,7 +54,7 @@ export class Cluster implements ClusterPlan {
 
   node(name: string): PlannedNode {
     const node = this.nodes.find((n) => n.name === name);
-    if (!node) throw new NodemeshError('NM_CLUSTER_LOOKUP', `cluster ${this.prefix}: no node ${JSON.stringify(name)}; nodes are ${this.nodes.map((n) => n.name).join(', ')}`);
+    if (!node) throw new NodemeshError(ErrorCode.CLUSTER_LOOKUP, `cluster ${this.prefix}: no node ${JSON.stringify(name)}; nodes are ${this.nodes.map((n) => n.name).join(', ')}`);
     return node;
   }
 
@@ -62,25 +62,25 @@ export class Cluster implements ClusterPlan {
   pod(ref: string): PlannedPod {
     const [namespace, name] = ref.includes('/') ? ref.split('/', 2) : [undefined, ref];
     const found = this.pods.filter((p) => p.name === name && (namespace === undefined || p.namespace === namespace));
-    if (found.length !== 1) throw new NodemeshError('NM_CLUSTER_LOOKUP', `cluster ${this.prefix}: ${found.length ? 'ambiguous' : 'no'} pod ${JSON.stringify(ref)}; pods are ${this.pods.map((p) => `${p.namespace}/${p.name}`).join(', ')}`);
+    if (found.length !== 1) throw new NodemeshError(ErrorCode.CLUSTER_LOOKUP, `cluster ${this.prefix}: ${found.length ? 'ambiguous' : 'no'} pod ${JSON.stringify(ref)}; pods are ${this.pods.map((p) => `${p.namespace}/${p.name}`).join(', ')}`);
     return found[0]!;
   }
 
   service(ref: string): PlannedService {
     const [namespace, name] = ref.includes('/') ? ref.split('/', 2) : ['default', ref];
     const svc = this.services.find((s) => s.namespace === namespace && s.name === name);
-    if (!svc) throw new NodemeshError('NM_CLUSTER_LOOKUP', `cluster ${this.prefix}: no service ${JSON.stringify(ref)}`);
+    if (!svc) throw new NodemeshError(ErrorCode.CLUSTER_LOOKUP, `cluster ${this.prefix}: no service ${JSON.stringify(ref)}`);
     return svc;
   }
 
   #checkOwn(netns: string): void {
-    if (!belongsTo(netns, this.prefix)) throw new NodemeshError('NM_CLUSTER_LOOKUP', `cluster ${this.prefix}: ${JSON.stringify(netns)} is not one of its namespaces`);
+    if (!belongsTo(netns, this.prefix)) throw new NodemeshError(ErrorCode.CLUSTER_LOOKUP, `cluster ${this.prefix}: ${JSON.stringify(netns)} is not one of its namespaces`);
   }
 
   /** Starts a long-running process in one of the cluster's namespaces; teardown stops it. */
   spawn(netns: string, argv: string[], opts?: SpawnOptions): ClusterProcess {
     this.#checkOwn(netns);
-    if (this.#teardown) throw new NodemeshError('NM_CLUSTER_GONE', `cluster ${this.prefix} is torn down; cannot start ${argv.join(' ')}`);
+    if (this.#teardown) throw new NodemeshError(ErrorCode.CLUSTER_GONE, `cluster ${this.prefix} is torn down; cannot start ${argv.join(' ')}`);
     return this.#processes.spawn(['ip', 'netns', 'exec', netns, ...argv], opts);
   }
 
@@ -202,7 +202,7 @@ function updateExitHooks(): void {
 
 export class ClusterSetupError extends NodemeshError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super('NM_CLUSTER_SETUP', message, options);
+    super(ErrorCode.CLUSTER_SETUP, message, options);
   }
 }
 

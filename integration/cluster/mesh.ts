@@ -8,7 +8,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import type { Cluster } from './cluster.ts';
 import type { ClusterProcess } from './processes.ts';
 import { NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
@@ -31,7 +31,7 @@ export interface MeshOptions {
 
 export class MeshStartError extends NodemeshError {
   constructor(message: string) {
-    super('NM_MESH_START', message);
+    super(ErrorCode.MESH_START, message);
   }
 }
 

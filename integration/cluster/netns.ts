@@ -3,13 +3,13 @@
 // can tell the leftovers of a dead run from a live one.
 
 import { execFile, execFileSync } from 'node:child_process';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 
 export class ClusterCommandError extends NodemeshError {
   readonly argv: string[];
   readonly stderr: string;
   constructor(argv: string[], detail: string, stderr: string) {
-    super('NM_CLUSTER_COMMAND', `${argv.join(' ')}: ${detail}${stderr ? `: ${stderr.trim()}` : ''}`);
+    super(ErrorCode.CLUSTER_COMMAND, `${argv.join(' ')}: ${detail}${stderr ? `: ${stderr.trim()}` : ''}`);
     this.argv = argv;
     this.stderr = stderr;
   }
@@ -98,7 +98,7 @@ export async function deletePrefix(prefix: string): Promise<string[]> {
 
 /** A prefix unique to this process: `<base><pid>`, with an optional letter tag for several clusters at once. */
 export function runPrefix(base: string, tag = ''): string {
-  if (!/^[a-z]*$/.test(tag)) throw new NodemeshError('NM_CLUSTER_PREFIX', `run prefix tag ${JSON.stringify(tag)} must be lower-case letters`);
+  if (!/^[a-z]*$/.test(tag)) throw new NodemeshError(ErrorCode.CLUSTER_PREFIX, `run prefix tag ${JSON.stringify(tag)} must be lower-case letters`);
   return `${base}${process.pid}${tag}`;
 }
 

@@ -3,7 +3,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 
 const OUTPUT_LIMIT = 1 << 20;
 
@@ -83,9 +83,9 @@ export class ClusterProcess {
     return new Promise((resolve, reject) => {
       const check = () => {
         if (matches()) done();
-        else if (this.#exit) done(new NodemeshError('NM_CLUSTER_PROCESS', `${this.describe()} exited (${this.#exit.code ?? this.#exit.signal}) before printing ${pattern}\n${this.outputTail()}`));
+        else if (this.#exit) done(new NodemeshError(ErrorCode.CLUSTER_PROCESS, `${this.describe()} exited (${this.#exit.code ?? this.#exit.signal}) before printing ${pattern}\n${this.outputTail()}`));
       };
-      const timer = setTimeout(() => done(new NodemeshError('NM_CLUSTER_PROCESS', `${this.describe()} did not print ${pattern} within ${timeoutMs} ms\n${this.outputTail()}`)), timeoutMs);
+      const timer = setTimeout(() => done(new NodemeshError(ErrorCode.CLUSTER_PROCESS, `${this.describe()} did not print ${pattern} within ${timeoutMs} ms\n${this.outputTail()}`)), timeoutMs);
       const done = (err?: Error) => {
         clearTimeout(timer);
         this.#watchers.delete(check);

@@ -5,7 +5,7 @@
 // connection.
 
 import { fileURLToPath } from 'node:url';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterProcess } from '../cluster/processes.ts';
 
@@ -73,7 +73,7 @@ export async function openHttpSession(cluster: Cluster, podRef: string, host: st
       proc.child.stdin!.write(`${JSON.stringify({ id, ...ask })}\n`);
       await proc.waitForOutput(`"id":"${id}"`, timeoutMs);
       const answer = answerOf(id);
-      if (!answer) throw new NodemeshError('NM_E2E_REQUEST', `http-client printed no answer for ${id} (${ask.method ?? 'GET'} ${ask.path})\n${proc.outputTail()}`);
+      if (!answer) throw new NodemeshError(ErrorCode.E2E_REQUEST, `http-client printed no answer for ${id} (${ask.method ?? 'GET'} ${ask.path})\n${proc.outputTail()}`);
       return answer;
     },
     async close() {
@@ -88,6 +88,6 @@ export function appEcho(answer: HttpAnswer): AppEcho {
   try {
     return JSON.parse(answer.body) as AppEcho;
   } catch {
-    throw new NodemeshError('NM_E2E_REQUEST', `expected http-app JSON, got status ${answer.status}: ${answer.body.slice(0, 500)}${answer.error ?? ''}`);
+    throw new NodemeshError(ErrorCode.E2E_REQUEST, `expected http-app JSON, got status ${answer.status}: ${answer.body.slice(0, 500)}${answer.error ?? ''}`);
   }
 }

@@ -3,7 +3,7 @@
 // check who talked to whom and what crossed the wire in clear.
 
 import { readFile } from 'node:fs/promises';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 
 export interface TcpSegment {
@@ -42,15 +42,15 @@ const IP_PROTO_TCP = 6;
 
 /** The IPv4 TCP segments of a pcap file with Ethernet framing (what tcpdump writes for a veth). */
 export function tcpPackets(pcap: Buffer): TcpSegment[] {
-  if (pcap.length < 24) throw new NodemeshError('NM_PCAP', `pcap: ${pcap.length} bytes is shorter than the 24-byte file header`);
+  if (pcap.length < 24) throw new NodemeshError(ErrorCode.PCAP, `pcap: ${pcap.length} bytes is shorter than the 24-byte file header`);
   const magic = pcap.readUInt32LE(0);
   const little = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
   if (!little && pcap.readUInt32BE(0) !== 0xa1b2c3d4 && pcap.readUInt32BE(0) !== 0xa1b23c4d) {
-    throw new NodemeshError('NM_PCAP', `pcap: unknown magic number 0x${magic.toString(16)} (pcapng is not supported)`);
+    throw new NodemeshError(ErrorCode.PCAP, `pcap: unknown magic number 0x${magic.toString(16)} (pcapng is not supported)`);
   }
   const u32 = (at: number) => (little ? pcap.readUInt32LE(at) : pcap.readUInt32BE(at));
   const linkType = u32(20);
-  if (linkType !== ETHERNET) throw new NodemeshError('NM_PCAP', `pcap: link type ${linkType}, expected Ethernet (1)`);
+  if (linkType !== ETHERNET) throw new NodemeshError(ErrorCode.PCAP, `pcap: link type ${linkType}, expected Ethernet (1)`);
   const segments: TcpSegment[] = [];
   for (let at = 24; at + 16 <= pcap.length;) {
     const captured = u32(at + 8);

@@ -3,7 +3,7 @@
 // fail, bulk transfers hashed inside the pod, and an HBONE probe playing a peer.
 
 import { fileURLToPath } from 'node:url';
-import { NodemeshError } from '../../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { Mesh } from '../cluster/mesh.ts';
 import type { ClusterProcess } from '../cluster/processes.ts';
@@ -44,7 +44,7 @@ export async function attempt(cluster: Cluster, podRef: string, host: string, po
 
 /** The server's answer to an attempt that must have worked; otherwise throws with the mesh's logs. */
 export async function expectAnswer(result: Attempt, what: string, mesh: Mesh): Promise<string> {
-  if (!result.ok) throw new NodemeshError('NM_E2E_REQUEST', `${what} failed: ${result.error}\n${await mesh.logs()}`);
+  if (!result.ok) throw new NodemeshError(ErrorCode.E2E_REQUEST, `${what} failed: ${result.error}\n${await mesh.logs()}`);
   return result.output;
 }
 
