@@ -7,13 +7,15 @@
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import type { CertSource, WorkloadCert } from '../core/cert-source.ts';
 import { uriSans } from '../core/identity.ts';
-import { logger } from '../core/log.ts';
+import { debug, logger } from '../core/log.ts';
 import type { ConfigStore } from '../daemon/config-store.ts';
 import { Backoff } from './backoff.ts';
 import { generateKeyAndCsr } from './csr.ts';
 import type { KeyAndCsr } from './csr.ts';
 
 const log = logger('certs');
+// NODEMESH_DEBUG=certs: each Sign call (which identities, and why) and each renewal scheduled.
+const trace = debug('certs');
 
 export interface SignedCertificate {
   identity: string;
@@ -170,6 +172,7 @@ export class CertManager implements CertSource {
   async #issue(entries: Entry[]): Promise<void> {
     const requests = new Map<string, KeyAndCsr>();
     for (const e of entries) requests.set(e.identity, await generateKeyAndCsr(e.identity));
+    trace('requesting certificates', { requests: entries.map((e) => ({ identity: e.identity, reason: e.lastError ? 'retry' : e.cert ? 'renewal' : 'new' })) });
     let result: SignResult;
     try {
       result = await this.#signer.sign([...requests.values()].map((r) => r.csrPem));
@@ -208,6 +211,7 @@ export class CertManager implements CertSource {
       entry.backoff.reset();
       changed = true;
       log.info('certificate issued', { identity: entry.identity, serial: entry.cert.serial, notAfter: entry.cert.notAfter.toISOString() });
+      trace('renewal scheduled', { identity: entry.identity, serial: entry.cert.serial, renewAt: new Date(entry.renewAt).toISOString() });
     }
     for (const e of entries) {
       if (!answered.has(e.identity) && this.#entries.get(e.identity) === e) {

@@ -18,9 +18,11 @@ import type { ConfigUpdate } from '../core/types.ts';
 import type { CommandLine } from './iptables.ts';
 import { iptablesRestore, iptablesSave, parseSavedTable } from './iptables.ts';
 import { InvalidObjectError } from '../core/errors.ts';
-import { logger } from '../core/log.ts';
+import { debug, logger } from '../core/log.ts';
 
 const log = logger('enrollment');
+// NODEMESH_DEBUG=enrollment: each change of the capture rules, rule by rule (a resync that changes nothing is silent).
+const trace = debug('enrollment');
 
 export const OUTBOUND_CAPTURE_PORT = 15001;
 export const INBOUND_PLAINTEXT_PORT = 15006;
@@ -166,6 +168,7 @@ export class CaptureReconciler {
     const jumpEdits = planJumpEdits(save);
     const chainsMatch = [...desired].every(([chain, rules]) => live.chains.includes(chain) && sameRules(live.rules.get(chain) ?? [], rules));
     if (chainsMatch && jumpEdits.length === 0) return;
+    if (trace.enabled) trace('changing capture rules', { ...ruleChanges(live.rules, desired), jumpEdits });
     await iptablesRestore(this.#restore, renderCaptureRules(capturable, jumpEdits, vips));
     log.info('capture rules applied', { pods: capturable.length, vips: vips.length, jumpRepaired: jumpEdits.length > 0 });
   }
@@ -173,6 +176,19 @@ export class CaptureReconciler {
 
 function sameRules(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((rule, i) => rule === b[i]);
+}
+
+/** The rules of our chains that a reconcile adds and removes, as iptables-save prints them. */
+function ruleChanges(live: ReadonlyMap<string, readonly string[]>, desired: ReadonlyMap<string, readonly string[]>): { added: string[]; removed: string[] } {
+  const added: string[] = [];
+  const removed: string[] = [];
+  for (const [chain, rules] of desired) {
+    const before = new Set(live.get(chain) ?? []);
+    const after = new Set(rules);
+    added.push(...rules.filter((r) => !before.has(r)));
+    removed.push(...[...before].filter((r) => !after.has(r)));
+  }
+  return { added, removed };
 }
 
 /** Removes the PREROUTING jump, every other rule jumping to our chains, and all NODEMESH-* chains. */
