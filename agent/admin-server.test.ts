@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createMeshCa } from '../testdata/mesh-ca.ts';
-import { getLevel, enabledTracers, setLevel, setTracers } from '../core/log.ts';
+import { TRACERS, debug, getLevel, enabledTracers, setLevel, setTracers } from '../core/log.ts';
 import type { Workload } from '../core/types.ts';
 import { ConfigStore } from '../daemon/config-store.ts';
 import { CertManager } from './cert-manager.ts';
@@ -22,7 +22,7 @@ const web: Workload = {
   labels: { app: 'web' }, enrolled: true, mtlsMode: 'strict', namedPorts: {},
 };
 
-async function startAdmin(t: import('node:test').TestContext): Promise<{ base: string; certs: CertManager }> {
+async function startAdmin(t: import('node:test').TestContext): Promise<{ base: string; certs: CertManager; store: ConfigStore }> {
   const stateDir = mkdtempSync(join(tmpdir(), 'nodemesh-admin-'));
   t.after(() => rmSync(stateDir, { recursive: true, force: true }));
   const ca = await createMeshCa();
@@ -50,7 +50,26 @@ async function startAdmin(t: import('node:test').TestContext): Promise<{ base: s
   certs.start();
   const admin = await AdminServer.listen('127.0.0.1:0', { store, certs, control, connections: () => [{ id: 1 }] });
   t.after(() => admin.close());
-  return { base: `http://${admin.address}`, certs };
+  return { base: `http://${admin.address}`, certs, store };
+}
+
+/** Restores the process-wide log level and tracers after a test that changes them. */
+function keepLogging(t: import('node:test').TestContext): void {
+  const before = { level: getLevel(), tracers: enabledTracers() };
+  t.after(() => {
+    setLevel(before.level);
+    setTracers(before.tracers);
+  });
+}
+
+/** The JSON lines written to stderr while the test runs (and not printed). */
+function captureStderr(t: import('node:test').TestContext): () => { scope?: string; msg?: string; [k: string]: unknown }[] {
+  const lines: string[] = [];
+  t.mock.method(process.stderr, 'write', (chunk: string | Uint8Array) => {
+    lines.push(...String(chunk).split('\n').filter(Boolean));
+    return true;
+  });
+  return () => lines.map((l) => JSON.parse(l));
 }
 
 test('admin: read endpoints return the node state as JSON', async (t) => {
@@ -84,29 +103,93 @@ test('admin: methods are enforced, unknown paths list the endpoints', async (t) 
   const post = await fetch(`${base}/config_dump`, { method: 'POST' });
   assert.equal(post.status, 405);
   assert.equal(post.headers.get('allow'), 'GET');
-  const get = await fetch(`${base}/logging?level=debug`);
-  assert.equal(get.status, 405);
-  assert.equal(get.headers.get('allow'), 'POST');
+  assert.deepEqual(await post.json(), { error: '/config_dump accepts GET only', code: 'NM_ADMIN_METHOD' });
+  const put = await fetch(`${base}/logging?level=debug`, { method: 'PUT' });
+  assert.equal(put.status, 405);
+  assert.equal(put.headers.get('allow'), 'GET, POST');
+  assert.equal((await put.json()).code, 'NM_ADMIN_METHOD');
   const missing = await fetch(`${base}/nope`);
   assert.equal(missing.status, 404);
-  assert.match((await missing.json()).error, /GET \/config_dump.*POST \/logging/);
+  const body = await missing.json();
+  assert.match(body.error, /GET \/config_dump.*GET \/logging, POST \/logging/);
+  assert.equal(body.code, 'NM_ADMIN_NO_ENDPOINT');
+  const tap = await fetch(`${base}/tap`);
+  assert.equal(tap.status, 426);
+  assert.equal((await tap.json()).code, 'NM_ADMIN_WEBSOCKET');
 });
 
 test('admin: POST /logging from loopback changes level and tracers; a bad level is a 400', async (t) => {
   const { base } = await startAdmin(t);
-  const before = { level: getLevel(), tracers: enabledTracers() };
-  t.after(() => {
-    setLevel(before.level);
-    setTracers(before.tracers);
-  });
+  keepLogging(t);
   const res = await fetch(`${base}/logging?level=warn&tracers=hbone,outbound`, { method: 'POST' });
   assert.equal(res.status, 200);
   assert.deepEqual(await res.json(), { level: 'warn', tracers: ['hbone', 'outbound'] });
   assert.equal(getLevel(), 'warn');
   const bad = await fetch(`${base}/logging?level=loud`, { method: 'POST' });
   assert.equal(bad.status, 400);
-  assert.match((await bad.json()).error, /level: "loud"/);
+  const body = await bad.json();
+  assert.match(body.error, /level: "loud"/);
+  assert.equal(body.code, 'NM_BAD_LOG_LEVEL');
   assert.equal(getLevel(), 'warn');
+});
+
+test('admin: GET /logging answers the level, the enabled tracers and every known tracer, and changes nothing', async (t) => {
+  const { base } = await startAdmin(t);
+  keepLogging(t);
+  setLevel('info');
+  setTracers(['hbone']);
+  const res = await fetch(`${base}/logging?level=debug&tracers=*`);
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.level, 'info');
+  assert.deepEqual(body.tracers, ['hbone']);
+  assert.deepEqual(body.known.map((k: { name: string }) => k.name), ['hbone', 'outbound', 'inbound', 'http', 'config', 'certs', 'enrollment']);
+  for (const k of body.known) assert.equal(k.traces, TRACERS[k.name as keyof typeof TRACERS]);
+  assert.equal(getLevel(), 'info', 'a GET never changes the level');
+  assert.deepEqual(enabledTracers(), ['hbone']);
+});
+
+test('admin: POST /logging refuses an unknown tracer with a 400 naming the known ones, and changes nothing', async (t) => {
+  const { base } = await startAdmin(t);
+  keepLogging(t);
+  setLevel('info');
+  setTracers(['hbone']);
+  const res = await fetch(`${base}/logging?level=debug&tracers=config,nope`, { method: 'POST' });
+  assert.equal(res.status, 400);
+  const body = await res.json();
+  assert.equal(body.code, 'NM_UNKNOWN_TRACER');
+  assert.match(body.error, /tracers: unknown tracer "nope"; known: hbone, outbound, inbound, http, config, certs, enrollment \(or \* for all\)/);
+  assert.equal(getLevel(), 'info');
+  assert.deepEqual(enabledTracers(), ['hbone']);
+});
+
+test('admin: an enabled tracer emits, tracers= turns them off, * turns all on', async (t) => {
+  const { base, certs, store } = await startAdmin(t);
+  keepLogging(t);
+  while (!certs.allIssued()) await new Promise((r) => setTimeout(r, 20));
+  const lines = captureStderr(t);
+  const certTraces = () => lines().filter((l) => l.scope === 'certs' && l.msg === 'requesting certificates');
+  const addWorkload = async (version: number, serviceAccount: string) => {
+    const w: Workload = { ...web, uid: `u${version}`, name: `${serviceAccount}-1`, workloadName: serviceAccount, serviceAccount, ip: `10.1.0.${version}` };
+    store.apply({ epoch: 'e7', version, snapshot: false, removals: [], upserts: [{ kind: 'workload', key: w.uid, version, workload: w }] });
+    while (!certs.allIssued()) await new Promise((r) => setTimeout(r, 20));
+  };
+
+  const on = await fetch(`${base}/logging?tracers=certs`, { method: 'POST' });
+  assert.deepEqual(await on.json(), { level: getLevel(), tracers: ['certs'] });
+  await addWorkload(4, 'api');
+  assert.equal(certTraces().length, 1);
+  assert.deepEqual(certTraces()[0]!.requests, [{ identity: 'spiffe://cluster.local/ns/shop/sa/api', reason: 'new' }]);
+
+  const off = await fetch(`${base}/logging?tracers=`, { method: 'POST' });
+  assert.deepEqual(await off.json(), { level: getLevel(), tracers: [] });
+  await addWorkload(5, 'db');
+  assert.equal(certTraces().length, 1, 'no trace once tracers are off');
+
+  const all = await fetch(`${base}/logging?tracers=*`, { method: 'POST' });
+  assert.deepEqual(await all.json(), { level: getLevel(), tracers: ['*'] });
+  assert.equal(debug('config').enabled, true);
+  assert.equal(debug('enrollment').enabled, true);
 });
 
 test('admin: only loopback peers count as local', () => {
@@ -131,7 +214,9 @@ test('admin: /explain answers from the data plane and rejects a malformed query 
   assert.equal(body.targets[0].authorization.allowed, false, 'web-1 is in a strict namespace');
   const bad = await fetch(`${base}/explain?source=10.1.0.99&destination=10.1.0.5`);
   assert.equal(bad.status, 400);
-  assert.match((await bad.json()).error, /explain: destination: "10\.1\.0\.5" is not IPv4:PORT/);
+  const badBody = await bad.json();
+  assert.match(badBody.error, /explain: destination: "10\.1\.0\.5" is not IPv4:PORT/);
+  assert.equal(badBody.code, 'NM_BAD_EXPLAIN_QUERY');
 });
 
 test('admin: /tap streams connection open and close events over a WebSocket', async (t) => {

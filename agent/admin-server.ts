@@ -8,10 +8,14 @@
 //   GET  /policies      authorization policies known to this node
 //   GET  /explain       ?source=IP&destination=IP:PORT — what the data plane would do with that connection
 //   GET  /tap           WebSocket: a JSON event per connection open and close, as they happen
-//   POST /logging       ?level=debug|info|warn|error &tracers=hbone,outbound ("" turns tracers off)
+//   GET  /logging       level, enabled tracers, and every known tracer name with what it traces
+//   POST /logging       ?level=debug|info|warn|error &tracers=hbone,outbound ("" turns tracers off, "*" turns all on;
+//                       an unknown name is a 400 listing the known ones)
 //
 // State-changing endpoints accept POST only (405 otherwise) and only from a
-// loopback peer (403 otherwise), even if the admin address is widened.
+// loopback peer (403 otherwise), even if the admin address is widened. An error
+// answer is {"error": "<what to check>", "code": "NM_..."}, the code from
+// core/errors.ts.
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
@@ -19,7 +23,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { ExplainQuery, Explanation } from '../daemon/explain.ts';
 import type { TapListener } from '../daemon/connection-tracker.ts';
-import { enabledTracers, getLevel, logger, setLevel, setTracers } from '../core/log.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
+import { TRACERS, enabledTracers, getLevel, logger, parseTracerList, setLevel, setTracers, unknownTracersMessage } from '../core/log.ts';
 import type { Level } from '../core/log.ts';
 import type { ConfigStore } from '../daemon/config-store.ts';
 import type { CertManager } from './cert-manager.ts';
@@ -40,15 +45,15 @@ export interface AdminSources {
 }
 
 type Handler = (req: IncomingMessage, url: URL) => unknown;
-interface Endpoint {
-  method: 'GET' | 'POST';
-  handler: Handler;
-}
+type Method = 'GET' | 'POST';
+/** The handler of each method a path accepts. */
+type Endpoint = Partial<Record<Method, Handler>>;
 
-class HttpError extends Error {
+/** An answer other than 200: its status, and a body of the message and code. */
+class HttpError extends NodemeshError {
   readonly status: number;
-  constructor(status: number, message: string) {
-    super(message);
+  constructor(status: number, code: ErrorCode, message: string) {
+    super(code, message);
     this.status = status;
   }
 }
@@ -76,11 +81,10 @@ export class AdminServer extends ListeningHttpServer {
 
 function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
   const endpoints = new Map<string, Endpoint>();
-  const listing = () => [...endpoints.entries()].map(([path, e]) => `${e.method} ${path}`);
-  endpoints.set('/', { method: 'GET', handler: () => ({ endpoints: listing() }) });
+  const listing = () => listEndpoints(endpoints);
+  endpoints.set('/', { GET: () => ({ endpoints: listing() }) });
   endpoints.set('/config_dump', {
-    method: 'GET',
-    handler: () => {
+    GET: () => {
       const snap = s.store.snapshot();
       return {
         node: s.store.nodeName,
@@ -94,8 +98,7 @@ function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
     },
   });
   endpoints.set('/workloads', {
-    method: 'GET',
-    handler: () => {
+    GET: () => {
       const certs = new Map(s.certs.status().map((c) => [c.identity, c]));
       return s.store.localWorkloads().map((w) => {
         const identity = s.store.identityOf(w);
@@ -109,31 +112,34 @@ function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
     },
   });
   endpoints.set('/certs', {
-    method: 'GET',
-    handler: () => ({ trustBundle: { fingerprints: s.certs.trustBundleFingerprints() }, certificates: s.certs.status() }),
+    GET: () => ({ trustBundle: { fingerprints: s.certs.trustBundleFingerprints() }, certificates: s.certs.status() }),
   });
-  endpoints.set('/connections', { method: 'GET', handler: () => s.connections?.() ?? [] });
-  endpoints.set('/policies', { method: 'GET', handler: () => s.store.policies() });
-  endpoints.set('/explain', { method: 'GET', handler: (_req, url) => explainQuery(s, url) });
+  endpoints.set('/connections', { GET: () => s.connections?.() ?? [] });
+  endpoints.set('/policies', { GET: () => s.store.policies() });
+  endpoints.set('/explain', { GET: (_req, url) => explainQuery(s, url) });
   // Served on upgrade (serveTap); listed here so / and 404s name it.
-  endpoints.set('/tap', { method: 'GET', handler: () => { throw new HttpError(426, '/tap is a WebSocket: connect with a WebSocket client (Upgrade: websocket)'); } });
-  endpoints.set('/logging', { method: 'POST', handler: (_req, url) => changeLogging(url) });
+  endpoints.set('/tap', { GET: () => { throw new HttpError(426, ErrorCode.ADMIN_WEBSOCKET, '/tap is a WebSocket: connect with a WebSocket client (Upgrade: websocket)'); } });
+  endpoints.set('/logging', { GET: () => loggingState(), POST: (_req, url) => changeLogging(url) });
   return endpoints;
 }
 
+function listEndpoints(endpoints: Map<string, Endpoint>): string[] {
+  return [...endpoints.entries()].flatMap(([path, e]) => Object.keys(e).map((method) => `${method} ${path}`));
+}
+
 function explainQuery(s: AdminSources, url: URL): Explanation {
-  if (!s.explain) throw new HttpError(404, 'explain: this node runs no data plane (--no-dataplane)');
+  if (!s.explain) throw new HttpError(404, ErrorCode.NO_DATAPLANE, 'explain: this node runs no data plane (--no-dataplane)');
   const source = url.searchParams.get('source') ?? '';
   const destination = url.searchParams.get('destination') ?? '';
   const m = /^(.+):(\d{1,5})$/.exec(destination);
-  if (isIP(source) !== 4) throw new HttpError(400, `explain: source: ${JSON.stringify(source)} is not an IPv4 address (?source=IP&destination=IP:PORT)`);
+  if (isIP(source) !== 4) throw new HttpError(400, ErrorCode.BAD_EXPLAIN_QUERY, `explain: source: ${JSON.stringify(source)} is not an IPv4 address (?source=IP&destination=IP:PORT)`);
   if (!m || isIP(m[1]!) !== 4 || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-    throw new HttpError(400, `explain: destination: ${JSON.stringify(destination)} is not IPv4:PORT (?source=IP&destination=IP:PORT)`);
+    throw new HttpError(400, ErrorCode.BAD_EXPLAIN_QUERY, `explain: destination: ${JSON.stringify(destination)} is not IPv4:PORT (?source=IP&destination=IP:PORT)`);
   }
   try {
     return s.explain({ sourceIp: source, destinationIp: m[1]!, port: Number(m[2]) });
   } catch (err) {
-    if ((err as { code?: string }).code === 'NM_BAD_EXPLAIN_QUERY') throw new HttpError(400, `explain: ${(err as Error).message}`);
+    if ((err as { code?: string }).code === ErrorCode.BAD_EXPLAIN_QUERY) throw new HttpError(400, ErrorCode.BAD_EXPLAIN_QUERY, `explain: ${(err as Error).message}`);
     throw err;
   }
 }
@@ -165,14 +171,21 @@ function serveTap(server: Server, s: AdminSources): () => void {
   };
 }
 
+function loggingState(): object {
+  return { level: getLevel(), tracers: enabledTracers(), known: Object.entries(TRACERS).map(([name, traces]) => ({ name, traces })) };
+}
+
+/** Checks both parameters before changing either: a 400 changes nothing. */
 function changeLogging(url: URL): object {
   const level = url.searchParams.get('level');
-  const tracers = url.searchParams.get('tracers');
+  const tracerList = url.searchParams.get('tracers');
   if (level !== null && !LEVELS.has(level)) {
-    throw new HttpError(400, `logging: level: ${JSON.stringify(level)} is not one of debug, info, warn, error`);
+    throw new HttpError(400, ErrorCode.BAD_LOG_LEVEL, `logging: level: ${JSON.stringify(level)} is not one of debug, info, warn, error`);
   }
+  const tracers = tracerList === null ? null : parseTracerList(tracerList);
+  if (tracers?.unknown.length) throw new HttpError(400, ErrorCode.UNKNOWN_TRACER, `logging: tracers: ${unknownTracersMessage(tracers.unknown)}`);
   if (level !== null) setLevel(level as Level);
-  if (tracers !== null) setTracers(tracers.split(',').map((t) => t.trim()).filter(Boolean));
+  if (tracers) setTracers(tracers.tracers);
   log.info('logging changed', { level: getLevel(), tracers: enabledTracers() });
   return { level: getLevel(), tracers: enabledTracers() };
 }
@@ -182,22 +195,25 @@ function serve(endpoints: Map<string, Endpoint>, req: IncomingMessage, res: Serv
   const endpoint = endpoints.get(url.pathname);
   try {
     if (!endpoint) {
-      throw new HttpError(404, `no endpoint ${url.pathname}; endpoints: ${[...endpoints.entries()].map(([p, e]) => `${e.method} ${p}`).join(', ')}`);
+      throw new HttpError(404, ErrorCode.ADMIN_NO_ENDPOINT, `no endpoint ${url.pathname}; endpoints: ${listEndpoints(endpoints).join(', ')}`);
     }
-    if (req.method !== endpoint.method) {
-      res.setHeader('allow', endpoint.method);
-      throw new HttpError(405, `${url.pathname} accepts ${endpoint.method} only`);
+    const handler = endpoint[req.method as Method];
+    if (!handler) {
+      const allowed = Object.keys(endpoint);
+      res.setHeader('allow', allowed.join(', '));
+      throw new HttpError(405, ErrorCode.ADMIN_METHOD, `${url.pathname} accepts ${allowed.join(' or ')} only`);
     }
-    if (endpoint.method === 'POST' && !isLoopback(req.socket.remoteAddress)) {
-      throw new HttpError(403, `${url.pathname} changes state and is accepted only from this node (loopback), not from ${req.socket.remoteAddress}`);
+    if (req.method === 'POST' && !isLoopback(req.socket.remoteAddress)) {
+      throw new HttpError(403, ErrorCode.ADMIN_NOT_LOOPBACK, `${url.pathname} changes state and is accepted only from this node (loopback), not from ${req.socket.remoteAddress}`);
     }
-    sendJson(res, 200, endpoint.handler(req, url));
+    sendJson(res, 200, handler(req, url));
   } catch (err) {
     if (err instanceof HttpError) {
-      sendJson(res, err.status, { error: err.message });
+      sendJson(res, err.status, { error: err.message, code: err.code });
     } else {
       log.error('admin endpoint failed', { path: url.pathname, error: String((err as Error)?.stack ?? err) });
-      sendJson(res, 500, { error: `${url.pathname}: ${(err as Error).message}` });
+      const code = err instanceof NodemeshError ? err.code : ErrorCode.INTERNAL;
+      sendJson(res, 500, { error: `${url.pathname}: ${(err as Error).message}`, code });
     }
   }
 }
