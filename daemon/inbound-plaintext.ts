@@ -8,7 +8,7 @@
 import type net from 'node:net';
 import type { Service } from '../core/types.ts';
 import type { ConfigStore } from './config-store.ts';
-import { logger } from '../core/log.ts';
+import { debug, logger } from '../core/log.ts';
 import type { SocketAddress } from './original-dst.ts';
 import type { AuthorizationInput } from './authorization.ts';
 import type { Admission } from './admission.ts';
@@ -25,6 +25,7 @@ import type { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
 
 const log = logger('inbound-plaintext');
+const trace = debug('inbound');
 
 export interface InboundPlaintextOptions {
   config: ConfigStore;
@@ -67,6 +68,7 @@ export class InboundPlaintextListener extends CapturedListener {
     // Strict mTLS refuses plaintext per connection; otherwise HTTP ports are authorized per request.
     const httpService = this.#opts.http && workload.mtlsMode !== 'strict' ? httpServiceOf(config, dst.ip, dst.port) : undefined;
     const target = dst;
+    trace('plaintext connection', { sourceIp, destination: `${dst.ip}:${dst.port}`, mtlsMode: workload.mtlsMode, http: httpService !== undefined });
     if (httpService) {
       // A port declared HTTP that carries something else is still served, as TCP (fail-closed for L7 rules).
       detectProtocol(client, DEFAULT_DETECT_TIMEOUT_MS).then(({ protocol, head }) => {

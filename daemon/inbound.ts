@@ -29,6 +29,7 @@ import { HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REA
 
 const log = logger('inbound');
 const trace = debug('hbone');
+const traceInbound = debug('inbound');
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface InboundOptions {
@@ -221,6 +222,7 @@ export class InboundListener {
       port: target.port,
     };
     const httpService = this.#opts.http ? httpServiceOf(config, target.ip, target.port) : undefined;
+    traceInbound('HBONE stream', { source: ctx.peerIdentity, sourceIp: input.sourceIp, target: authority, http: httpService !== undefined });
     if (httpService) {
       // Authorized per request: an ALLOW rule on methods or paths can only match there.
       stream.respond({ ':status': 200 });

@@ -1,3 +1,12 @@
+// HTTP/1.1 on the outbound side (HTTP/2 streams are relayed by h2-outbound.ts):
+// connections the detector (or a Service's declared protocol) found to carry
+// HTTP/1 are parsed here, and every request follows its own RequestPlan (route,
+// backend, endpoint per attempt), proxied by http-proxy over a keep-alive agent
+// per endpoint whose connections are the endpoint's own (HBONE streams to remote
+// pods, sockets to pods on this node). Connect failures and configured statuses
+// are retried within a budget when the body could be kept for replay (never a
+// chunked body or one over 64 KiB); responses and bodies stream through unbuffered.
+
 import http from 'node:http';
 import type net from 'node:net';
 import { Readable } from 'node:stream';

@@ -8,6 +8,7 @@
 // Gateway API says so.
 
 import type { Duplex } from 'node:stream';
+import { debug } from '../../core/log.ts';
 import type { HeaderModifier, Service, Workload } from '../../core/types.ts';
 import type { ConfigStore } from '../config-store.ts';
 import type { Admission } from '../admission.ts';
@@ -45,6 +46,8 @@ export interface Endpoint extends Upstream {
   /** Opens a connection to it: an HBONE stream to a remote enrolled pod, else TCP. */
   connect(): Promise<Duplex>;
 }
+
+const trace = debug('http');
 
 type Target = { service: Service; port: number } | { direct: Upstream };
 
@@ -108,6 +111,7 @@ export class RequestRouter {
     const backend = config.serviceByKey(ref.namespace, ref.name);
     if (!backend) return new LocalReply(500, `${where}: backend Service ${ref.namespace}/${ref.name} does not exist`);
     const timeouts = { request: rule.requestTimeoutMs, backend: rule.backendRequestTimeoutMs };
+    trace('routed', { method: req.method, path: url.pathname, route: `${route.namespace}/${route.name}`, backend: `${ref.namespace}/${ref.name}:${ref.port}` });
     return new RequestPlan(this, req, conn, { service: backend, port: ref.port }, timeouts, filtered.responseHeaders);
   }
 
