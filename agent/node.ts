@@ -9,7 +9,7 @@
 
 import { readFileSync } from 'node:fs';
 import { Registry } from 'prom-client';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
 import { ConfigStore } from '../daemon/config-store.ts';
 import { readLastKnownGood } from './last-known-good.ts';
@@ -62,7 +62,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   try {
     caPem = readFileSync(opts.caFile, 'utf8');
   } catch (err) {
-    throw new NodemeshError('NM_CA_FILE', `--ca-file ${opts.caFile}: ${(err as Error).message}; give the PEM CA that signed the control plane's serving certificate`);
+    throw new NodemeshError(ErrorCode.CA_FILE, `--ca-file ${opts.caFile}: ${(err as Error).message}; give the PEM CA that signed the control plane's serving certificate`);
   }
   const readiness = new Readiness();
   const configSynced = readiness.register('config synced');

@@ -3,11 +3,11 @@
 // followed by the subcommand's usage. `--help` is accepted everywhere.
 
 import { parseArgs } from 'node:util';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 
 export class UsageError extends NodemeshError {
   constructor(message: string) {
-    super('NM_USAGE', message);
+    super(ErrorCode.USAGE, message);
   }
 }
 

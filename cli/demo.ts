@@ -4,7 +4,7 @@
 // so it is loaded through a computed specifier that neither the type checker
 // nor the bundler follows, and its absence is an error that says so.
 
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { parseFlags, usageOf, UsageError } from './args.ts';
 
 const FLAGS = {
@@ -39,7 +39,7 @@ async function loadDemo(): Promise<DemoModule> {
     return (await import(specifier)) as DemoModule;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes('demo.ts')) {
-      throw new NodemeshError('NM_NO_DEMO', 'this build has no demo (integration/demo.ts is missing)');
+      throw new NodemeshError(ErrorCode.NO_DEMO, 'this build has no demo (integration/demo.ts is missing)');
     }
     throw err;
   }

@@ -7,7 +7,7 @@
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, relative } from 'node:path';
-import { NodemeshError } from '../core/errors.ts';
+import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { setLevel } from '../core/log.ts';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import { startMesh, type Mesh } from './cluster/mesh.ts';
@@ -92,7 +92,7 @@ async function waitForCapture(cluster: Cluster, mesh: Mesh): Promise<Map<string,
       const missing = workloads.filter((w) => !rules.includes(`-s ${w.ip}/32 -p tcp -j NODEMESH-OUTBOUND`));
       if (missing.length === 0) break;
       if (Date.now() > deadline) {
-        throw new NodemeshError('NM_DEMO_CAPTURE', `node ${node.name} did not capture ${missing.map((w) => `${w.namespace}/${w.name} (${w.ip})`).join(', ')} within ${CAPTURE_TIMEOUT_MS} ms; see its log ${mesh.logFile(`node-${node.name}`)}`);
+        throw new NodemeshError(ErrorCode.DEMO_CAPTURE, `node ${node.name} did not capture ${missing.map((w) => `${w.namespace}/${w.name} (${w.ip})`).join(', ')} within ${CAPTURE_TIMEOUT_MS} ms; see its log ${mesh.logFile(`node-${node.name}`)}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
