@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { updateFromWire } from '../core/wire.ts';
-import { firstWatchMessage } from '../controlplane/testdata/watch-client.ts';
+import { firstWatchMessage } from '../testdata/watch-client.ts';
 
 const CLI = fileURLToPath(new URL('./nodemesh.ts', import.meta.url));
 const DEMO = fileURLToPath(new URL('../examples/demo', import.meta.url));

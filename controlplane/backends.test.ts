@@ -6,7 +6,7 @@ import { createBackends } from './backends.ts';
 import { CertificateAuthority } from './ca.ts';
 import { startControlPlane } from './server.ts';
 import { FakeApiServer } from './testdata/fake-api-server.ts';
-import { firstWatchMessage } from './testdata/watch-client.ts';
+import { firstWatchMessage } from '../testdata/watch-client.ts';
 
 test('kubernetes backends against a fake API server: CA in a Secret, TokenReview, informers, the Service name in the serving certificate', async (t) => {
   const fake = await FakeApiServer.start();

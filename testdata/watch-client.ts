@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
-import { meshService, type WireUpdate } from '../../core/wire.ts';
+import { meshService, type WireUpdate } from '../core/wire.ts';
 
 type MeshClient = grpc.Client & { Watch(req: { node: string }, md: grpc.Metadata): grpc.ClientReadableStream<WireUpdate> };
 
