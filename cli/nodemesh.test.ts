@@ -105,7 +105,7 @@ function stopProcess(child: ChildProcess): Promise<number | null> {
 test('cli: controlplane and node processes: the node gets its certificates, both exit 0 on SIGTERM', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'nodemesh-cli-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  cpSync(new URL('../agent/testdata/two-nodes/', import.meta.url), join(dir, 'config'), { recursive: true });
+  cpSync(new URL('../testdata/two-nodes/', import.meta.url), join(dir, 'config'), { recursive: true });
   writeFileSync(join(dir, 'node-tokens'), 'node-1: node-1-token-0123456789\n');
   writeFileSync(join(dir, 'token'), 'node-1-token-0123456789\n');
   const cp = await startProcess(t, [

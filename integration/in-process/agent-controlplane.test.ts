@@ -18,7 +18,7 @@ import type { RunningNode } from '../../agent/node.ts';
 import { generateKeyAndCsr } from '../../agent/csr.ts';
 import { ControlPlaneCallError } from '../../agent/control-client.ts';
 
-const FIXTURE = new URL('../../agent/testdata/two-nodes/', import.meta.url);
+const FIXTURE = new URL('../../testdata/two-nodes/', import.meta.url);
 const id = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
 const NODE_1_IDENTITIES = [id('shop', 'api'), id('shop', 'web')];
 const NODE_2_IDENTITIES = [id('shop', 'db'), id('shop', 'web')];
