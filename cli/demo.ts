@@ -1,24 +1,27 @@
-// `nodemesh demo [--once]`: flags and exit status of the two-node demo, and the
-// wait for Ctrl-C while it stays up for exploring. The demo itself
+// `nodemesh demo [--once | --cleanup]`: flags and exit status of the two-node
+// demo, and the wait for Ctrl-C while it stays up for exploring. The demo itself
 // (integration/demo.ts) is optional in a build (the image has no integration/),
 // so it is loaded through a computed specifier that neither the type checker
 // nor the bundler follows, and its absence is an error that says so.
 
+import { relative } from 'node:path';
 import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { parseFlags, usageOf, UsageError } from './args.ts';
 
 const FLAGS = {
   once: { type: 'boolean', description: 'print the report, tear down and exit: 0 only if every step behaved as expected' },
   prefix: { type: 'string', default: 'nmdemo', description: 'start of the network namespace names (the process id is appended)' },
+  cleanup: { type: 'boolean', description: 'remove what runs that are gone left behind (namespaces, their processes, work directories), then exit' },
 } as const;
 const SUMMARY = 'Runs a two-node cluster in network namespaces (root) from examples/demo with the real control plane and nodes, shows meshed traffic, certificates, a policy denial and metrics.';
 
 /** What integration/demo.ts exports; its DemoOptions has the same shape, and the demo test runs both together. */
 interface DemoModule {
-  runDemo(opts: { once: boolean; prefix: string; untilDone(): Promise<void> }): Promise<boolean>;
+  runDemo(opts: { once: boolean; prefix: string; untilDone(): Promise<void>; cleanupCommand: string }): Promise<boolean>;
+  cleanupDemo(base: string): Promise<string[]>;
 }
 
-/** `nodemesh demo ...`: with --once 0 if every step behaved as expected, else 1; 130 after Ctrl-C. */
+/** `nodemesh demo ...`: with --once 0 if every step behaved as expected, else 1; 130 after Ctrl-C; --cleanup 0. */
 export async function runDemoCommand(argv: string[]): Promise<number> {
   const flags = parseFlags('demo', SUMMARY, argv, FLAGS);
   if (flags.help) {
@@ -27,8 +30,18 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   }
   // The demo appends the pid: digits in the base would make stale runs unrecognisable.
   if (!/^[a-z]+$/.test(flags.prefix)) throw new UsageError(`nodemesh demo: --prefix ${JSON.stringify(flags.prefix)}: use lower-case letters only`);
-  const { runDemo } = await loadDemo();
-  const ok = await runDemo({ once: flags.once, prefix: flags.prefix, untilDone: untilInterrupted });
+  const { runDemo, cleanupDemo } = await loadDemo();
+  if (flags.cleanup) {
+    const removed = await cleanupDemo(flags.prefix);
+    process.stdout.write(removed.length === 0
+      ? `nothing to clean up: no ${flags.prefix}<pid>-* namespace or work directory of a run that is gone\n`
+      : removed.map((what) => `removed ${what}\n`).join(''));
+    return 0;
+  }
+  // As this process was started, so that it can be pasted: `node cli/nodemesh.ts …` or the bundle.
+  const self = `node ${relative(process.cwd(), process.argv[1] ?? '') || process.argv[1]}`;
+  const cleanupCommand = `${self} demo --cleanup${flags.prefix === FLAGS.prefix.default ? '' : ` --prefix ${flags.prefix}`}`;
+  const ok = await runDemo({ once: flags.once, prefix: flags.prefix, untilDone: untilInterrupted, cleanupCommand });
   if (flags.once) return ok ? 0 : 1;
   return 130;
 }

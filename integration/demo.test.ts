@@ -5,7 +5,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,12 +24,22 @@ interface Demo {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts the demo; whatever happens, the test ends with the child gone and its namespaces deleted. */
-function startDemo(t: TestContext, args: string[]): Demo {
+/**
+ * Starts the demo; whatever happens, the test ends with the child gone and its
+ * namespaces deleted. With `closeAfterLines` the test reads stdout like
+ * `head -n`: it keeps that many lines, then closes its end of the pipe.
+ */
+function startDemo(t: TestContext, args: string[], opts: { closeAfterLines?: number } = {}): Demo {
   const child = spawn(process.execPath, [CLI, 'demo', '--prefix', BASE, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
+  child.stdout!.on('data', (b: Buffer) => {
+    stdout += b.toString();
+    const keep = opts.closeAfterLines;
+    if (keep === undefined || stdout.split('\n').length <= keep) return;
+    stdout = stdout.split('\n').slice(0, keep).join('\n') + '\n';
+    child.stdout!.destroy();
+  });
   child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
   const prefix = `${BASE}${child.pid}`;
@@ -50,6 +60,11 @@ async function namespacesOf(prefix: string): Promise<string[]> {
 async function pidsIn(namespaces: string[]): Promise<number[]> {
   const pids = await Promise.all(namespaces.map((ns) => run(['ip', 'netns', 'pids', ns])));
   return pids.join(' ').split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** The demo's work directories, `<tmpdir>/nodemesh-<run prefix>-XXXXXX`. */
+function workDirsOf(prefix: string): string[] {
+  return readdirSync(tmpdir()).filter((f) => f.startsWith(`nodemesh-${prefix}-`)).map((f) => join(tmpdir(), f));
 }
 
 function alive(pid: number): boolean {
@@ -148,4 +163,61 @@ test('nodemesh demo: stays up for exploring, and Ctrl-C (SIGINT) tears down ever
   assert.deepEqual(await namespacesOf(demo.prefix), []);
   assert.deepEqual(pids.filter(alive), [], 'no process of the demo outlives it');
   assert.equal(existsSync(workDir), false, 'the work directory is removed');
+});
+
+test('nodemesh demo | head -5: the demo runs on without its output, and Ctrl-C still tears down every namespace, process and work directory', { timeout: 180_000 }, async (t) => {
+  const demo = startDemo(t, [], { closeAfterLines: 5 });
+  // The fifth line (the cluster's last node) comes once the cluster is up and the servers run.
+  await waitFor('its fifth line', demo, () => demo.child.stdout!.destroyed, 120_000);
+  assert.match(demo.stdout(), /^nodemesh demo: building 2 nodes[^\n]*\n {2}control plane [^\n]*\n {2}node node-1 [^\n]*\n {2}node node-2 [^\n]*\n {2}service /);
+  const namespaces = await namespacesOf(demo.prefix);
+  assert.ok(namespaces.includes(`${demo.prefix}-n1`) && namespaces.some((ns) => ns.endsWith('-pod-demo-client')), `cluster is up: ${namespaces.join(', ')}`);
+  const pids = await pidsIn(namespaces);
+  assert.ok(pids.length >= 5, `control plane, two nodes and servers run in the cluster: ${pids.join(' ')}`);
+  const workDirs = workDirsOf(demo.prefix);
+  assert.equal(workDirs.length, 1, `one work directory: ${workDirs.join(', ')}`);
+
+  // The steps and the explore hints now write to the closed pipe; the demo must stay up through it.
+  await new Promise((r) => setTimeout(r, 10_000));
+  assert.equal(demo.child.exitCode, null, `the demo is still up after its output closed\n--- stderr ---\n${demo.stderr()}`);
+
+  demo.child.kill('SIGINT');
+  const { code } = await demo.exited;
+  assert.equal(code, 130, `exit status after Ctrl-C\n--- stderr ---\n${demo.stderr()}`);
+  assert.doesNotMatch(demo.stderr(), /EPIPE|teardown did not finish/);
+  assert.deepEqual(await namespacesOf(demo.prefix), []);
+  assert.deepEqual(pids.filter(alive), [], 'no process of the demo outlives it');
+  assert.deepEqual(workDirsOf(demo.prefix), [], 'the work directory is removed');
+});
+
+test('nodemesh demo --cleanup removes the namespaces and work directories of runs that are gone, and keeps those of a live run', async (t) => {
+  const base = 'nmdtclean';
+  // A pid that no process has any more: that of a child that has exited.
+  const gone = spawn('true');
+  await new Promise((r) => gone.on('close', r));
+  const [stale, live] = [`${base}${gone.pid}`, `${base}${process.pid}`];
+  t.after(async () => {
+    await deletePrefix(stale);
+    await deletePrefix(live);
+    for (const dir of [...workDirsOf(stale), ...workDirsOf(live)]) rmSync(dir, { recursive: true, force: true });
+  });
+  for (const ns of [`${stale}-n1`, `${stale}-pod-demo-client`, `${live}-n1`]) await run(['ip', 'netns', 'add', ns]);
+  const staleDir = join(tmpdir(), `nodemesh-${stale}-AbC123`);
+  const liveDir = join(tmpdir(), `nodemesh-${live}-XyZ789`);
+  for (const dir of [staleDir, liveDir]) mkdirSync(join(dir, 'mesh'), { recursive: true });
+
+  const child = spawn(process.execPath, [CLI, 'demo', '--cleanup', '--prefix', base], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  assert.equal(code, 0, stdout);
+  assert.deepEqual(stdout.split('\n').filter(Boolean).sort(), [
+    `removed directory ${staleDir}`,
+    `removed namespace ${stale}-n1`,
+    `removed namespace ${stale}-pod-demo-client`,
+  ]);
+  assert.deepEqual(await namespacesOf(stale), []);
+  assert.equal(existsSync(staleDir), false);
+  assert.deepEqual(await namespacesOf(live), [`${live}-n1`], 'a live run keeps its namespaces');
+  assert.ok(existsSync(liveDir), 'and its work directory');
 });

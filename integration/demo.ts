@@ -4,23 +4,27 @@
 // steps and prints a report. With `once` it tears down after the report;
 // otherwise it stays up for exploring until the command says the user is done.
 
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, rmSync } from 'node:fs';
+import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { extname, join, relative } from 'node:path';
 import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { setLevel } from '../core/log.ts';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import { startMesh, type Mesh } from './cluster/mesh.ts';
-import { belongsTo, listNamespaces, runPrefix, sweepStale } from './cluster/netns.ts';
+import { belongsTo, listNamespacesSync, runPrefix, sweepStale } from './cluster/netns.ts';
 import { serverScript, startServer } from './cluster/servers.ts';
 import { DEMO_CONFIG_DIR, loadDemoSpec } from './demo-config.ts';
-import { adminGet, natRules } from './demo-node-api.ts';
+import { adminGet } from './demo-node-api.ts';
 import type { WorkloadView } from './demo-node-api.ts';
 import { ROLES, STEPS, type Demo, type StepResult } from './demo-steps.ts';
 
 const CAPTURE_TIMEOUT_MS = 10_000;
 
-const out = (line = '') => process.stdout.write(`${line}\n`);
+// The report goes to stdout, what is left to clean up to stderr; a stream that
+// failed (its pipe closed) is skipped from then on.
+const out = (line = '') => void (process.stdout.destroyed || process.stdout.write(`${line}\n`));
+const warn = (line: string) => void (process.stderr.destroyed || process.stderr.write(`${line}\n`));
 
 /** What cli/demo.ts passes (it declares the same shape: it loads this module without the type checker). */
 export interface DemoOptions {
@@ -30,23 +34,39 @@ export interface DemoOptions {
   prefix: string;
   /** Unless once: resolves when the user is done exploring. */
   untilDone(): Promise<void>;
+  /** The command that removes what a run left behind (it runs cleanupDemo), printed if the teardown did not finish. */
+  cleanupCommand: string;
 }
 
 /** Runs the demo; resolves, once everything is torn down, with whether every step behaved as expected. */
 export async function runDemo(opts: DemoOptions): Promise<boolean> {
+  tolerateClosedOutput();
   // The report is for people; the harness's JSON info lines would only interleave with it.
   if (!process.env.NODEMESH_LOG_LEVEL) setLevel('warn');
-  await sweepStale(opts.prefix);
+  await cleanupDemo(opts.prefix);
   const spec = loadDemoSpec();
   const prefix = runPrefix(opts.prefix);
   out(`nodemesh demo: building ${spec.nodes} nodes in network namespaces ${prefix}-* from ${relative(process.cwd(), DEMO_CONFIG_DIR) || DEMO_CONFIG_DIR} …`);
   const cluster = await createCluster(spec, { prefix });
+  let workDir: string | undefined;
+  // Ctrl-C ends the process from the cluster's own signal handler once it is torn
+  // down, and a process that dies tears its cluster down in the 'exit' hook
+  // (which runs no asynchronous teardown hook): the work directory goes there
+  // too, and what is left is reported on the way out, whichever way that is.
+  const onExit = () => {
+    if (workDir !== undefined) rmSync(workDir, { recursive: true, force: true });
+    reportTeardown(prefix, workDir, opts.cleanupCommand);
+  };
+  process.once('exit', onExit);
   try {
-    const demo = await startDemo(cluster);
+    // The control plane reads a copy of examples/demo, so edits made while exploring stay out of the repository.
+    const dir = (workDir = await mkdtemp(join(tmpdir(), `${WORK_DIR_START}${prefix}-`)));
+    cluster.onTeardown(() => rm(dir, { recursive: true, force: true }));
+    const demo = await startDemo(cluster, dir);
     const ok = await report(demo);
     if (opts.once) {
       // The logs go with the teardown: keep their tails for whoever has to find out why.
-      if (!ok) process.stderr.write(`${await demo.mesh.logs()}\n`);
+      if (!ok) warn(await demo.mesh.logs());
     } else {
       explore(demo);
       await opts.untilDone();
@@ -55,17 +75,71 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     return ok;
   } finally {
     await cluster.teardown();
-    const left = (await listNamespaces()).filter((ns) => belongsTo(ns, prefix));
-    out(left.length === 0
-      ? `demo torn down: no ${prefix}-* namespace or process left`
-      : `demo torn down, but namespaces ${left.join(' ')} remain: remove them with "node integration/cluster-cli.ts down --prefix ${prefix}"`);
+    process.off('exit', onExit);
+    reportTeardown(prefix, workDir, opts.cleanupCommand);
   }
 }
 
-async function startDemo(cluster: Cluster): Promise<Demo> {
-  // The control plane reads a copy of examples/demo, so edits made while exploring stay out of the repository.
-  const workDir = await mkdtemp(join(tmpdir(), `nodemesh-${cluster.prefix}-`));
-  cluster.onTeardown(() => rm(workDir, { recursive: true, force: true }));
+/** Work directories are `<tmpdir>/nodemesh-<run prefix>-XXXXXX`, so a cleanup can tell whose they are. */
+const WORK_DIR_START = 'nodemesh-';
+
+/**
+ * The demo's output may go before the demo does: `make demo | head -5` closes
+ * the pipe after five lines, and Ctrl-C on `make demo | tee log` ends tee too.
+ * A write to a closed pipe (EPIPE) must not end the process halfway through its
+ * teardown, so a failed stdout or stderr is dropped: the demo runs on and tears
+ * down as it would with its output in place.
+ */
+function tolerateClosedOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (!stream.listeners('error').includes(ignoreOutputError)) stream.on('error', ignoreOutputError);
+  }
+}
+
+function ignoreOutputError(): void {
+  // The stream is destroyed by its error, and out()/warn() skip it from now on.
+}
+
+/** Says whether the run left anything; synchronous, because it also runs in the process 'exit' hook. */
+function reportTeardown(prefix: string, workDir: string | undefined, cleanupCommand: string): void {
+  const namespaces = listNamespacesSync().filter((ns) => belongsTo(ns, prefix));
+  const dirs = workDir !== undefined && existsSync(workDir) ? [workDir] : [];
+  if (namespaces.length === 0 && dirs.length === 0) {
+    out(`demo torn down: no ${prefix}-* namespace, process or temporary file left`);
+    return;
+  }
+  const left = [...(namespaces.length ? [`namespaces ${namespaces.join(' ')} (and what runs in them)`] : []), ...dirs.map((d) => `directory ${d}`)];
+  warn(`nodemesh demo: teardown did not finish; left: ${left.join('; ')}`);
+  warn(`  remove them (as root) with: ${cleanupCommand}`);
+}
+
+/**
+ * `nodemesh demo --cleanup`: removes what runs of the demo whose process is gone
+ * left behind (their namespaces, with what runs in them, and their work
+ * directories); returns what it removed. Every run does this first, too.
+ */
+export async function cleanupDemo(base: string): Promise<string[]> {
+  const removed = (await sweepStale(base)).map((ns) => `namespace ${ns}`);
+  const pattern = new RegExp(`^${WORK_DIR_START}${base}(\\d+)[a-z]*-`);
+  for (const entry of await readdir(tmpdir())) {
+    const m = pattern.exec(entry);
+    if (!m || alive(Number(m[1]))) continue;
+    await rm(join(tmpdir(), entry), { recursive: true, force: true });
+    removed.push(`directory ${join(tmpdir(), entry)}`);
+  }
+  return removed;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function startDemo(cluster: Cluster, workDir: string): Promise<Demo> {
   const configDir = join(workDir, 'config');
   await cp(DEMO_CONFIG_DIR, configDir, { recursive: true, filter: (src) => src === DEMO_CONFIG_DIR || ['.yaml', '.yml'].includes(extname(src)) });
   const mesh = await startMesh(cluster, { configDir, workDir: join(workDir, 'mesh') });
@@ -80,16 +154,15 @@ async function startDemo(cluster: Cluster): Promise<Demo> {
   return { cluster, mesh, workDir, configDir };
 }
 
-/** Waits until each node's nat table redirects the outbound traffic of every meshed pod it runs; returns those pods by node. */
+/** Waits until each node says it captures every meshed pod it runs (/workloads); returns those pods by node. */
 async function waitForCapture(cluster: Cluster, mesh: Mesh): Promise<Map<string, WorkloadView[]>> {
   const meshed = new Map<string, WorkloadView[]>();
   for (const node of cluster.nodes) {
-    const workloads = await adminGet<WorkloadView[]>(cluster, node.name, '/workloads');
-    meshed.set(node.name, workloads);
     const deadline = Date.now() + CAPTURE_TIMEOUT_MS;
     for (;;) {
-      const rules = await natRules(cluster, node.name);
-      const missing = workloads.filter((w) => !rules.includes(`-s ${w.ip}/32 -p tcp -j NODEMESH-OUTBOUND`));
+      const workloads = await adminGet<WorkloadView[]>(cluster, node.name, '/workloads');
+      meshed.set(node.name, workloads);
+      const missing = workloads.filter((w) => !w.capture);
       if (missing.length === 0) break;
       if (Date.now() > deadline) {
         throw new NodemeshError(ErrorCode.DEMO_CAPTURE, `node ${node.name} did not capture ${missing.map((w) => `${w.namespace}/${w.name} (${w.ip})`).join(', ')} within ${CAPTURE_TIMEOUT_MS} ms; see its log ${mesh.logFile(`node-${node.name}`)}`);

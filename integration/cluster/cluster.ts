@@ -145,23 +145,30 @@ export class Cluster implements ClusterPlan {
     this.#teardownHooks.push(hook);
   }
 
-  /** Stops every process and deletes every namespace of the cluster; safe to call again. */
+  /**
+   * Stops every process and deletes every namespace of the cluster; safe to call
+   * again. The exit and signal hooks stay until it is done: a second Ctrl-C waits
+   * for it, and a process that dies halfway still tears down synchronously.
+   */
   teardown(): Promise<void> {
     this.#teardown ??= (async () => {
-      liveClusters.delete(this);
-      updateExitHooks();
-      for (const hook of this.#teardownHooks.reverse()) {
-        try {
-          await hook();
-        } catch (err) {
-          log.warn('teardown hook failed', { cluster: this.prefix, error: String(err) });
+      try {
+        for (const hook of this.#teardownHooks.reverse()) {
+          try {
+            await hook();
+          } catch (err) {
+            log.warn('teardown hook failed', { cluster: this.prefix, error: String(err) });
+          }
         }
+        await this.#processes.stopAll();
+        const mine = (await listNamespaces()).filter((ns) => belongsTo(ns, this.prefix));
+        const pods = mine.filter((ns) => ns.startsWith(`${this.prefix}-pod-`));
+        await Promise.all(pods.map(deleteNamespace));
+        for (const ns of mine.filter((n) => !pods.includes(n))) await deleteNamespace(ns);
+      } finally {
+        liveClusters.delete(this);
+        updateExitHooks();
       }
-      await this.#processes.stopAll();
-      const mine = (await listNamespaces()).filter((ns) => belongsTo(ns, this.prefix));
-      const pods = mine.filter((ns) => ns.startsWith(`${this.prefix}-pod-`));
-      await Promise.all(pods.map(deleteNamespace));
-      for (const ns of mine.filter((n) => !pods.includes(n))) await deleteNamespace(ns);
     })();
     return this.#teardown;
   }
