@@ -59,3 +59,9 @@ test('invalid policy fields are errors naming the field', () => {
   invalid({ rules: [{ to: [{ operation: { hosts: ['a'] } }] }] }, 'spec.rules[0].to[0].operation.hosts', /unknown field/);
   invalid({ rules: [{ to: [{ operation: { methods: [''] } }] }] }, 'spec.rules[0].to[0].operation.methods[0]', /non-empty string/);
 });
+
+test('a port that is a self-referencing value (a YAML alias inside its anchor) is an error, not a TypeError', () => {
+  const cyclic: Record<string, unknown> = {};
+  cyclic.self = cyclic;
+  invalid({ rules: [{ to: [{ operation: { ports: [cyclic] } }] }] }, 'spec.rules[0].to[0].operation.ports[0]', /must be a port number, got an object/);
+});

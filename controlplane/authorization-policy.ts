@@ -5,22 +5,23 @@
 import { isIP } from 'node:net';
 import type { AuthorizationPolicy, PolicyOperation, PolicyRule, PolicySource } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
-import { FieldReader, describeObject } from './fields.ts';
+import { FieldReader, describeObject, kindOf, quote } from './fields.ts';
 
 const SOURCE_FIELDS = ['principals', 'notPrincipals', 'namespaces', 'notNamespaces', 'ipBlocks', 'notIpBlocks'] as const;
 const OPERATION_FIELDS = ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths'] as const;
 
 export function toAuthorizationPolicy(obj: KubeObject): AuthorizationPolicy {
   const f: FieldReader = new FieldReader(describeObject(obj));
+  const meta = f.metadata(obj);
   const spec = f.record(obj.spec, 'spec') ?? {};
   f.knownOnly(spec, 'spec', ['selector', 'action', 'rules']);
   const selector = f.record(spec.selector, 'spec.selector');
   if (selector) f.knownOnly(selector, 'spec.selector', ['matchLabels']);
   const action = f.string(spec.action, 'spec.action') ?? 'ALLOW';
-  if (action !== 'ALLOW' && action !== 'DENY') f.fail('spec.action', `must be ALLOW or DENY (AUDIT and CUSTOM are not supported), got ${JSON.stringify(action)}`);
+  if (action !== 'ALLOW' && action !== 'DENY') f.fail('spec.action', `must be ALLOW or DENY (AUDIT and CUSTOM are not supported), got ${quote(action)}`);
   return {
-    namespace: obj.metadata.namespace || 'default',
-    name: obj.metadata.name,
+    namespace: meta.namespace || 'default',
+    name: meta.name,
     selector: selector ? f.stringMap(selector.matchLabels, 'spec.selector.matchLabels') : null,
     action,
     rules: f.array(spec.rules, 'spec.rules').map((r, i) => rule(f, r, `spec.rules[${i}]`)),
@@ -84,7 +85,7 @@ function operation(f: FieldReader, value: unknown, path: string): PolicyOperatio
 function ports(f: FieldReader, value: unknown, path: string): number[] {
   return f.array(value, path).map((p, i) => {
     const n = typeof p === 'string' && /^\d+$/.test(p) ? Number(p) : p;
-    if (typeof n !== 'number') f.fail(`${path}[${i}]`, `must be a port number, got ${JSON.stringify(p)}`);
+    if (typeof n !== 'number') f.fail(`${path}[${i}]`, `must be a port number, got ${kindOf(p)}`);
     return f.port(n, `${path}[${i}]`)!;
   });
 }
@@ -93,8 +94,8 @@ function ports(f: FieldReader, value: unknown, path: string): number[] {
 function checkCidr(f: FieldReader, value: string, path: string): void {
   const [address, prefix, extra] = value.split('/');
   const family = isIP(address ?? '');
-  if (family === 0 || extra !== undefined) f.fail(path, `not an IP address or CIDR: ${JSON.stringify(value)}`);
+  if (family === 0 || extra !== undefined) f.fail(path, `not an IP address or CIDR: ${quote(value)}`);
   if (prefix === undefined) return;
   const max = family === 4 ? 32 : 128;
-  if (!/^\d+$/.test(prefix) || Number(prefix) > max) f.fail(path, `prefix length must be 0-${max}: ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(prefix) || Number(prefix) > max) f.fail(path, `prefix length must be 0-${max}: ${quote(value)}`);
 }

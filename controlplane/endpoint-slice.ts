@@ -21,7 +21,8 @@ export interface MeshEndpointSlice {
 
 export function toEndpointSlice(obj: KubeObject): MeshEndpointSlice {
   const f: FieldReader = new FieldReader(describeObject(obj));
-  const labels = f.stringMap(obj.metadata.labels, 'metadata.labels');
+  const meta = f.metadata(obj);
+  const labels = f.stringMap(meta.fields.labels, 'metadata.labels');
   const serviceName = labels[SERVICE_NAME_LABEL];
   if (!serviceName) f.fail(`metadata.labels["${SERVICE_NAME_LABEL}"]`, 'required: names the Service the slice belongs to');
   const addressType = f.oneOf(obj.addressType, 'addressType', ['IPv4', 'IPv6', 'FQDN']);
@@ -33,7 +34,7 @@ export function toEndpointSlice(obj: KubeObject): MeshEndpointSlice {
       const conditions = f.record(fields.conditions, `${path}.conditions`) ?? {};
       const targetRef = f.record(fields.targetRef, `${path}.targetRef`) ?? {};
       // An unknown (absent) ready condition counts as ready, as kube-proxy treats it.
-      const ready = conditions.ready !== false;
+      const ready = f.boolean(conditions.ready, `${path}.conditions.ready`) ?? true;
       const podUid = targetRef.kind === 'Pod' ? f.string(targetRef.uid, `${path}.targetRef.uid`) ?? '' : '';
       f.stringList(fields.addresses, `${path}.addresses`).forEach((ip, j) => {
         f.ip(ip, `${path}.addresses[${j}]`);
@@ -41,5 +42,5 @@ export function toEndpointSlice(obj: KubeObject): MeshEndpointSlice {
       });
     });
   }
-  return { namespace: obj.metadata.namespace || 'default', serviceName, endpoints };
+  return { namespace: meta.namespace || 'default', serviceName, endpoints };
 }

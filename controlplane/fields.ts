@@ -8,11 +8,32 @@ import type { KubeObject } from './source.ts';
 
 export type Fields = Record<string, unknown>;
 
-/** "Kind namespace/name", or "Kind name" for cluster-scoped objects. */
+/**
+ * "Kind namespace/name", or "Kind name" for cluster-scoped objects. Safe on any
+ * value: it names objects in errors about their own malformed fields.
+ */
 export function describeObject(obj: KubeObject): string {
-  const ns = obj.metadata?.namespace;
-  return `${obj.kind} ${ns ? `${ns}/` : ''}${obj.metadata?.name}`;
+  const meta: unknown = (obj as unknown as Fields | null)?.metadata;
+  const field = (key: string): unknown => (typeof meta === 'object' && meta !== null ? (meta as Fields)[key] : undefined);
+  const ns = field('namespace');
+  const name = field('name');
+  const kind = typeof obj?.kind === 'string' ? obj.kind : 'object';
+  return `${shorten(kind)} ${typeof ns === 'string' && ns ? `${shorten(ns)}/` : ''}${typeof name === 'string' && name ? shorten(name) : '<no name>'}`;
 }
+
+/** The envelope every converter reads first: metadata is a map, the name and namespace are Kubernetes names. */
+export interface Metadata {
+  fields: Fields;
+  name: string;
+  /** '' when the object names none. */
+  namespace: string;
+}
+
+// Kubernetes' own rules (RFC 1123): a namespace is a label, most object names are
+// subdomains. Names become map keys ("namespace/name") and SPIFFE path segments,
+// so a "/" in one must not reach the model.
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export class FieldReader {
   readonly object: string;
@@ -23,6 +44,25 @@ export class FieldReader {
 
   fail(path: string, reason: string): never {
     throw new InvalidObjectError(this.object, path, reason);
+  }
+
+  /** metadata, its name (a DNS subdomain, or a label with `nameIsLabel`) and namespace (a label). */
+  metadata(obj: KubeObject, nameIsLabel = false): Metadata {
+    const fields = this.record((obj as unknown as Fields).metadata, 'metadata');
+    if (!fields) this.fail('metadata', 'required');
+    const name = this.requiredString(fields.name, 'metadata.name');
+    this.dnsName(name, 'metadata.name', nameIsLabel);
+    const namespace = this.string(fields.namespace, 'metadata.namespace') ?? '';
+    if (namespace) this.dnsName(namespace, 'metadata.namespace', true);
+    return { fields, name, namespace };
+  }
+
+  /** A Kubernetes name: a DNS label (63 characters) or subdomain (253). */
+  dnsName(value: string, path: string, label: boolean): void {
+    const max = label ? 63 : 253;
+    if (value.length > max || !(label ? DNS_LABEL : DNS_SUBDOMAIN).test(value)) {
+      this.fail(path, `not a valid Kubernetes name (lower-case letters, digits and "-"${label ? '' : ', dot-separated'}; at most ${max} characters): ${quote(value)}`);
+    }
   }
 
   record(value: unknown, path: string): Fields | undefined {
@@ -70,7 +110,8 @@ export class FieldReader {
     const out: Record<string, string> = {};
     for (const [k, v] of Object.entries(fields)) {
       if (typeof v !== 'string') this.fail(fieldPath(path, k), `must be a string, got ${kindOf(v)}`);
-      out[k] = v;
+      // A "__proto__" key is data here, as YAML and JSON parsers leave it.
+      Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
     }
     return out;
   }
@@ -82,6 +123,12 @@ export class FieldReader {
     return value;
   }
 
+  boolean(value: unknown, path: string): boolean | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'boolean') this.fail(path, `must be true or false, got ${kindOf(value)}`);
+    return value;
+  }
+
   port(value: unknown, path: string): number | undefined {
     return this.integer(value, path, 1, 65535);
   }
@@ -89,24 +136,35 @@ export class FieldReader {
   oneOf<T extends string>(value: unknown, path: string, allowed: readonly T[]): T | undefined {
     const s = this.string(value, path);
     if (s === undefined) return undefined;
-    if (!(allowed as readonly string[]).includes(s)) this.fail(path, `must be one of ${allowed.join(', ')}, got ${JSON.stringify(s)}`);
+    if (!(allowed as readonly string[]).includes(s)) this.fail(path, `must be one of ${allowed.join(', ')}, got ${quote(s)}`);
     return s as T;
   }
 
   ip(value: unknown, path: string): string | undefined {
     const s = this.string(value, path);
-    if (s !== undefined && isIP(s) === 0) this.fail(path, `not an IP address: ${JSON.stringify(s)}`);
+    if (s !== undefined && isIP(s) === 0) this.fail(path, `not an IP address: ${quote(s)}`);
     return s;
   }
 }
 
 /** Field path of a named child: "spec.selector" + "app" -> "spec.selector.app". */
 export function fieldPath(path: string, key: string): string {
-  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? `${path}.${key}` : `${path}[${quote(key)}]`;
 }
 
-function kindOf(value: unknown): string {
+/** What a value is, for a message: "a list", "null", "string \"x\"". */
+export function kindOf(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${JSON.stringify(value)}`;
+  if (typeof value === 'object') return 'an object';
+  return `${typeof value} ${typeof value === 'string' ? quote(value) : shorten(String(value as number))}`;
+}
+
+/** A value for a message: quoted, and cut short, so a huge field cannot make a huge error. */
+export function quote(value: string): string {
+  return JSON.stringify(shorten(value));
+}
+
+function shorten(value: string): string {
+  return value.length > 256 ? `${value.slice(0, 256)}…` : value;
 }

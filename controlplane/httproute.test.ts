@@ -125,3 +125,7 @@ test('Gateway API durations', () => {
   assert.equal(parseGatewayDuration('0s'), 0);
   for (const bad of ['', '10', '1.5s', '1d', '-1s', '123456s', '1h1h1h1h1h']) assert.equal(parseGatewayDuration(bad), null, bad);
 });
+
+test('a creationTimestamp that is not a string is an error: it orders routes on every node', () => {
+  invalid({ ...route({}), metadata: { name: 'canary', namespace: 'demo', creationTimestamp: 5 as never } }, 'metadata.creationTimestamp', /must be a string/);
+});

@@ -7,7 +7,7 @@ import type {
   BackendRef, HeaderModifier, HeaderValue, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule, NameMatch, ParentRef, PathModifier, StringMatch,
 } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
-import { FieldReader, describeObject, type Fields } from './fields.ts';
+import { FieldReader, describeObject, quote, type Fields } from './fields.ts';
 import { parseGatewayDuration } from './gateway-duration.ts';
 
 /** Whether a Service exists, to mark backendRefs to missing ones unusable. */
@@ -39,7 +39,9 @@ const MAX_TIMEOUT_MS = 0xffffffff;
 
 export function toHttpRoute(obj: KubeObject, serviceExists: ServiceExists): MeshHttpRoute {
   const f: FieldReader = new FieldReader(describeObject(obj));
-  const namespace = obj.metadata.namespace || 'default';
+  const meta = f.metadata(obj);
+  const namespace = meta.namespace || 'default';
+  const creationTimestamp = f.string(meta.fields.creationTimestamp, 'metadata.creationTimestamp') ?? '';
   const spec = f.record(obj.spec, 'spec') ?? {};
   const ignoredParents: IgnoredParent[] = [];
   const parents: ParentRef[] = [];
@@ -50,12 +52,12 @@ export function toHttpRoute(obj: KubeObject, serviceExists: ServiceExists): Mesh
   });
   const hostnames = f.stringList(spec.hostnames, 'spec.hostnames');
   hostnames.forEach((h, i) => {
-    if (h.length > 253 || !HOSTNAME.test(h)) f.fail(`spec.hostnames[${i}]`, `not a valid hostname (lower case, optional leading "*."): ${JSON.stringify(h)}`);
+    if (h.length > 253 || !HOSTNAME.test(h)) f.fail(`spec.hostnames[${i}]`, `not a valid hostname (lower case, optional leading "*."): ${quote(h)}`);
   });
   const rawRules = f.array(spec.rules, 'spec.rules', 16);
   const rules = (rawRules.length ? rawRules : [{}]).map((r, i) => rule(f, r, `spec.rules[${i}]`, namespace, serviceExists));
   return {
-    route: { namespace, name: obj.metadata.name, parents, hostnames, rules, creationTimestamp: obj.metadata.creationTimestamp ?? '' },
+    route: { namespace, name: meta.name, parents, hostnames, rules, creationTimestamp },
     ignoredParents,
   };
 }
@@ -127,12 +129,12 @@ function pathMatch(f: FieldReader, value: unknown, path: string): StringMatch {
 
 /** The Gateway API's CEL rules for Exact and PathPrefix paths (and path modifiers). */
 function checkPath(f: FieldReader, v: string, path: string): void {
-  if (!v.startsWith('/')) f.fail(path, `must be an absolute path starting with "/", got ${JSON.stringify(v)}`);
+  if (!v.startsWith('/')) f.fail(path, `must be an absolute path starting with "/", got ${quote(v)}`);
   for (const bad of ['//', '/./', '/../', '%2f', '%2F', '#']) {
-    if (v.includes(bad)) f.fail(path, `must not contain ${JSON.stringify(bad)}`);
+    if (v.includes(bad)) f.fail(path, `must not contain ${quote(bad)}`);
   }
   if (v.endsWith('/..') || v.endsWith('/.')) f.fail(path, 'must not end with "/.." or "/."');
-  if (!PATH_CHARS.test(v)) f.fail(path, `contains characters not allowed in a path: ${JSON.stringify(v)}`);
+  if (!PATH_CHARS.test(v)) f.fail(path, `contains characters not allowed in a path: ${quote(v)}`);
 }
 
 function checkRegex(f: FieldReader, v: string, path: string): void {
@@ -154,7 +156,7 @@ function nameMatches(f: FieldReader, value: unknown, path: string, isHeader: boo
     const v = f.string(m.value, `${p}.value`);
     if (v === undefined || v === '') f.fail(`${p}.value`, 'required');
     if (isHeader) {
-      if (!HEADER_NAME.test(name)) f.fail(`${p}.name`, `not a valid HTTP header name: ${JSON.stringify(name)}`);
+      if (!HEADER_NAME.test(name)) f.fail(`${p}.name`, `not a valid HTTP header name: ${quote(name)}`);
       name = name.toLowerCase();
     } else if (name.length > 256) {
       f.fail(`${p}.name`, 'longer than 256 characters');
@@ -173,7 +175,7 @@ function filter(f: FieldReader, value: unknown, path: string): HttpRouteFilter {
   const x = f.record(value, path) ?? {};
   const typeName = f.requiredString(x.type, `${path}.type`);
   if (!(FILTER_TYPES as readonly string[]).includes(typeName)) {
-    f.fail(`${path}.type`, `filter ${JSON.stringify(typeName)} is not supported by nodemesh; supported: ${FILTER_TYPES.join(', ')}`);
+    f.fail(`${path}.type`, `filter ${quote(typeName)} is not supported by nodemesh; supported: ${FILTER_TYPES.join(', ')}`);
   }
   const type = typeName as (typeof FILTER_TYPES)[number];
   const configField = FILTER_FIELDS[type];
@@ -215,8 +217,8 @@ function headerModifier(f: FieldReader, config: Fields, path: string): HeaderMod
       const p = `${path}.${field}[${i}]`;
       const h = f.record(x, p) ?? {};
       const name = f.requiredString(h.name, `${p}.name`);
-      if (!HEADER_NAME.test(name)) f.fail(`${p}.name`, `not a valid HTTP header name: ${JSON.stringify(name)}`);
-      if (seen.has(name.toLowerCase())) f.fail(`${p}.name`, `header ${JSON.stringify(name)} is listed twice`);
+      if (!HEADER_NAME.test(name)) f.fail(`${p}.name`, `not a valid HTTP header name: ${quote(name)}`);
+      if (seen.has(name.toLowerCase())) f.fail(`${p}.name`, `header ${quote(name)} is listed twice`);
       seen.add(name.toLowerCase());
       return { name, value: f.string(h.value, `${p}.value`) ?? '' };
     });
@@ -224,14 +226,14 @@ function headerModifier(f: FieldReader, config: Fields, path: string): HeaderMod
   const remove = f.stringList(config.remove, `${path}.remove`);
   if (remove.length > 16) f.fail(`${path}.remove`, `at most 16 entries allowed, got ${remove.length}`);
   remove.forEach((name, i) => {
-    if (!HEADER_NAME.test(name)) f.fail(`${path}.remove[${i}]`, `not a valid HTTP header name: ${JSON.stringify(name)}`);
+    if (!HEADER_NAME.test(name)) f.fail(`${path}.remove[${i}]`, `not a valid HTTP header name: ${quote(name)}`);
   });
   return { set: values('set'), add: values('add'), remove };
 }
 
 function hostname(f: FieldReader, value: unknown, path: string): string {
   const h = f.string(value, path) ?? '';
-  if (h && (h.length > 253 || !HOSTNAME.test(h) || h.startsWith('*'))) f.fail(path, `not a valid hostname: ${JSON.stringify(h)}`);
+  if (h && (h.length > 253 || !HOSTNAME.test(h) || h.startsWith('*'))) f.fail(path, `not a valid hostname: ${quote(h)}`);
   return h;
 }
 
@@ -295,7 +297,7 @@ function timeout(f: FieldReader, value: unknown, path: string): number {
   const s = f.string(value, path);
   if (s === undefined) return 0;
   const ms = parseGatewayDuration(s);
-  if (ms === null) f.fail(path, `not a Gateway API duration (e.g. "10s", "500ms", "1h30m"): ${JSON.stringify(s)}`);
+  if (ms === null) f.fail(path, `not a Gateway API duration (e.g. "10s", "500ms", "1h30m"): ${quote(s)}`);
   if (ms > MAX_TIMEOUT_MS) f.fail(path, `longer than ${MAX_TIMEOUT_MS} ms`);
   return ms;
 }

@@ -23,3 +23,8 @@ test('bad namespace annotation values are errors naming the annotation', () => {
   assert.throws(() => toNamespace(ns({ 'nodemesh.io/mtls-mode': 'STRICT' })), /metadata\.annotations\["nodemesh\.io\/mtls-mode"\]: must be one of strict, permissive/);
   assert.throws(() => toNamespace(ns({ 'nodemesh.io/mesh': true })), /metadata\.annotations\["nodemesh\.io\/mesh"\]: must be a string, got boolean true/);
 });
+
+test('a Namespace whose name is not a DNS label is an error naming metadata.name', () => {
+  assert.throws(() => toNamespace({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'prod/sa/admin' } }), /Namespace prod\/sa\/admin: metadata\.name: not a valid Kubernetes name/);
+  assert.throws(() => toNamespace({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'demo', annotations: 'x' as never } }), /metadata\.annotations: must be an object, got string "x"/);
+});

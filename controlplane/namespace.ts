@@ -21,8 +21,9 @@ export function defaultNamespace(name: string): MeshNamespace {
 
 export function toNamespace(obj: KubeObject): MeshNamespace {
   const f: FieldReader = new FieldReader(describeObject(obj));
-  const annotations = f.stringMap(obj.metadata.annotations, 'metadata.annotations');
+  const meta = f.metadata(obj, true);
+  const annotations = f.stringMap(meta.fields.annotations, 'metadata.annotations');
   const mesh = f.oneOf(annotations[MESH_ANNOTATION], fieldPath('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
   const mtlsMode = f.oneOf(annotations[MTLS_MODE_ANNOTATION], fieldPath('metadata.annotations', MTLS_MODE_ANNOTATION), MTLS_MODES);
-  return { name: obj.metadata.name, enrolled: mesh === 'enabled', mtlsMode: mtlsMode ?? 'permissive' };
+  return { name: meta.name, enrolled: mesh === 'enabled', mtlsMode: mtlsMode ?? 'permissive' };
 }

@@ -80,3 +80,26 @@ test('invalid pod fields are errors naming the field', () => {
   invalid(pod({ metadata: { labels: { app: 1 as unknown as string } } }), 'metadata.labels.app', /must be a string/);
   invalid(pod({ spec: { containers: 'c' } }), 'spec.containers', /must be a list/);
 });
+
+test('a Pod whose ownerReferences is not a list is rejected naming the field, not with a TypeError', () => {
+  invalid(pod({ metadata: { ownerReferences: 'oops' as never } }), 'metadata.ownerReferences', /must be a list, got string "oops"/);
+  invalid(pod({ metadata: { ownerReferences: [7] as never } }), 'metadata.ownerReferences[0]', /must be an object/);
+  invalid(pod({ metadata: { ownerReferences: [{ kind: 'ReplicaSet', name: 7 }] as never } }), 'metadata.ownerReferences[0].name', /must be a string/);
+  invalid(pod({ metadata: { ownerReferences: [{ kind: 'StatefulSet', name: 'db', controller: 'yes' }] as never } }), 'metadata.ownerReferences[0].controller', /must be true or false/);
+});
+
+test('wrong types in the envelope and in fields read as flags are errors naming the field', () => {
+  invalid(pod({ metadata: { uid: 5 as never } }), 'metadata.uid', /must be a string, got number 5/);
+  // "true" as a string once made the pod a workload with the node's own IP.
+  invalid(pod({ spec: { hostNetwork: 'true' } }), 'spec.hostNetwork', /must be true or false/);
+  for (const metadata of ['oops', [], 7]) {
+    assert.throws(() => toPod({ ...pod(), metadata: metadata as never }, PLAIN), (err: unknown) => err instanceof InvalidObjectError && err.object === 'Pod <no name>' && err.field === 'metadata');
+  }
+});
+
+test('names that are not Kubernetes names are errors: they become keys and SPIFFE path segments', () => {
+  invalid(pod({ spec: { serviceAccountName: 'admin/sa/root' } }), 'spec.serviceAccountName', /not a valid Kubernetes name/);
+  assert.throws(() => toPod(pod({ metadata: { name: 'a/b' } }), PLAIN), /Pod demo\/a\/b: metadata\.name: not a valid Kubernetes name/);
+  assert.throws(() => toPod(pod({ metadata: { namespace: 'Demo' } }), PLAIN), /metadata\.namespace: not a valid Kubernetes name/);
+  assert.throws(() => toPod(pod({ metadata: { name: 'x'.repeat(254) } }), PLAIN), (err: unknown) => err instanceof InvalidObjectError && err.field === 'metadata.name' && err.message.length < 700);
+});

@@ -20,27 +20,31 @@ const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);
 /** Validates a Pod; null when it is valid but is no workload (no IP yet, terminated, host network). */
 export function toPod(obj: KubeObject, namespace: MeshNamespace): MeshPod | null {
   const f: FieldReader = new FieldReader(describeObject(obj));
-  const meta = obj.metadata;
+  const meta = f.metadata(obj);
   const ns = meta.namespace || 'default';
-  const labels = f.stringMap(meta.labels, 'metadata.labels');
-  const annotations = f.stringMap(meta.annotations, 'metadata.annotations');
+  const labels = f.stringMap(meta.fields.labels, 'metadata.labels');
+  const annotations = f.stringMap(meta.fields.annotations, 'metadata.annotations');
+  const uid = f.string(meta.fields.uid, 'metadata.uid');
+  const owner = controllingOwner(f, meta.fields.ownerReferences);
   const spec = f.record(obj.spec, 'spec') ?? {};
   const status = f.record(obj.status, 'status') ?? {};
 
   const podMesh = f.oneOf(annotations[MESH_ANNOTATION], fieldPath('metadata.annotations', MESH_ANNOTATION), MESH_VALUES);
   const node = f.string(spec.nodeName, 'spec.nodeName') ?? '';
   const serviceAccount = f.string(spec.serviceAccountName, 'spec.serviceAccountName') || 'default';
+  // It is the identity's last path segment: spiffe://<trust-domain>/ns/<namespace>/sa/<this>.
+  f.dnsName(serviceAccount, 'spec.serviceAccountName', false);
   const ip = f.ip(status.podIP, 'status.podIP') ?? '';
   const namedPorts = containerPorts(f, spec);
   const phase = f.string(status.phase, 'status.phase');
-  const hostNetwork = spec.hostNetwork === true;
+  const hostNetwork = f.boolean(spec.hostNetwork, 'spec.hostNetwork') ?? false;
 
   if (!ip || hostNetwork || (phase && TERMINAL_PHASES.has(phase))) return null;
   const workload: Workload = {
-    uid: meta.uid || derivedUid(ns, meta.name),
+    uid: uid || derivedUid(ns, meta.name),
     namespace: ns,
     name: meta.name,
-    workloadName: workloadName(obj, labels),
+    workloadName: workloadName(owner, labels, meta.name),
     serviceAccount,
     node,
     ip,
@@ -81,14 +85,31 @@ function readyCondition(f: FieldReader, status: Record<string, unknown>): boolea
  * (its name minus the pod-template-hash), a StatefulSet, DaemonSet or Job; else
  * the app labels; else the pod's own name.
  */
-function workloadName(obj: KubeObject, labels: Record<string, string>): string {
-  const owners = obj.metadata.ownerReferences ?? [];
-  const owner = owners.find((o) => o.controller) ?? owners[0];
+function workloadName(owner: Owner | undefined, labels: Record<string, string>, podName: string): string {
   if (owner?.name) {
     if (owner.kind === 'ReplicaSet') return deploymentOf(owner.name, labels['pod-template-hash']);
     return owner.name;
   }
-  return labels['app.kubernetes.io/name'] || labels.app || obj.metadata.name;
+  return labels['app.kubernetes.io/name'] || labels.app || podName;
+}
+
+interface Owner {
+  kind: string;
+  name: string;
+}
+
+/** The ownerReference marked controller, else the first one. */
+function controllingOwner(f: FieldReader, value: unknown): Owner | undefined {
+  const owners = f.array(value, 'metadata.ownerReferences').map((o, i) => {
+    const path = `metadata.ownerReferences[${i}]`;
+    const ref = f.record(o, path) ?? {};
+    return {
+      kind: f.string(ref.kind, `${path}.kind`) ?? '',
+      name: f.string(ref.name, `${path}.name`) ?? '',
+      controller: f.boolean(ref.controller, `${path}.controller`) ?? false,
+    };
+  });
+  return owners.find((o) => o.controller) ?? owners[0];
 }
 
 function deploymentOf(replicaSet: string, templateHash: string | undefined): string {

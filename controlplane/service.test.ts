@@ -85,3 +85,8 @@ test('invalid EndpointSlice fields are errors naming the field', () => {
   invalid(slice({ endpoints: [{ addresses: ['nope'] }] }), 'endpoints[0].addresses[0]', /not an IP address/, toEndpointSlice);
   invalid(slice({ addressType: 'IPv5' }), 'addressType', /IPv4, IPv6, FQDN/, toEndpointSlice);
 });
+
+test('an EndpointSlice readiness that is not a boolean is an error, not "ready"', () => {
+  invalid(slice({ endpoints: [{ addresses: ['10.244.2.10'], conditions: { ready: 'false' } }] }), 'endpoints[0].conditions.ready', /must be true or false/, toEndpointSlice);
+  invalid({ ...svc({}), metadata: { name: 'server', namespace: 'demo', annotations: ['x'] as never } }, 'metadata.annotations', /must be an object, got a list/);
+});

@@ -3,7 +3,7 @@
 
 import type { Service, ServicePort } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
-import { FieldReader, describeObject, fieldPath } from './fields.ts';
+import { FieldReader, describeObject, fieldPath, quote } from './fields.ts';
 import { OPAQUE_PORTS_ANNOTATION } from './annotations.ts';
 
 export interface MeshService {
@@ -14,13 +14,14 @@ export interface MeshService {
 
 export function toService(obj: KubeObject): MeshService {
   const f: FieldReader = new FieldReader(describeObject(obj));
+  const meta = f.metadata(obj, true);
   const spec = f.record(obj.spec, 'spec') ?? {};
-  const annotations = f.stringMap(obj.metadata.annotations, 'metadata.annotations');
+  const annotations = f.stringMap(meta.fields.annotations, 'metadata.annotations');
   const selector = f.record(spec.selector, 'spec.selector') ? f.stringMap(spec.selector, 'spec.selector') : null;
   return {
     service: {
-      namespace: obj.metadata.namespace || 'default',
-      name: obj.metadata.name,
+      namespace: meta.namespace || 'default',
+      name: meta.name,
       vips: clusterIps(f, spec),
       ports: servicePorts(f, spec),
       endpoints: [],
@@ -77,7 +78,7 @@ function opaquePorts(f: FieldReader, value: string | undefined): number[] {
   const path = fieldPath('metadata.annotations', OPAQUE_PORTS_ANNOTATION);
   return value.split(',').map((part) => {
     const s = part.trim();
-    if (!/^\d+$/.test(s)) f.fail(path, `expected comma-separated port numbers, got ${JSON.stringify(s)}`);
+    if (!/^\d+$/.test(s)) f.fail(path, `expected comma-separated port numbers, got ${quote(s)}`);
     return f.port(Number(s), path)!;
   });
 }
