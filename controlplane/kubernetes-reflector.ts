@@ -171,7 +171,7 @@ export class Reflector {
     return new Promise<WatchEnd>((resolve, reject) => {
       let gone = false;
       let failure: Error | undefined;
-      const onEvent = (type: string, object: unknown) => {
+      const handle = (type: string, object: unknown) => {
         if (type === 'ERROR') {
           const status = (object ?? {}) as { code?: number; message?: string };
           if (status.code === 410) gone = true;
@@ -183,6 +183,14 @@ export class Reflector {
         if (typeof rv === 'string' && rv) this.#resourceVersion = rv;
         if (type === 'ADDED' || type === 'MODIFIED') this.#applyUpsert(object);
         else if (type === 'DELETED') this.#applyDelete(object);
+      };
+      const onEvent = (type: string, object: unknown) => {
+        try {
+          handle(type, object);
+        } catch (err) {
+          // Never into the watch's stream: one bad event must not end the others.
+          log.error('handling a watch event failed; the event is skipped', { kind: this.#kind.kind, type, error: String((err as Error)?.stack ?? err) });
+        }
       };
       // Watch hands out its AbortController only once the server answered; a stop
       // before that must not wait for the request to time out.

@@ -23,6 +23,7 @@ class Recorder implements SourceEvents {
   invalid(_origin: string, object: string, error: Error): void {
     this.invalids.push({ object, error });
   }
+  reread(): void {}
   synced(): void {
     this.syncs++;
   }

@@ -211,3 +211,36 @@ test('one pod change among 10,000 pods and 1,000 services touches only that pod 
   assert.equal(find(deltas[0]!.upserts, 'service', 'demo/svc-7')!.service.endpoints.length, 9);
   assert.equal(find(deltas[0]!.upserts, 'service', 'demo/svc-8')!.service.endpoints.length, 11);
 });
+
+test('an unexpected exception converting one object rejects that object alone, with its origin and name', async () => {
+  const model = new MeshModel();
+  const boom = pod('boom', '10.0.0.9');
+  // What no converter should do, done on purpose: the model must hold anyway.
+  Object.defineProperty(boom.spec, 'nodeName', { get() { throw new Error('a converter bug'); } });
+  model.upsert(namespace('demo'), ORIGIN);
+  model.upsert(boom, 'boom.yaml');
+  model.upsert(pod('a', '10.0.0.1'), ORIGIN);
+  model.upsert({ apiVersion: 5, kind: 'Pod', metadata: { name: 'x' } } as never, 'envelope.yaml');
+  model.upsert({ apiVersion: 'v1', kind: 'Pod', metadata: null } as never, 'envelope.yaml');
+  model.synced();
+  await model.whenSynced();
+  assert.ok(model.workloadByIp('10.0.0.1'), 'the other objects apply');
+  const rejected = model.rejected().map((r) => [r.origin, r.object, r.field]);
+  assert.deepEqual(rejected, [['boom.yaml', 'Pod demo/boom', ''], ['envelope.yaml', 'Pod x', 'apiVersion'], ['envelope.yaml', 'Pod <no name>', 'metadata']]);
+  assert.match(model.rejected()[0]!.reason, /could not be converted \(a converter bug\)/);
+});
+
+test('a pod that fails when its Namespace changes is rejected alone; the Namespace and its other pods apply', async () => {
+  const model = new MeshModel();
+  const flaky = pod('flaky', '10.0.0.9');
+  let reads = 0;
+  Object.defineProperty(flaky.spec, 'nodeName', { get() { if (++reads > 1) throw new Error('a converter bug'); return 'node-2'; } });
+  model.upsert(flaky, ORIGIN);
+  model.upsert(pod('a', '10.0.0.1'), ORIGIN);
+  model.synced();
+  await model.whenSynced();
+  model.upsert(namespace('demo', { 'nodemesh.io/mesh': 'enabled' }), 'ns.yaml');
+  await tick();
+  assert.equal(model.workloadByIp('10.0.0.1')!.enrolled, true, 'the other pod was converted again');
+  assert.deepEqual(model.rejected().map((r) => [r.origin, r.object]), [[ORIGIN, 'Pod demo/flaky']]);
+});

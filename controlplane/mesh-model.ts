@@ -12,7 +12,7 @@ import { DEFAULT_SETTINGS, namespacedKey } from '../core/types.ts';
 import { InvalidObjectError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
 import type { KubeObject, Origin, SourceEvents } from './source.ts';
-import { describeObject } from './fields.ts';
+import { FieldReader, describeObject } from './fields.ts';
 import { defaultNamespace, toNamespace, type MeshNamespace } from './namespace.ts';
 import { toPod, type MeshPod } from './pod.ts';
 import { toService, type MeshService } from './service.ts';
@@ -55,6 +55,7 @@ const SETTINGS_KEY = 'mesh';
 interface PodEntry {
   /** The last accepted object, re-converted when its Namespace changes. */
   raw: KubeObject;
+  origin: Origin;
   /** null: valid, but not a workload (no IP yet, terminated, host network). */
   pod: MeshPod | null;
 }
@@ -167,8 +168,9 @@ export class MeshModel implements SourceEvents {
       this.#apply(obj, origin);
       if (this.#rejected.delete(id)) log.info('object accepted after an earlier rejection', { origin, object: describeObject(obj) });
     } catch (err) {
-      if (!(err instanceof InvalidObjectError)) throw err;
-      this.#reject(id, origin, err);
+      // Whatever the conversion threw, only this object is refused: nothing a
+      // source delivers may stop the model.
+      this.#reject(id, origin, obj, err);
     }
     this.#scheduleFlush();
   }
@@ -197,9 +199,15 @@ export class MeshModel implements SourceEvents {
   invalid(origin: Origin, object: string, error: Error): void {
     this.#heardFrom(origin);
     const field = error instanceof InvalidObjectError ? error.field : '';
-    this.#rejected.set(`unparsed/${origin}/${object}`, { origin, object, field, reason: error.message });
-    log.warn('rejected unparseable object', { origin, object, error: error.message });
+    const reason = error instanceof InvalidObjectError ? reasonOf(error) : error.message;
+    this.#rejected.set(`unparsed/${origin}/${object}`, { origin, object, field, reason });
+    log.warn('rejected what the source could not apply', { origin, object, field, reason });
     this.#scheduleFlush();
+  }
+
+  reread(origin: Origin): void {
+    this.#originsThisTick.delete(origin);
+    this.#heardFrom(origin);
   }
 
   /** A new read of an origin replaces what its earlier reads could not parse. */
@@ -220,12 +228,19 @@ export class MeshModel implements SourceEvents {
   // --- conversion -----------------------------------------------------------
 
   #apply(obj: KubeObject, origin: Origin): void {
+    // The envelope the keys below are made of; each converter checks the rest.
+    const f = new FieldReader(describeObject(obj));
+    f.requiredString(obj.apiVersion, 'apiVersion');
+    f.requiredString(obj.kind, 'kind');
+    const meta = f.record(obj.metadata, 'metadata') ?? f.fail('metadata', 'required');
+    f.requiredString(meta.name, 'metadata.name');
+    f.string(meta.namespace, 'metadata.namespace');
     const group = obj.apiVersion.includes('/') ? obj.apiVersion.slice(0, obj.apiVersion.indexOf('/')) : '';
     const namespace = obj.metadata.namespace || 'default';
     const key = namespacedKey(namespace, obj.metadata.name);
     switch (`${group}/${obj.kind}`) {
       case KINDS.namespace: return this.#setNamespace(toNamespace(obj));
-      case KINDS.pod: return this.#setPod(key, { ...obj, metadata: { ...obj.metadata, namespace } });
+      case KINDS.pod: return this.#setPod(key, { ...obj, metadata: { ...obj.metadata, namespace } }, origin);
       case KINDS.service: return this.#setService(key, toService(obj));
       case KINDS.slice: return this.#setSlice(key, toEndpointSlice(obj));
       case KINDS.route:
@@ -243,10 +258,18 @@ export class MeshModel implements SourceEvents {
     }
   }
 
-  #reject(id: string, origin: Origin, err: InvalidObjectError): void {
-    const reason = err.message.slice(`${err.object}: ${err.field}: `.length);
-    this.#rejected.set(id, { origin, object: err.object, field: err.field, reason });
-    log.warn('rejected invalid object; the last accepted version (if any) stays in effect', { origin, object: err.object, field: err.field, reason });
+  #reject(id: string, origin: Origin, obj: KubeObject, err: unknown): void {
+    if (err instanceof InvalidObjectError) {
+      const reason = reasonOf(err);
+      this.#rejected.set(id, { origin, object: err.object, field: err.field, reason });
+      log.warn('rejected invalid object; the last accepted version (if any) stays in effect', { origin, object: err.object, field: err.field, reason });
+      return;
+    }
+    // A converter bug, not the user's: still only this object is refused.
+    const object = describeObject(obj);
+    const reason = `could not be converted (${String((err as Error)?.message ?? err)}); the last accepted version (if any) stays in effect`;
+    this.#rejected.set(id, { origin, object, field: '', reason });
+    log.error('converting an object failed unexpectedly; it is refused, the rest of the config applies', { origin, object, error: String((err as Error)?.stack ?? err) });
   }
 
   #namespace(name: string): MeshNamespace {
@@ -268,16 +291,21 @@ export class MeshModel implements SourceEvents {
     // A copy: #setPod removes and re-adds each key, which would revisit it forever.
     for (const key of [...this.#podKeysByNamespace.get(namespace) ?? []]) {
       const entry = this.#pods.get(key)!;
-      this.#setPod(key, entry.raw);
+      try {
+        this.#setPod(key, entry.raw, entry.origin);
+      } catch (err) {
+        // One pod that no longer converts must not keep its Namespace or the other pods out.
+        this.#reject(objectId(entry.raw), entry.origin, entry.raw, err);
+      }
     }
   }
 
-  #setPod(key: string, raw: KubeObject): void {
+  #setPod(key: string, raw: KubeObject, origin: Origin): void {
     const namespace = raw.metadata.namespace!;
     const pod = toPod(raw, this.#namespace(namespace));
     if (pod) this.#checkUnique(key, raw, pod.workload);
     this.#removePod(key);
-    this.#pods.set(key, { raw, pod });
+    this.#pods.set(key, { raw, origin, pod });
     let keys = this.#podKeysByNamespace.get(namespace);
     if (!keys) this.#podKeysByNamespace.set(namespace, (keys = new Set()));
     keys.add(key);
@@ -388,7 +416,14 @@ export class MeshModel implements SourceEvents {
       const colon = id.indexOf(':');
       const kind = id.slice(0, colon) as ResourceKind;
       const key = id.slice(colon + 1);
-      const next = this.#resolve(kind, key, version);
+      let next: Resource | undefined;
+      try {
+        next = this.#resolve(kind, key, version);
+      } catch (err) {
+        // A bug in resolving one resource: the nodes keep what they were sent of it.
+        log.error('resolving a resource failed; nodes keep its last version', { kind, key, error: String((err as Error)?.stack ?? err) });
+        continue;
+      }
       const current = this.#published.get(id);
       if (!next) {
         if (current) {
@@ -473,13 +508,22 @@ export class MeshModel implements SourceEvents {
   }
 }
 
-/** The key rejections are kept under: "group/Kind/namespace/name". */
+/** The key rejections are kept under: "group/Kind/namespace/name". Safe on any value. */
 function objectId(obj: KubeObject): string {
-  const apiVersion = obj.apiVersion ?? '';
+  const text = (v: unknown): string => (typeof v === 'string' ? v : '');
+  const apiVersion = text(obj?.apiVersion);
   const group = apiVersion.includes('/') ? apiVersion.slice(0, apiVersion.indexOf('/')) : '';
-  const name = obj.metadata?.name ?? '';
-  const key = obj.kind === 'Namespace' ? name : namespacedKey(obj.metadata?.namespace || 'default', name);
-  return `${group}/${obj.kind}/${key}`;
+  const meta: unknown = obj?.metadata;
+  const name = text(typeof meta === 'object' && meta !== null ? (meta as Record<string, unknown>).name : undefined);
+  const namespace = text(typeof meta === 'object' && meta !== null ? (meta as Record<string, unknown>).namespace : undefined);
+  const kind = text(obj?.kind);
+  const key = kind === 'Namespace' ? name : namespacedKey(namespace || 'default', name);
+  return `${group}/${kind}/${key}`;
+}
+
+/** An InvalidObjectError's reason, without the object and field it names separately. */
+function reasonOf(err: InvalidObjectError): string {
+  return err.message.slice(`${err.object}: ${err.field}: `.length);
 }
 
 function bodyOf(r: Resource): unknown {

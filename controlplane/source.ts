@@ -31,8 +31,14 @@ export interface SourceEvents {
   upsert(obj: KubeObject, origin: Origin): void;
   /** An object is gone. Namespace is "" for cluster-scoped kinds. */
   remove(kind: string, namespace: string, name: string): void;
-  /** Something could not even be parsed into an object (bad YAML, no kind/name). */
+  /** Something could not even be parsed into an object (bad YAML, no kind/name), or was not applied (a copy elsewhere wins). */
   invalid(origin: Origin, object: string, error: Error): void;
+  /**
+   * `origin` is reported again in full, from here on in this tick: what it
+   * reported through invalid() before is forgotten. Without this call, that
+   * happens at the origin's first event of a tick.
+   */
+  reread(origin: Origin): void;
   /** The initial state has been delivered in full. */
   synced(): void;
 }
