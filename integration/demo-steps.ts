@@ -11,7 +11,7 @@ import type { PlannedPod, PlannedService, PlannedServicePort } from './cluster/p
 import { serviceEndpoints } from './cluster/plan.ts';
 import { openConnection, serverScript, type OpenConnection } from './cluster/servers.ts';
 import { adminGet, metricsText, samples, total } from './demo-node-api.ts';
-import type { CertsView, ConnectionView, WorkloadView } from './demo-node-api.ts';
+import type { CertsView, ConnectionView, Sample, WorkloadView } from './demo-node-api.ts';
 
 /** Names in examples/demo that the steps rely on. */
 export const ROLES = {
@@ -26,9 +26,34 @@ export const ROLES = {
 
 export interface StepResult {
   ok: boolean;
-  /** One line that shows why the step passed or failed. */
+  /** What shows why the step passed or failed, in a sentence: the report wraps it to its width. */
   evidence: string;
+  /** Printed as they are, one indented block each (wrapped to REPORT.width where the step has to). */
   details: string[];
+}
+
+/** The report's layout: it fits in a terminal of `width` columns; evidence and details start at their columns. */
+export const REPORT = { width: 100, evidence: 5, details: 7 } as const;
+
+/**
+ * Words joined with spaces into lines that end by column REPORT.width, the
+ * first starting at column `first`, the others at `rest`; without that leading
+ * indentation. A word longer than a line has a line of its own.
+ */
+export function fill(words: readonly string[], first: number, rest = first): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of words) {
+    const start = lines.length === 0 ? first : rest;
+    if (line !== '' && start + line.length + 1 + word.length > REPORT.width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === '' ? word : `${line} ${word}`;
+    }
+  }
+  if (line !== '') lines.push(line);
+  return lines;
 }
 
 export interface Step {
@@ -148,8 +173,8 @@ async function checkTraffic(
     reporter: 'destination', source_principal: spiffe(clientIdentity), connection_security_policy: 'mutual_tls',
   });
   ok &&= clientIdentity !== null && total(opened) >= backends.length;
-  const evidence = `${metricsNode} /metrics: nodemesh_tcp_connections_opened_total{reporter="destination",source_principal="${spiffe(clientIdentity)}",` +
-    `connection_security_policy="mutual_tls"} = ${total(opened)}`;
+  const evidence = `${metricsNode} /metrics: nodemesh_tcp_connections_opened_total = ${total(opened)} for reporter="destination" ` +
+    `source_principal="${spiffe(clientIdentity)}" connection_security_policy="mutual_tls"`;
   return { ok, evidence, details };
 }
 
@@ -257,10 +282,43 @@ const metrics: Step = {
       return {
         ok,
         evidence: `${node}: mTLS connections closed ${mtlsClosed} (${mtlsBytes} bytes sent back), plaintext connections allowed ${plaintext}, denied by policy ${denied}`,
-        details: KEY_METRICS.flatMap((name) => samples(text, name, destination).map((s) => s.line)),
+        details: seriesTable(node, KEY_METRICS.flatMap((name) => samples(text, name, destination))),
       };
     });
   },
 };
+
+const label = ([name, value]: [string, string]) => `${name}=${JSON.stringify(value)}`;
+const labelKey = (sample: Sample) => JSON.stringify(Object.entries(sample.labels));
+/** A, B, …, Z, AA, AB, …: names for the series of the table. */
+const seriesName = (i: number): string => (i < 26 ? '' : seriesName(Math.floor(i / 26) - 1)) + String.fromCharCode(65 + (i % 26));
+
+/**
+ * The samples as a reader can take them in at REPORT.width columns, rather than
+ * as /metrics prints them (300 columns a line): the labels every series has,
+ * once; then each distinct set of labels (a series) once, named A, B, …, with
+ * only the labels that differ, wrapped; then per metric its value in each
+ * series ("-": the metric has no such series).
+ */
+function seriesTable(node: string, found: readonly Sample[]): string[] {
+  const series = [...new Map(found.map((s) => [labelKey(s), s.labels])).values()];
+  const common = new Map(Object.entries(series[0] ?? {}));
+  for (const labels of series) for (const [name, value] of common) if (labels[name] !== value) common.delete(name);
+  const at = REPORT.details;
+  const block = (lead: string, labels: [string, string][]) =>
+    fill([lead, ...labels.map(label)], at, at + 2).map((line, i) => (i === 0 ? line : `  ${line}`)).join('\n');
+  const blocks = [block(`${node} /metrics, on every series:`, [...common])];
+  series.forEach((labels, i) => blocks.push(block(`series ${seriesName(i)}:`, Object.entries(labels).filter(([name]) => !common.has(name)))));
+  const names = [...new Set(found.map((s) => s.name))];
+  const cell = (name: string, labels: Record<string, string>) => {
+    const sample = found.find((s) => s.name === name && labelKey(s) === JSON.stringify(Object.entries(labels)));
+    return sample ? String(sample.value) : '-';
+  };
+  const nameWidth = Math.max(...names.map((n) => n.length));
+  const widths = series.map((labels, i) => Math.max(seriesName(i).length, ...names.map((n) => cell(n, labels).length)));
+  const row = (first: string, cells: string[]) => [first.padEnd(nameWidth), ...cells.map((c, i) => c.padStart(widths[i]!))].join('  ').trimEnd();
+  blocks.push([row('', series.map((_, i) => seriesName(i))), ...names.map((n) => row(n, series.map((labels) => cell(n, labels))))].join('\n'));
+  return blocks;
+}
 
 export const STEPS: readonly Step[] = [traffic, certificates, policy, metrics];

@@ -67,6 +67,45 @@ function workDirsOf(prefix: string): string[] {
   return readdirSync(tmpdir()).filter((f) => f.startsWith(`nodemesh-${prefix}-`)).map((f) => join(tmpdir(), f));
 }
 
+/** A regular expression for `text` as the report prints it: wrapped, so any space may be a line break and indentation. */
+function wrapped(text: string): RegExp {
+  return new RegExp(text.split(' ').map((word) => word.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('\\s+'));
+}
+
+/** The lines of step `n` after its title, up to the blank line that ends it. */
+function stepBlock(out: string, n: number): string {
+  return new RegExp(`^. ${n}\\. .*\\n([\\s\\S]*?)\\n\\n`, 'm').exec(out)?.[1] ?? '';
+}
+
+interface ReportedSample {
+  name: string;
+  value: number;
+  labels: Record<string, string>;
+}
+
+/**
+ * Step 4's metrics read back into samples: the labels on every series, the
+ * series (A, B, …) with their own labels, then a row per metric with its value
+ * in each series.
+ */
+function reportedSamples(out: string): ReportedSample[] {
+  // A line that goes on with labels continues the line before it.
+  const lines = stepBlock(out, 4).replace(/\n {9}(?=[a-z_]+=")/g, ' ').split('\n');
+  const labelsIn = (text: string) => Object.fromEntries([...text.matchAll(/([a-z_]+)=("(?:[^"\\]|\\.)*")/g)].map(([, k, v]) => [k!, JSON.parse(v!) as string]));
+  const common = labelsIn(lines.find((l) => /^ {7}\S+ \/metrics, on every series:/.test(l)) ?? '');
+  const series = new Map(lines.flatMap((l) => {
+    const m = /^ {7}series ([A-Z]+): (.*)$/.exec(l);
+    return m ? [[m[1]!, { ...common, ...labelsIn(m[2]!) }] as const] : [];
+  }));
+  const columns = (lines.find((l) => /^ {8,}[A-Z]+( +[A-Z]+)*$/.test(l)) ?? '').trim().split(/ +/);
+  assert.deepEqual(columns, [...series.keys()], 'the table has a column per series');
+  return lines.flatMap((l) => {
+    const m = /^ {7}(nodemesh_\w+) +(.*)$/.exec(l);
+    if (!m) return [];
+    return m[2]!.trim().split(/ +/).flatMap((cell, i) => (cell === '-' ? [] : [{ name: m[1]!, value: Number(cell), labels: series.get(columns[i]!)! }]));
+  });
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -127,17 +166,24 @@ test('nodemesh demo --once: every step passes, the report shows identities, mTLS
     assert.match(out, new RegExp(`→ ${server} \\[node-2\\] spiffe://cluster\\.local/ns/demo/sa/server\\s+mutual_tls, HBONE`));
   }
   assert.match(out, /demo\/client \[node-1\] spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client\n\s+→ demo\/server 10\.96\.0\.10:80/);
-  assert.match(out, /source_principal="spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client",connection_security_policy="mutual_tls"\} = 2/);
+  assert.match(out, wrapped('node-2 /metrics: nodemesh_tcp_connections_opened_total = 2 for reporter="destination" source_principal="spiffe://cluster.local/ns/demo/sa/client" connection_security_policy="mutual_tls"'));
   // 2: each node holds its own pods' identity only.
-  assert.match(out, /node-1: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client; node-2: spiffe:\/\/cluster\.local\/ns\/demo\/sa\/server; every node trusts the one root/);
+  assert.match(out, wrapped('node-1: spiffe://cluster.local/ns/demo/sa/client; node-2: spiffe://cluster.local/ns/demo/sa/server; every node trusts the one root'));
   // 3: the refusal, decided by the demo's policy, and the allowed connections.
-  assert.match(out, /node-2 log: inbound plaintext connection refused: denied by DENY policy demo\/deny-legacy-admin \(source 10\.244\.1\.20, destination 10\.244\.2\.10:7001\)/);
+  assert.match(out, wrapped('node-2 log: inbound plaintext connection refused: denied by DENY policy demo/deny-legacy-admin (source 10.244.1.20, destination 10.244.2.10:7001)'));
   assert.match(out, /✔ legacy\/outsider \(plaintext, no identity\) → demo\/server-a:7001 {2}refused/);
   assert.match(out, /✔ demo\/client \(mTLS\) → demo\/server-a:7001 {2}allowed: "hello from demo\/server-a"/);
   assert.match(out, /✔ legacy\/outsider \(plaintext\) → demo\/server-a:7000 {2}allowed/);
-  // 4: node-2's own metrics lines.
-  assert.match(out, /^ +nodemesh_tcp_connections_denied_total\{reporter="destination",.*reason="policy"\} 1$/m);
-  assert.match(out, /^ +nodemesh_tcp_sent_bytes_total\{reporter="destination",.*connection_security_policy="mutual_tls"\} [1-9]\d*$/m);
+  // 4: node-2's own metrics, read back from the table into samples.
+  const reported = reportedSamples(out);
+  const has = (name: string, labels: Record<string, string>, value: (v: number) => boolean) =>
+    reported.some((r) => r.name === name && Object.entries(labels).every(([k, v]) => r.labels[k] === v) && value(r.value));
+  assert.ok(has('nodemesh_tcp_connections_denied_total', { reporter: 'destination', reason: 'policy' }, (v) => v === 1), JSON.stringify(reported));
+  assert.ok(has('nodemesh_tcp_sent_bytes_total', { reporter: 'destination', connection_security_policy: 'mutual_tls' }, (v) => v > 0), JSON.stringify(reported));
+  // The evidence and the metrics fit in 100 columns.
+  for (const line of [...out.split('\n').filter((l) => /^ {5}\S/.test(l)), ...stepBlock(out, 4).split('\n')]) {
+    assert.ok(line.length <= 100, `${line.length} columns: ${line}`);
+  }
 
   assert.match(out, new RegExp(`demo torn down: no ${demo.prefix}-\\* namespace`));
   assert.deepEqual(await namespacesOf(demo.prefix), []);

@@ -17,7 +17,7 @@ import { serverScript, startServer } from './cluster/servers.ts';
 import { DEMO_CONFIG_DIR, loadDemoSpec } from './demo-config.ts';
 import { adminGet } from './demo-node-api.ts';
 import type { WorkloadView } from './demo-node-api.ts';
-import { ROLES, STEPS, type Demo, type StepResult } from './demo-steps.ts';
+import { fill, REPORT, ROLES, STEPS, type Demo, type StepResult } from './demo-steps.ts';
 
 const CAPTURE_TIMEOUT_MS = 10_000;
 
@@ -198,8 +198,9 @@ async function report(demo: Demo): Promise<boolean> {
     }
     if (result.ok) passed++;
     out(`${result.ok ? '✔' : '✘'} ${i + 1}. ${step.title}`);
-    out(`     ${result.evidence}`);
-    for (const detail of result.details) out(detail.split('\n').map((l) => `       ${l}`).join('\n'));
+    const [evidence, details] = [' '.repeat(REPORT.evidence), ' '.repeat(REPORT.details)];
+    for (const line of fill(result.evidence.split(' '), REPORT.evidence)) out(`${evidence}${line}`);
+    for (const detail of result.details) out(detail.split('\n').map((l) => `${details}${l}`).join('\n'));
     out();
   }
   const ok = passed === STEPS.length;
