@@ -39,6 +39,8 @@ export interface NodeOptions {
   dataPlane: boolean;
   /** HTTP handling of the data plane (detection timeout, retries). */
   http?: DaemonOptions['http'];
+  /** Limits of the HBONE listener (handshake deadline, streams per peer). */
+  hbone?: DaemonOptions['hbone'];
 }
 
 export interface RunningNode {
@@ -99,7 +101,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const health = await HealthServer.listen(opts.healthAddr ?? '0.0.0.0:15021', readiness);
     closers.push(() => health.close());
     if (opts.dataPlane) {
-      const running = await startDaemon({ config: store, certs, registry, http: opts.http });
+      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone });
       daemon = running;
       closers.push(() => running.stop());
       // Capture only once the listeners it redirects to are bound.

@@ -27,6 +27,7 @@ const FLAGS = {
   'http-detect-timeout-ms': { type: 'string', default: '100', description: 'how long an undeclared port waits for the first bytes before it is treated as opaque TCP' },
   'http-retry-statuses': { type: 'string', default: '503', description: 'comma-separated HTTP statuses retried on another endpoint (within the retry budget)' },
   'http-max-attempts': { type: 'string', default: '3', description: 'attempts per HTTP request, the first included' },
+  'hbone-handshake-timeout-ms': { type: 'string', default: '10000', description: 'how long a peer at 15008 may take from connecting to its first HTTP/2 SETTINGS (TLS included) before it is closed' },
 } as const;
 const SUMMARY = 'Runs the node agent and data plane: one per Kubernetes node.';
 
@@ -57,6 +58,7 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
       retryStatuses: flags['http-retry-statuses'].split(',').filter((v) => v.trim()).map((v) => integerFlag('http-retry-statuses', v.trim(), 500, 599)),
       maxAttempts: integerFlag('http-max-attempts', flags['http-max-attempts'], 1, 10),
     },
+    hbone: { handshakeTimeoutMs: integerFlag('hbone-handshake-timeout-ms', flags['hbone-handshake-timeout-ms'], 100, 120_000) },
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);

@@ -6,14 +6,18 @@
 // then its policies), and a refusal is counted and logged here, once, with what
 // the operator needs; the caller only refuses in its transport's way (a reset, an
 // HBONE 403, an HTTP 403). `decide` alone (no count, no log) re-checks open
-// connections after a config change and answers /explain.
+// connections after a config change and answers /explain. `refuse` counts and
+// logs the refusals the HBONE listener decides before policy (a Forwarded header
+// not bound to the peer's identity, a peer over its stream limit, a handshake past
+// its deadline), so every refusal is in the same counter and log shape.
 
+import type { Workload } from '../core/types.ts';
 import type { Logger } from '../core/log.ts';
 import { logger } from '../core/log.ts';
 import type { ConfigStore } from './config-store.ts';
 import { authorize } from './authorization.ts';
 import type { AuthorizationInput, Decision } from './authorization.ts';
-import type { DaemonMetrics } from './metrics.ts';
+import type { DaemonMetrics, DeniedReason } from './metrics.ts';
 
 const defaultLog = logger('admission');
 
@@ -25,6 +29,15 @@ export interface AdmissionContext {
   log?: Logger;
   /** Extra fields for the log line (the original destination, the HBONE :authority). */
   fields?: Record<string, unknown>;
+}
+
+/** A refusal decided before any policy is consulted. */
+export interface Refusal {
+  destination: Workload;
+  sourcePrincipal: string | null;
+  reason: Exclude<DeniedReason, 'policy' | 'strict_mtls' | 'policy_changed'>;
+  /** For the log line and the peer: what was wrong. */
+  message: string;
 }
 
 export class Admission {
@@ -51,6 +64,19 @@ export class Admission {
       policy: decision.policy, ...ctx.fields,
     });
     return decision;
+  }
+
+  /** Counts and logs a refusal decided before policy; `quiet` logs it at debug, for what a flood repeats. */
+  refuse(refusal: Refusal, ctx: AdmissionContext & { quiet?: boolean }): void {
+    const { destination, sourcePrincipal, reason } = refusal;
+    this.#metrics.tcpDenied.inc({
+      reporter: 'destination', destination_workload: destination.workloadName, destination_workload_namespace: destination.namespace,
+      source_principal: sourcePrincipal ?? 'unknown', reason,
+    });
+    const log = ctx.log ?? defaultLog;
+    (ctx.quiet ? log.debug : log.warn)(`${ctx.what} refused: ${refusal.message}`, {
+      source: sourcePrincipal, destination: destination.ip, reason, ...ctx.fields,
+    });
   }
 }
 

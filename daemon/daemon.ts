@@ -34,6 +34,13 @@ export interface DaemonOptions {
   ports?: { outbound?: number; inboundPlaintext?: number; inbound?: number };
   /** Port dialled on peer pod IPs for HBONE; 15008 except in tests. */
   peerHbonePort?: number;
+  /** Limits of the HBONE listener (15008); defaults in hbone-settings.ts. */
+  hbone?: {
+    /** From accept to the peer's first HTTP/2 SETTINGS (default 10 s). */
+    handshakeTimeoutMs?: number;
+    /** Open tunnel streams per peer identity on a peer node (default 10,000). */
+    maxStreamsPerPeer?: number;
+  };
   /** HTTP handling knobs; defaults suit most meshes. */
   http?: {
     /** How long an undeclared port waits for the client's first bytes (default 100 ms, see l7/detect.ts). */
@@ -77,7 +84,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     bound.push(outbound);
     inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, admission, balancer, http: httpInbound, host, port: opts.ports?.inboundPlaintext ?? 15006 });
     bound.push(inboundPlaintext);
-    inbound = await InboundListener.bind({ config, certs, tracker, admission, http: httpInbound, host, port: opts.ports?.inbound ?? HBONE_PORT });
+    inbound = await InboundListener.bind({ config, certs, tracker, admission, http: httpInbound, host, port: opts.ports?.inbound ?? HBONE_PORT, ...opts.hbone });
     bound.push(inbound);
   } catch (err) {
     bound.forEach((l) => l.close());

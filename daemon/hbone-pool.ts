@@ -11,7 +11,7 @@ import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import type { CertSource } from '../core/cert-source.ts';
 import { PeerError } from '../core/errors.ts';
 import { debug } from '../core/log.ts';
-import { HBONE_PORT, HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER } from './hbone-settings.ts';
+import { HBONE_MAX_CONCURRENT_STREAMS, HBONE_PORT, HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER } from './hbone-settings.ts';
 import { spiffeIdOf } from './peer-identity.ts';
 
 const trace = debug('hbone');
@@ -51,9 +51,6 @@ interface PooledSession {
   idleTimer?: NodeJS.Timeout;
 }
 
-/** Assumed until the peer's SETTINGS arrive. */
-const DEFAULT_MAX_STREAMS = 100;
-
 export class HbonePool {
   readonly #certs: CertSource;
   readonly #port: number;
@@ -75,8 +72,24 @@ export class HbonePool {
     return n;
   }
 
-  /** Opens a tunnel to `req.target`; rejects with PeerError saying what to check. */
+  /**
+   * Opens a tunnel to `req.target`; rejects with PeerError saying what to check.
+   * A stream the peer refused unprocessed (REFUSED_STREAM, or node's
+   * ENHANCE_YOUR_CALM when our RST of a closing tunnel and this stream's HEADERS
+   * reached a full session in one read, before node let go of the old stream) is
+   * tried once more: nothing was sent on it.
+   */
   async connect(req: HboneRequest): Promise<ClientHttp2Stream> {
+    try {
+      return await this.#connectOnce(req);
+    } catch (err) {
+      if (!(err instanceof StreamRefusedError)) throw err;
+      trace('stream refused unprocessed, trying again', { target: req.target, error: err.message });
+      return this.#connectOnce(req);
+    }
+  }
+
+  async #connectOnce(req: HboneRequest): Promise<ClientHttp2Stream> {
     const pooled = this.#sessionFor(req);
     pooled.active++;
     if (pooled.idleTimer) clearTimeout(pooled.idleTimer);
@@ -93,8 +106,8 @@ export class HbonePool {
     }
     stream.once('close', () => this.#streamDone(pooled));
     await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(new PeerError(`HBONE tunnel to ${req.target} via ${req.destinationIp}:${this.#port} (node ${req.destinationNode}) failed: ${err.message}`, { cause: err }));
-      const onClose = () => reject(new PeerError(`HBONE tunnel to ${req.target} (node ${req.destinationNode}) was closed before the peer answered (code ${stream.rstCode})`));
+      const onError = (err: Error) => reject(new (refusedOr(stream))(`HBONE tunnel to ${req.target} via ${req.destinationIp}:${this.#port} (node ${req.destinationNode}) failed: ${err.message}`, { cause: err }));
+      const onClose = () => reject(new (refusedOr(stream))(`HBONE tunnel to ${req.target} (node ${req.destinationNode}) was closed before the peer answered (code ${stream.rstCode})`));
       stream.once('error', onError);
       stream.once('close', onClose);
       stream.once('response', (headers) => {
@@ -226,8 +239,24 @@ export class HbonePool {
   }
 }
 
+/**
+ * The peer's SETTINGS_MAX_CONCURRENT_STREAMS, at most 100 (as ztunnel's pool) and
+ * 100 until its SETTINGS arrive: past it a new session is opened, since node
+ * would queue the stream until one of the session's tunnels closes, which for a
+ * TCP tunnel may be never. A peer advertising no limit still gets 100 per session.
+ */
+/** Resets that mean the peer did not process the stream (RFC 9113 8.7, and node's answer at its stream limit). */
+const REFUSED_UNPROCESSED = new Set([http2.constants.NGHTTP2_REFUSED_STREAM, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM]);
+
+/** A stream reset unprocessed before any answer: safe to open again. */
+class StreamRefusedError extends PeerError {}
+
+function refusedOr(stream: ClientHttp2Stream): typeof PeerError {
+  return REFUSED_UNPROCESSED.has(stream.rstCode ?? -1) ? StreamRefusedError : PeerError;
+}
+
 function maxStreams(session: ClientHttp2Session): number {
-  return session.remoteSettings?.maxConcurrentStreams ?? DEFAULT_MAX_STREAMS;
+  return Math.min(session.remoteSettings?.maxConcurrentStreams ?? HBONE_MAX_CONCURRENT_STREAMS, HBONE_MAX_CONCURRENT_STREAMS);
 }
 
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'EPIPE']);

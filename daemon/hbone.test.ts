@@ -103,7 +103,7 @@ test('malformed requests get 400 on their stream only; the session keeps working
   const notLocal = await status({ ':method': 'CONNECT', ':authority': '10.9.9.9:80' });
   assert.equal(notLocal.status, 404);
   assert.match(notLocal.reason, /no enrolled workload with IP 10.9.9.9 on node n1/);
-  const good = await status({ ':method': 'CONNECT', ':authority': `127.0.0.1:${echo.port}` });
+  const good = await status({ ':method': 'CONNECT', ':authority': `127.0.0.1:${echo.port}`, forwarded: `for=${client.ip}` });
   assert.equal(good.status, 200);
   assert.deepEqual(await roundTrip(good.stream, Buffer.from('still fine')), Buffer.from('still fine'));
 });

@@ -2,12 +2,20 @@
 // The certificate to serve is chosen by the pod IP the peer dialled (its original
 // destination before our REDIRECT), so no SNI is needed. Each CONNECT stream is
 // authorized against the destination's policies and spliced to the local pod.
+//
+// What a peer can claim and hold is bounded here: the source address it names in
+// `Forwarded: for=` counts only when it is a workload of the identity its
+// certificate proves; a socket that has not finished TLS and sent its HTTP/2
+// SETTINGS within the handshake deadline is closed; a session carries at most
+// 100 streams and small header lists; one peer holds at most a fixed number of
+// open tunnels to this node's pods.
 
 import net from 'node:net';
 import tls from 'node:tls';
 import http2 from 'node:http2';
 import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { CertSource } from '../core/cert-source.ts';
+import type { Workload } from '../core/types.ts';
 import type { ConfigStore } from './config-store.ts';
 import { parseIdentity } from '../core/identity.ts';
 import { logger, debug } from '../core/log.ts';
@@ -15,7 +23,7 @@ import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
 import { unmapIpv4 } from './authorization.ts';
 import type { AuthorizationInput } from './authorization.ts';
-import type { Admission } from './admission.ts';
+import type { Admission, AdmissionContext } from './admission.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
 import { listen, openSockets, stopListening } from './listen.ts';
 import { relay } from './relay.ts';
@@ -25,12 +33,14 @@ import { httpServiceOf } from './l7/protocol.ts';
 import { countBytes } from './l7/byte-count.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
 import type { HttpInbound } from './l7/http-inbound.ts';
-import { HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER } from './hbone-settings.ts';
+import {
+  HBONE_HANDSHAKE_TIMEOUT_MS, HBONE_MAX_CONCURRENT_STREAMS, HBONE_MAX_HEADER_LIST_SIZE, HBONE_MAX_HEADER_PAIRS, HBONE_MAX_INVALID_FRAMES,
+  HBONE_MAX_REJECTED_STREAMS, HBONE_MAX_STREAMS_PER_PEER, HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER,
+} from './hbone-settings.ts';
 
 const log = logger('inbound');
 const trace = debug('hbone');
 const traceInbound = debug('inbound');
-const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface InboundOptions {
   config: ConfigStore;
@@ -43,6 +53,20 @@ export interface InboundOptions {
   destinationOf?: (socket: net.Socket) => SocketAddress | null;
   /** Per-request handling of ports a Service declares HTTP; without it every tunnel is TCP. */
   http?: HttpInbound;
+  /** From accept to the peer's first HTTP/2 SETTINGS; default HBONE_HANDSHAKE_TIMEOUT_MS (10 s). */
+  handshakeTimeoutMs?: number;
+  /** Open tunnel streams per peer (source identity and node address); default HBONE_MAX_STREAMS_PER_PEER. */
+  maxStreamsPerPeer?: number;
+}
+
+/** A connection between accept and the peer's first SETTINGS. */
+interface Handshake {
+  timer: NodeJS.Timeout;
+  dialled: Workload;
+  /** Known once TLS completed. */
+  peerIdentity?: string;
+  /** Destroys what the connection has become so far: the raw socket, the TLS socket, the session. */
+  destroy: () => void;
 }
 
 interface SessionContext {
@@ -61,12 +85,20 @@ export class InboundListener {
   readonly #tlsServers = new Map<string, { server: tls.Server; chainPem: string; bundle: string }>();
   readonly #sockets: Set<net.Socket>;
   readonly #sessions = new Set<ServerHttp2Session>();
+  readonly #handshakeTimeoutMs: number;
+  readonly #maxStreamsPerPeer: number;
+  /** By connectionKey: the TLS socket node creates from our raw socket is only seen again at 'secureConnection'. */
+  readonly #handshakes = new Map<string, Handshake>();
+  /** Open tunnel streams per peer key, and whether its refusal was logged at warn since it reached the limit. */
+  readonly #peerStreams = new Map<string, { open: number; warned: boolean }>();
 
   private constructor(opts: InboundOptions, server: net.Server, port: number) {
     this.#opts = opts;
     this.#server = server;
     this.port = port;
     this.#destinationOf = opts.destinationOf ?? originalDestination;
+    this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? HBONE_HANDSHAKE_TIMEOUT_MS;
+    this.#maxStreamsPerPeer = opts.maxStreamsPerPeer ?? HBONE_MAX_STREAMS_PER_PEER;
     this.#sockets = openSockets(server);
     server.on('connection', (socket) => this.#onConnection(socket));
   }
@@ -131,7 +163,46 @@ export class InboundListener {
       raw.destroy();
       return;
     }
+    this.#armHandshakeDeadline(raw, served);
     server.emit('connection', raw);
+  }
+
+  /**
+   * One absolute deadline from accept to the peer's first HTTP/2 SETTINGS. The
+   * tls.Server's handshakeTimeout does not do it: it is an idle timer (a peer
+   * dribbling a ClientHello resets it), with a tlsClientError listener it does
+   * not close the socket, and it ends with TLS, so nothing bounded the wait for
+   * the HTTP/2 preface. Closures are counted (reason "handshake_timeout") and
+   * logged at debug only: a flood of them must not flood the log.
+   */
+  #armHandshakeDeadline(raw: net.Socket, dialled: Workload): void {
+    const key = connectionKey(raw);
+    const handshake: Handshake = {
+      dialled,
+      destroy: () => raw.destroy(),
+      timer: setTimeout(() => this.#handshakeExpired(key), this.#handshakeTimeoutMs),
+    };
+    this.#handshakes.set(key, handshake);
+    raw.once('close', () => this.#handshakeDone(key));
+  }
+
+  #handshakeDone(key: string): void {
+    const handshake = this.#handshakes.get(key);
+    if (!handshake) return;
+    clearTimeout(handshake.timer);
+    this.#handshakes.delete(key);
+  }
+
+  #handshakeExpired(key: string): void {
+    const handshake = this.#handshakes.get(key);
+    if (!handshake) return;
+    this.#handshakeDone(key);
+    const stage = handshake.peerIdentity ? 'no HTTP/2 SETTINGS after TLS' : 'TLS not completed';
+    this.#opts.admission.refuse({
+      destination: handshake.dialled, sourcePrincipal: handshake.peerIdentity ?? null, reason: 'handshake_timeout',
+      message: `${stage} within ${this.#handshakeTimeoutMs} ms`,
+    }, { what: 'HBONE connection', log, quiet: true, fields: { peer: key.split('>')[0] } });
+    handshake.destroy();
   }
 
   /**
@@ -157,9 +228,19 @@ export class InboundListener {
       requestCert: true,
       rejectUnauthorized: true,
       ALPNProtocols: ['h2'],
-      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      // An idle timer of the same length: whichever of it and our deadline fires first closes the socket, counted once.
+      handshakeTimeout: this.#handshakeTimeoutMs,
     });
     server.on('tlsClientError', (err, socket) => {
+      const code = (err as NodeJS.ErrnoException).code;
+      const key = connectionKey(socket);
+      // Gone from the map: our deadline closed it, and this error is the consequence.
+      const closedByDeadline = !this.#handshakes.has(key);
+      if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') this.#handshakeExpired(key);
+      // With this listener node leaves the socket open: close it.
+      socket.destroy();
+      // A peer that went away is no TLS failure to warn about.
+      if (closedByDeadline || code === 'ERR_TLS_HANDSHAKE_TIMEOUT' || code === 'ECONNRESET') return;
       log.warn('HBONE TLS handshake failed: check that the peer node trusts the same mesh root and presents a current workload certificate', {
         peer: `${unmapIpv4(socket.remoteAddress ?? '?')}:${socket.remotePort}`, identity, error: err.message,
       });
@@ -171,6 +252,7 @@ export class InboundListener {
 
   #onSecure(secure: tls.TLSSocket, servedIdentity: string): void {
     const peer = `${unmapIpv4(secure.remoteAddress ?? '?')}:${secure.remotePort}`;
+    const key = connectionKey(secure);
     secure.on('error', (err) => trace('TLS connection error', { peer, error: err.message }));
     const peerIdentity = spiffeIdOf(secure.getPeerCertificate());
     let peerNamespace: string;
@@ -182,14 +264,29 @@ export class InboundListener {
       secure.destroy();
       return;
     }
-    this.#startSession(secure, { servedIdentity, peerIdentity, peerNamespace, peerIp: unmapIpv4(secure.remoteAddress ?? '') });
+    const handshake = this.#handshakes.get(key);
+    if (handshake) handshake.peerIdentity = peerIdentity;
+    this.#startSession(secure, key, { servedIdentity, peerIdentity, peerNamespace, peerIp: unmapIpv4(secure.remoteAddress ?? '') });
   }
 
-  #startSession(secure: tls.TLSSocket, ctx: SessionContext): void {
+  #startSession(secure: tls.TLSSocket, key: string, ctx: SessionContext): void {
     const session = http2.performServerHandshake(secure, {
-      settings: { initialWindowSize: HBONE_STREAM_WINDOW },
+      settings: { initialWindowSize: HBONE_STREAM_WINDOW, maxConcurrentStreams: HBONE_MAX_CONCURRENT_STREAMS, maxHeaderListSize: HBONE_MAX_HEADER_LIST_SIZE },
+      maxHeaderListPairs: HBONE_MAX_HEADER_PAIRS,
+      maxSessionInvalidFrames: HBONE_MAX_INVALID_FRAMES,
+      maxSessionRejectedStreams: HBONE_MAX_REJECTED_STREAMS,
       maxSessionMemory: HBONE_SESSION_MEMORY_MB,
     });
+    const handshake = this.#handshakes.get(key);
+    if (handshake) {
+      const before = handshake.destroy;
+      handshake.destroy = () => {
+        session.destroy();
+        before();
+      };
+    }
+    // The peer's SETTINGS end the handshake: the preface arrived.
+    session.once('remoteSettings', () => this.#handshakeDone(key));
     this.#sessions.add(session);
     // Only possible once the session is set up.
     session.once('connect', () => session.setLocalWindowSize(HBONE_SESSION_WINDOW));
@@ -214,10 +311,17 @@ export class InboundListener {
     if (identity !== ctx.servedIdentity) {
       return refuse(stream, 400, `tunnel authenticated as ${ctx.servedIdentity} cannot reach ${target.ip} (${identity})`);
     }
+    const what = { what: 'HBONE tunnel', log, fields: { peer: ctx.peerIp, target: authority } };
+    const source = this.#verifiedSource(ctx, headers['forwarded']);
+    if ('error' in source) {
+      this.#opts.admission.refuse({ destination: workload, sourcePrincipal: ctx.peerIdentity, reason: 'forwarded_mismatch', message: source.error }, what);
+      return refuse(stream, 400, source.error);
+    }
+    if (!this.#admitPeerStream(ctx, stream, workload, what)) return;
     const input: AuthorizationInput = {
       sourcePrincipal: ctx.peerIdentity,
       sourceNamespace: ctx.peerNamespace,
-      sourceIp: forwardedFor(headers['forwarded']) ?? ctx.peerIp,
+      sourceIp: source.ip,
       destination: workload,
       port: target.port,
     };
@@ -246,12 +350,62 @@ export class InboundListener {
     this.#serveTcp(ctx, stream, input, authority, Buffer.alloc(0));
   }
 
+  /**
+   * The source address the peer claims, bound to the identity it proved: the
+   * tunnel comes from the source node's address, so the source pod is known only
+   * from `Forwarded: for=`, and it counts (for ipBlocks and for metrics) only
+   * when it is a workload of the peer certificate's identity. Our own pool always
+   * sends the source pod's IP with that pod's certificate; anything else — no
+   * header, a malformed one, several addresses, an unknown IP, a workload of
+   * another identity — is refused.
+   */
+  #verifiedSource(ctx: SessionContext, header: string | string[] | undefined): { ip: string } | { error: string } {
+    const claimed = parseForwardedFor(header);
+    if ('error' in claimed) return claimed;
+    const { config } = this.#opts;
+    const w = config.workloadByIp(claimed.ip);
+    if (!w) return { error: `Forwarded for=${claimed.ip} is not a workload this node knows; the source must be a pod of ${ctx.peerIdentity}` };
+    const identity = config.identityOf(w);
+    if (identity !== ctx.peerIdentity) {
+      return { error: `Forwarded for=${claimed.ip} is ${w.namespace}/${w.name} (${identity}), not a workload of the peer's identity ${ctx.peerIdentity}` };
+    }
+    return claimed;
+  }
+
+  /**
+   * Counts the stream against its peer's open tunnels until it closes; refuses it
+   * (503) when the peer is at its limit. The key is the peer's identity on its
+   * node: an IP alone would let one noisy workload lock its node-mates out, an
+   * identity alone would add up a deployment's pods on every node. The first
+   * refusal of a run is logged at warn, the rest at debug.
+   */
+  #admitPeerStream(ctx: SessionContext, stream: ServerHttp2Stream, workload: Workload, what: AdmissionContext): boolean {
+    const key = `${ctx.peerIdentity}@${ctx.peerIp}`;
+    let peer = this.#peerStreams.get(key);
+    if (!peer) this.#peerStreams.set(key, (peer = { open: 0, warned: false }));
+    if (peer.open >= this.#maxStreamsPerPeer) {
+      const message = `peer ${ctx.peerIdentity} at ${ctx.peerIp} already holds ${peer.open} open tunnels to this node (limit ${this.#maxStreamsPerPeer})`;
+      this.#opts.admission.refuse({ destination: workload, sourcePrincipal: ctx.peerIdentity, reason: 'source_limit', message }, { ...what, quiet: peer.warned });
+      peer.warned = true;
+      refuse(stream, 503, message);
+      return false;
+    }
+    peer.open++;
+    const counted = peer;
+    stream.once('close', () => {
+      counted.open--;
+      if (counted.open < this.#maxStreamsPerPeer) counted.warned = false;
+      if (counted.open === 0 && this.#peerStreams.get(key) === counted) this.#peerStreams.delete(key);
+    });
+    return true;
+  }
+
   /** Admits the tunnel as a whole and splices it to the pod; `head` was read from it already. */
   #serveTcp(ctx: SessionContext, stream: ServerHttp2Stream, input: AuthorizationInput, authority: string | undefined, head: Buffer): void {
     const { config, admission, tracker } = this.#opts;
     const workload = input.destination;
     const target = { ip: workload.ip, port: input.port };
-    const decision = admission.admit(input, { what: 'HBONE tunnel', log, fields: { target: authority } });
+    const decision = admission.admit(input, { what: 'HBONE tunnel', log, fields: { peer: ctx.peerIp, target: authority } });
     if (!decision.allowed) {
       // Past protocol detection the 200 is out: the tunnel can only be reset.
       if (stream.headersSent) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -300,11 +454,40 @@ export function parseAuthority(authority: string | undefined): SocketAddress | n
   return { ip, port };
 }
 
-/** The original source from `Forwarded: for=<ip>` (RFC 7239), or null. */
-export function forwardedFor(header: string | string[] | undefined): string | null {
+/** "<remote>><local>" addresses and ports: names one TCP connection while it is open, whichever socket object wraps it. */
+function connectionKey(socket: net.Socket): string {
+  return `${unmapIpv4(socket.remoteAddress ?? '?')}:${socket.remotePort}>${socket.localAddress}:${socket.localPort}`;
+}
+
+const FORWARDED_PAIR = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)=([!#$%&'*+.^_`|~0-9A-Za-z-]+|"[^"\\]*")$/;
+const IPV4 = /^\d{1,3}(?:\.\d{1,3}){3}$/;
+
+/**
+ * The one source address of `Forwarded` (RFC 7239), as a source node sends it:
+ * one element (no comma: a list names several hops), exactly one `for=` pair
+ * (others are ignored), whose value is an IPv4 address, bare or quoted, or an
+ * IPv6 address quoted in brackets; no port, no obfuscated name. Anything else is
+ * an error saying what was wrong.
+ */
+export function parseForwardedFor(header: string | string[] | undefined): { ip: string } | { error: string } {
+  if (Array.isArray(header) && header.length > 1) return { error: 'several Forwarded headers: the source must be one address' };
   const value = Array.isArray(header) ? header[0] : header;
-  if (!value) return null;
-  const m = /(?:^|[;,\s])for=(?:"\[?([^"\]]+)\]?"|([^;,\s"]+))/i.exec(value);
-  const ip = m ? (m[1] ?? m[2]!) : '';
-  return net.isIP(ip) ? unmapIpv4(ip) : null;
+  if (value === undefined || value.trim() === '') return { error: 'no Forwarded header: the source node must send Forwarded: for=<source pod IP>' };
+  const shown = JSON.stringify(value.length > 100 ? `${value.slice(0, 100)}...` : value);
+  if (value.includes(',')) return { error: `Forwarded ${shown} names several hops: the source must be one address` };
+  const fors: string[] = [];
+  for (const pair of value.split(';').map((p) => p.trim()).filter(Boolean)) {
+    const m = FORWARDED_PAIR.exec(pair);
+    if (!m) return { error: `Forwarded ${shown} is malformed` };
+    if (m[1]!.toLowerCase() === 'for') fors.push(m[2]!);
+  }
+  if (fors.length !== 1) return { error: `Forwarded ${shown} must carry exactly one for=, has ${fors.length}` };
+  const raw = fors[0]!;
+  const quoted = raw.startsWith('"') ? raw.slice(1, -1) : undefined;
+  let ip: string | undefined;
+  if (quoted === undefined) ip = IPV4.test(raw) && net.isIPv4(raw) ? raw : undefined;
+  else if (quoted.startsWith('[') && quoted.endsWith(']')) ip = net.isIPv6(quoted.slice(1, -1)) ? quoted.slice(1, -1) : undefined;
+  else ip = IPV4.test(quoted) && net.isIPv4(quoted) ? quoted : undefined;
+  if (!ip) return { error: `Forwarded ${shown}: for= must be an IPv4 address or a quoted "[IPv6]" address, with no port` };
+  return { ip: unmapIpv4(ip) };
 }

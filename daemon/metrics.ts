@@ -54,6 +54,14 @@ export type RequestLabel = (typeof REQUEST_LABELS)[number];
 const DENIED_LABELS = ['reporter', 'destination_workload', 'destination_workload_namespace', 'source_principal', 'reason'] as const;
 export type DeniedLabel = (typeof DENIED_LABELS)[number];
 
+/**
+ * Why the destination refused or closed a connection (the `reason` label):
+ * authorization policy, strict mTLS, a policy change closing an open one; at
+ * 15008 also a Forwarded header not bound to the peer's identity, a peer over
+ * its open-stream limit, and a handshake not finished within its deadline.
+ */
+export type DeniedReason = 'policy' | 'strict_mtls' | 'policy_changed' | 'forwarded_mismatch' | 'source_limit' | 'handshake_timeout';
+
 export interface DaemonMetrics {
   tcpOpened: Counter<TcpLabel>;
   tcpClosed: Counter<TcpLabel>;
@@ -61,7 +69,7 @@ export interface DaemonMetrics {
   tcpSent: Counter<TcpLabel>;
   /** Bytes received from the source: the request direction. */
   tcpReceived: Counter<TcpLabel>;
-  /** Connections refused or closed by policy or mTLS mode. */
+  /** Connections refused or closed by the destination; `reason` is a DeniedReason. */
   tcpDenied: Counter<DeniedLabel>;
   requests: Counter<RequestLabel>;
   requestDuration: Histogram<RequestLabel>;
@@ -76,7 +84,7 @@ export function createMetrics(registry: Registry): DaemonMetrics {
     tcpClosed: counter('nodemesh_tcp_connections_closed_total', 'TCP connections closed.', TCP_LABELS),
     tcpSent: counter('nodemesh_tcp_sent_bytes_total', 'Bytes sent back to the source of TCP connections (response direction).', TCP_LABELS),
     tcpReceived: counter('nodemesh_tcp_received_bytes_total', 'Bytes received from the source of TCP connections (request direction).', TCP_LABELS),
-    tcpDenied: counter('nodemesh_tcp_connections_denied_total', 'TCP connections refused or closed by authorization policy or strict mTLS.', DENIED_LABELS),
+    tcpDenied: counter('nodemesh_tcp_connections_denied_total', 'TCP connections refused or closed by the destination: authorization policy, strict mTLS, or the HBONE port\'s limits (reason label).', DENIED_LABELS),
     requests: counter('nodemesh_requests_total', 'HTTP requests through the mesh.', REQUEST_LABELS),
     requestDuration:
       (registry.getSingleMetric('nodemesh_request_duration_seconds') as Histogram<RequestLabel> | undefined) ??

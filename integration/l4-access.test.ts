@@ -131,10 +131,16 @@ test('an enrolled pod\'s HBONE port refuses a peer with no client certificate, w
   }
   assert.equal(server.accepted(), acceptedBefore, 'a refused peer must not reach server-a');
 
-  // The control: the same probe with a certificate of the mesh's own root gets through,
-  // so the refusals above are the HBONE port's doing.
+  // A certificate of the mesh's own root that claims another workload's address as its source.
   const meshCa = await CertificateAuthority.fromPem({ keyPem: await readFile(join(fx.mesh.caDir, 'ca-key.pem'), 'utf8'), certPem: await readFile(fx.mesh.caFile, 'utf8') });
-  const genuine = await probe('tls', await credentials('genuine', meshCa));
+  const meshCreds = await credentials('genuine', meshCa);
+  const lying = await probe('tls', { ...meshCreds, forwardedFor: fx.cluster.pod('legacy/outsider').ip });
+  assert.equal(lying.status, 400, `a Forwarded source of another identity must be refused: ${JSON.stringify(lying)}`);
+  assert.equal(server.accepted(), acceptedBefore);
+
+  // The control: the same certificate, speaking for a pod of its identity as a source node
+  // does, gets through, so the refusals above are the HBONE port's doing.
+  const genuine = await probe('tls', { ...meshCreds, forwardedFor: fx.cluster.pod('shop/client').ip });
   assert.equal(genuine.status, 200, `a mesh certificate must open the tunnel: ${JSON.stringify(genuine)}`);
   assert.equal(genuine.reply, 'hello from server-a\nprobe\n');
   assert.equal(server.accepted(), acceptedBefore + 1);

@@ -24,6 +24,15 @@ import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
 import { LocalReply, replyHttp1, replyHttp2 } from './local-reply.ts';
 
 const log = logger('http-inbound');
+/**
+ * A connection must complete a request head within 60 s of being handed over or
+ * of its previous response (HTTP/2: send its SETTINGS within 60 s), the server's
+ * own headersTimeout and keepAliveTimeout below. node checks headersTimeout only
+ * for connections of a listening server, and this one is handed its connections
+ * (tunnel streams, plaintext sockets) without ever listening: without this a
+ * client that sent half a request head held its connection forever.
+ */
+const HEAD_TIMEOUT_MS = 60_000;
 
 export interface InboundHttpConnection {
   /** The connection's L4 facts; each request adds its method and path. */
@@ -39,6 +48,9 @@ export interface InboundHttpConnection {
 interface Served {
   conn: InboundHttpConnection;
   agent: UpstreamAgent;
+  /** Requests (or an upgrade) not finished yet; the head deadline runs only while there are none. */
+  inFlight: number;
+  headTimer?: NodeJS.Timeout;
 }
 
 interface ServedH2 {
@@ -57,6 +69,8 @@ export class HttpInbound {
   readonly #servedH2 = new WeakMap<ServerHttp2Session, ServedH2>();
   /** Set while a connection is handed to the HTTP/2 server, which creates its session synchronously. */
   #handing: ServedH2 | undefined;
+  /** See HEAD_TIMEOUT_MS; tests shorten it. */
+  headTimeoutMs = HEAD_TIMEOUT_MS;
 
   constructor(admission: Admission, metrics: DaemonMetrics) {
     this.#admission = admission;
@@ -71,6 +85,12 @@ export class HttpInbound {
     this.#h2Server.on('session', (session) => {
       if (this.#handing) this.#servedH2.set(session, this.#handing);
       session.on('error', (err) => log.debug('HTTP/2 session error in a tunnel', { error: err.message }));
+      const timer = setTimeout(() => {
+        log.debug('HTTP/2 connection closed: no SETTINGS in time', { timeoutMs: this.headTimeoutMs });
+        session.destroy();
+      }, this.headTimeoutMs);
+      session.once('remoteSettings', () => clearTimeout(timer));
+      session.once('close', () => clearTimeout(timer));
     });
     this.#h2Server.on('stream', (stream, headers) => this.#onH2Stream(stream, headers));
   }
@@ -81,8 +101,13 @@ export class HttpInbound {
     // One keep-alive agent per tunnel: its pod connections live and die with it.
     const agent = new UpstreamAgent(() => connectTcp(destination.ip, port));
     if (!(downstream instanceof net.Socket)) socketLike(downstream);
-    this.#served.set(downstream, { conn, agent });
-    downstream.once('close', () => agent.destroy());
+    const served: Served = { conn, agent, inFlight: 0 };
+    this.#served.set(downstream, served);
+    this.#awaitHead(downstream, served);
+    downstream.once('close', () => {
+      clearTimeout(served.headTimer);
+      agent.destroy();
+    });
     this.#server.emit('connection', downstream);
     downstream.unshift(head);
     downstream.resume();
@@ -128,9 +153,25 @@ export class HttpInbound {
     return decision.allowed ? undefined : new LocalReply(403, `RBAC: access denied: ${decision.reason}`);
   }
 
+  /** Closes `downstream` unless a complete request head arrives within headTimeoutMs. */
+  #awaitHead(downstream: Duplex, served: Served): void {
+    clearTimeout(served.headTimer);
+    served.headTimer = setTimeout(() => {
+      const { destination, port } = served.conn.authorization;
+      log.debug('HTTP connection closed: no complete request head in time', { destination: `${destination.ip}:${port}`, timeoutMs: this.headTimeoutMs });
+      downstream.destroy();
+    }, this.headTimeoutMs);
+  }
+
   #onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     const served = this.#served.get(req.socket);
     if (!served) return void res.destroy();
+    clearTimeout(served.headTimer);
+    served.inFlight++;
+    const socket = req.socket;
+    res.once('close', () => {
+      if (--served.inFlight === 0 && !socket.destroyed) this.#awaitHead(socket, served);
+    });
     const { conn, agent } = served;
     const started = performance.now();
     res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started));
@@ -145,6 +186,9 @@ export class HttpInbound {
   #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const served = this.#served.get(socket);
     if (!served) return void socket.destroy();
+    // The connection is the upgraded protocol's from here: no more heads to wait for.
+    clearTimeout(served.headTimer);
+    served.inFlight++;
     const { conn, agent } = served;
     if (this.#deny(req, conn)) {
       socket.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');

@@ -1,16 +1,17 @@
 // Plays a peer node dialling HBONE: `node hbone-probe.ts HOST PORT AUTHORITY MODE
-// [CERT KEY]`. MODE "tls" opens TLS 1.3 with ALPN h2 (presenting CERT and KEY when
-// given, and trusting any server certificate), "plaintext" speaks HTTP/2 in clear.
-// Then it sends CONNECT AUTHORITY and, when answered 200, a line, and reads what
+// [CERT KEY [FORWARDED_FOR]]`. MODE "tls" opens TLS 1.3 with ALPN h2 (presenting CERT
+// and KEY when given, and trusting any server certificate), "plaintext" speaks HTTP/2 in clear.
+// Then it sends CONNECT AUTHORITY (with `Forwarded: for=FORWARDED_FOR` when given:
+// the source pod, which must be a workload of CERT's identity) and, when answered 200, a line, and reads what
 // comes back. Prints one JSON line {status, reply, error}: status is the CONNECT
 // response status or null when no response came.
 import http2 from 'node:http2';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 
-const [host, portText, authority, mode, certFile, keyFile] = process.argv.slice(2);
+const [host, portText, authority, mode, certFile, keyFile, forwardedFor] = process.argv.slice(2);
 if (!host || !portText || !authority || (mode !== 'tls' && mode !== 'plaintext')) {
-  console.error('usage: hbone-probe.ts HOST PORT AUTHORITY tls|plaintext [CERT KEY]');
+  console.error('usage: hbone-probe.ts HOST PORT AUTHORITY tls|plaintext [CERT KEY [FORWARDED_FOR]]');
   process.exit(64);
 }
 const port = Number(portText);
@@ -32,7 +33,7 @@ const timer = setTimeout(() => {
   finish();
 }, 5000);
 
-const stream = session.request({ ':method': 'CONNECT', ':authority': authority }, { endStream: false });
+const stream = session.request({ ':method': 'CONNECT', ':authority': authority, ...(forwardedFor ? { forwarded: `for=${forwardedFor}` } : {}) }, { endStream: false });
 stream.on('error', (err) => (result.error ??= err.message));
 stream.on('response', (headers) => {
   result.status = Number(headers[':status']);

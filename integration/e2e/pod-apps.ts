@@ -72,11 +72,13 @@ export interface ProbeResult {
 export interface ProbeCredentials {
   certFile: string;
   keyFile: string;
+  /** Sent as `Forwarded: for=`: the source pod the peer speaks for (a workload of the certificate's identity). */
+  forwardedFor?: string;
 }
 
 /** From a pod, dials `host:15008` as a peer node would and asks for a tunnel to `authority`. */
 export async function probeHbone(cluster: Cluster, podRef: string, host: string, authority: string, mode: 'tls' | 'plaintext', credentials?: ProbeCredentials): Promise<ProbeResult> {
-  const argv = [process.execPath, HBONE_PROBE, host, '15008', authority, mode, ...(credentials ? [credentials.certFile, credentials.keyFile] : [])];
+  const argv = [process.execPath, HBONE_PROBE, host, '15008', authority, mode, ...(credentials ? [credentials.certFile, credentials.keyFile, ...(credentials.forwardedFor ? [credentials.forwardedFor] : [])] : [])];
   const res = await cluster.exec(cluster.pod(podRef).netns, argv, { timeoutMs: 15_000 });
   return JSON.parse(res.stdout) as ProbeResult;
 }
