@@ -82,7 +82,8 @@ export class FieldReader {
     if (value === undefined || value === null) return [];
     if (!Array.isArray(value)) this.fail(path, `must be a list, got ${kindOf(value)}`);
     if (value.length > max) this.fail(path, `at most ${max} entries allowed, got ${value.length}`);
-    return value;
+    // A copy without holes: what each entry is, the caller checks.
+    return Array.from(value);
   }
 
   string(value: unknown, path: string): string | undefined {
