@@ -6,9 +6,10 @@ import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkServerIdentity } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as x509 from './x509.ts';
-import { meshService, type WireUpdate } from '../core/wire.ts';
+import { CONTROL_PLANE_TLS_NAME, meshService, type WireUpdate } from '../core/wire.ts';
 import { CertificateAuthority } from './ca.ts';
 import { FileSource } from './file-source.ts';
 import { FileTokenAuthenticator } from './node-auth.ts';
@@ -54,7 +55,12 @@ async function setup(t: TestContext): Promise<{ cp: RunningControlPlane; dir: st
   });
   t.after(() => cp.stop());
   const Mesh = meshService();
-  const client = new Mesh(cp.address, grpc.credentials.createSsl(Buffer.from(cp.caPem))) as unknown as MeshClient;
+  // The serving certificate is checked for the listen address, as grpc-js would
+  // check it, but not sent that IP as the TLS ServerName (RFC 6066 forbids it;
+  // Node warns): the name is the one the agent uses when it dials an IP address.
+  const host = cp.address.slice(0, cp.address.lastIndexOf(':'));
+  const credentials = grpc.credentials.createSsl(Buffer.from(cp.caPem), null, null, { checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert) });
+  const client = new Mesh(cp.address, credentials, { 'grpc.ssl_target_name_override': CONTROL_PLANE_TLS_NAME }) as unknown as MeshClient;
   t.after(() => client.close());
   return { cp, dir, client };
 }
