@@ -10,7 +10,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { Readable } from 'node:stream';
-import httpProxy from 'http-proxy';
+import httpProxy from './http-proxy.ts';
 import { LRUCache } from 'lru-cache';
 import type { HeaderModifier } from '../../core/types.ts';
 import type { ConfigStore } from '../config-store.ts';

@@ -10,7 +10,7 @@ import http2 from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import httpProxy from 'http-proxy';
+import httpProxy from './http-proxy.ts';
 import type { Service, Workload } from '../../core/types.ts';
 import { logger } from '../../core/log.ts';
 import type { Admission } from '../admission.ts';
