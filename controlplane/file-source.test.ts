@@ -182,12 +182,13 @@ test('an edit that puts a file over a cap leaves its last good read in effect; f
   assert.ok(!model.rejected().some((r) => r.object === 'file'));
 });
 
-test('a duplicate key, an alias inside its own anchor, or aliases that expand too far refuse that document alone', async (t) => {
+test('a duplicate key, an alias inside its own anchor, aliases that expand too far or lead nowhere refuse that document alone', async (t) => {
   const { dir, model } = await setup(t, {
     'docs.yaml': [
       'apiVersion: v1\nkind: Pod\nkind: Service\nmetadata: { name: dup }',
       'apiVersion: v1\nkind: Pod\nmetadata: { name: cycle }\nspec: &s { containers: [ *s ] }',
       `apiVersion: v1\nkind: Pod\nmetadata: { name: wide }\nlist: &l [${'x,'.repeat(20)}]\nmore: [*l, *l, *l, *l, *l]`,
+      'apiVersion: v1\nkind: Pod\nmetadata: { name: *nowhere }',
       POD_B,
     ].join('\n---\n'),
   }, { nodes: 60 });
@@ -196,6 +197,7 @@ test('a duplicate key, an alias inside its own anchor, or aliases that expand to
     'doc #1: not valid YAML: the key "kind" appears twice in one mapping (line 3, column 1)',
     'doc #2: its aliases expand it past 60 YAML nodes, over the cap per document (or an alias refers to a node that contains it)',
     'doc #3: its aliases expand it past 60 YAML nodes, over the cap per document (or an alias refers to a node that contains it)',
+    'doc #4: not valid YAML: Unresolved alias (the anchor must be set before the alias): nowhere',
   ]);
 });
 

@@ -321,7 +321,9 @@ function documentValue(doc: Document.Parsed, limits: FileLimits, lines: LineCoun
   try {
     value = doc.toJS({ maxAliasCount: limits.aliases });
   } catch (err) {
-    return new Error(`its aliases expand past the cap (maxAliasCount ${limits.aliases}): ${(err as Error).message}`);
+    const message = String((err as Error)?.message ?? err);
+    if (/excessive alias count/i.test(message)) return new Error(`its aliases expand past the cap (maxAliasCount ${limits.aliases}): ${message}`);
+    return new Error(`not valid YAML: ${message}`);
   }
   // Aliases share a value rather than copy it, so what a reader walks can still
   // be far bigger than what was parsed, or endless (an alias inside its anchor).
