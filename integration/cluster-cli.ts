@@ -1,5 +1,5 @@
 // Explore the test cluster by hand (as root):
-//   node integration/cluster-cli.ts up     --prefix demo [--spec spec.yaml] [--config-dir DIR]
+//   node integration/cluster-cli.ts up     --prefix demo [--spec spec.yaml] [--cni routed] [--config-dir DIR]
 //   node integration/cluster-cli.ts status --prefix demo
 //   node integration/cluster-cli.ts down   --prefix demo
 // then e.g. `ip netns exec demo-pod-default-client curl http://10.96.0.10/`.
@@ -10,15 +10,16 @@ import { parse } from 'yaml';
 import { createCluster } from './cluster/cluster.ts';
 import { generateConfigDir } from './cluster/config-dir.ts';
 import { belongsTo, deletePrefix, listNamespaces, run } from './cluster/netns.ts';
-import type { ClusterSpec } from './cluster/plan.ts';
+import type { ClusterSpec, CniProfile } from './cluster/plan.ts';
 
-const USAGE = `usage: cluster-cli.ts up|down|status --prefix P [--spec FILE] [--config-dir DIR]
+const USAGE = `usage: cluster-cli.ts up|down|status --prefix P [--spec FILE] [--cni PROFILE] [--config-dir DIR]
 
   up       build a cluster (default: 2 nodes, pods client and server-1 on n1,
            server-2 on n2, Service "server" port 80 -> 8080) and leave it running
   status   list the cluster's namespaces, addresses and processes
   down     delete every namespace of the prefix and what runs in them
   --spec        a ClusterSpec as YAML or JSON
+  --cni         how pods are wired: bridge (default), routed, eni or bypass
   --config-dir  also write the control plane's YAML for the cluster there
 `;
 
@@ -51,7 +52,7 @@ async function status(prefix: string): Promise<void> {
 async function main(): Promise<number> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { prefix: { type: 'string' }, spec: { type: 'string' }, 'config-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { prefix: { type: 'string' }, spec: { type: 'string' }, cni: { type: 'string' }, 'config-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   const [command] = positionals;
   if (values.help) {
@@ -66,7 +67,7 @@ async function main(): Promise<number> {
   switch (command) {
     case 'up': {
       const spec = values.spec ? (parse(readFileSync(values.spec, 'utf8')) as ClusterSpec) : DEFAULT_SPEC;
-      const cluster = await createCluster(spec, { prefix });
+      const cluster = await createCluster(values.cni ? { ...spec, cni: values.cni as CniProfile } : spec, { prefix });
       cluster.keepAfterExit();
       if (values['config-dir']) await generateConfigDir(cluster, values['config-dir']);
       await status(prefix);

@@ -187,7 +187,7 @@ test('cluster-cli: up leaves a cluster running after it exits, status lists it, 
   t.after(() => deletePrefix(prefix));
   const cli = (...args: string[]) => promisify(execFile)(process.execPath, [CLI, ...args, '--prefix', prefix]);
   const up = await cli('up');
-  assert.match(up.stdout, new RegExp(`${prefix}-pod-default-client +eth0 10\\.244\\.1\\.10/32`));
+  assert.match(up.stdout, new RegExp(`${prefix}-pod-default-client +eth0 10\\.244\\.1\\.10/24`));
   assert.match(up.stdout, /service default\/server 10\.96\.0\.10 ports 80->8080/);
   assert.equal((await namespacesOf(prefix)).length, 7);
   assert.match((await cli('status')).stdout, new RegExp(`${prefix}-n2 +eth0 172\\.30\\.0\\.12/24`));

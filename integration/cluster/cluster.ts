@@ -1,14 +1,15 @@
-// A Kubernetes-like cluster made of network namespaces: an underlay bridge, a
-// control-plane namespace, node namespaces that route pod CIDRs, pods on routed
-// veths, and kube-proxy-style ClusterIP Services. Everything the cluster starts
-// or creates is removed by `teardown()`, which also runs on process exit and on
-// SIGINT/SIGTERM, so a failed test leaves nothing behind.
+// A Kubernetes-like cluster made of network namespaces: an underlay bridge with a
+// router, a control-plane namespace, node namespaces that route pod CIDRs, pods
+// wired as the cluster's CNI profile says (network.ts), and kube-proxy-style
+// ClusterIP Services. Everything the cluster starts or creates is removed by
+// `teardown()`, which also runs on process exit and on SIGINT/SIGTERM, so a failed
+// test leaves nothing behind.
 
 import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import { logger } from '../../core/log.ts';
-import type { ClusterPlan, ClusterSpec, NamespaceSpec, PlannedNode, PlannedPod, PlannedService, PodSpec, ServiceSpec } from './plan.ts';
+import type { ClusterPlan, ClusterSpec, CniProfile, NamespaceSpec, PlannedNode, PlannedPod, PlannedService, PodSpec, ServiceSpec } from './plan.ts';
 import { planCluster, planPod, planService } from './plan.ts';
-import { buildNodes, buildPod, buildUnderlay } from './network.ts';
+import { buildNodes, buildPod, buildUnderlay, unwirePod } from './network.ts';
 import { renderKubeProxyRules, KUBE_SERVICES } from './kube-proxy.ts';
 import { ClusterCommandError, belongsTo, deleteNamespace, deleteNamespaceSync, listNamespaces, listNamespacesSync } from './netns.ts';
 import { ProcessTracker, type ClusterProcess, type SpawnOptions } from './processes.ts';
@@ -32,6 +33,8 @@ export interface ExecResult {
 
 export class Cluster implements ClusterPlan {
   readonly prefix: string;
+  /** How pods are wired; tests put it in their titles as `[cni=<profile>]`. */
+  readonly cni: CniProfile;
   readonly underlay: ClusterPlan['underlay'];
   readonly controlPlane: ClusterPlan['controlPlane'];
   readonly nodes: PlannedNode[];
@@ -44,6 +47,7 @@ export class Cluster implements ClusterPlan {
 
   constructor(plan: ClusterPlan) {
     this.prefix = plan.prefix;
+    this.cni = plan.cni;
     this.underlay = plan.underlay;
     this.controlPlane = plan.controlPlane;
     this.nodes = plan.nodes;
@@ -107,9 +111,10 @@ export class Cluster implements ClusterPlan {
     return pod;
   }
 
-  /** Deletes a pod's namespace (its veth and route go with it) and its Service endpoints. */
+  /** Deletes a pod's namespace (its veth and routes go with it), what its node keeps for it, and its Service endpoints. */
   async removePod(ref: string): Promise<void> {
     const pod = this.pod(ref);
+    await unwirePod(this, pod);
     await deleteNamespace(pod.netns);
     this.pods.splice(this.pods.indexOf(pod), 1);
     await this.syncServices();
@@ -231,6 +236,6 @@ export async function createCluster(spec: ClusterSpec, opts: { prefix: string })
     await cluster.teardown();
     throw new ClusterSetupError(`cluster ${opts.prefix}: setup failed: ${(err as Error).message}`, { cause: err });
   }
-  log.info('cluster up', { prefix: cluster.prefix, nodes: cluster.nodes.length, pods: cluster.pods.length, services: cluster.services.length });
+  log.info('cluster up', { prefix: cluster.prefix, cni: cluster.cni, nodes: cluster.nodes.length, pods: cluster.pods.length, services: cluster.services.length });
   return cluster;
 }

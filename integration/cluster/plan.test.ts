@@ -11,7 +11,7 @@ test('planCluster names namespaces by prefix and hands out node, pod and Service
   }, 'nmcx');
   assert.deepEqual(p.nodes.map((n) => [n.name, n.netns, n.ip, n.podCidr]), [['n1', 'nmcx-n1', '172.30.0.11', '10.244.1.0/24'], ['n2', 'nmcx-n2', '172.30.0.12', '10.244.2.0/24']]);
   assert.deepEqual(p.controlPlane, { netns: 'nmcx-cp', ip: '172.30.0.2' });
-  assert.deepEqual(p.pods.map((x) => [x.netns, x.ip, x.hostVeth]), [['nmcx-pod-default-a', '10.244.1.10', 'cali0'], ['nmcx-pod-default-b', '10.244.2.10', 'cali1'], ['nmcx-pod-other-c', '10.244.1.11', 'cali2']]);
+  assert.deepEqual(p.pods.map((x) => [x.netns, x.ip, x.hostVeth]), [['nmcx-pod-default-a', '10.244.1.10', 'veth0'], ['nmcx-pod-default-b', '10.244.2.10', 'veth1'], ['nmcx-pod-other-c', '10.244.1.11', 'veth2']]);
   assert.deepEqual(p.namespaces.map((n) => n.name), ['default', 'other']);
   assert.equal(p.services[0]!.clusterIP, '10.96.0.10');
   assert.equal(p.pods[0]!.uid, planCluster({ nodes: 1, pods: [{ name: 'a', node: 'n1' }] }, 'nmcx').pods[0]!.uid, 'uids are stable');
@@ -25,6 +25,24 @@ test('planCluster rejects a bad spec naming the object and field', () => {
   bad({ nodes: 1, pods: [{ name: 'a', node: 'n1', ip: '10.244.2.5' }] }, /pod default\/a: ip: 10\.244\.2\.5 is outside node n1's pod CIDR/);
   bad({ nodes: 1, pods: [{ name: 'A', node: 'n1' }] }, /pod default\/A: name: "A" is not a DNS label/);
   assert.throws(() => planCluster({ nodes: 1 }, 'has-dash'), /cluster: prefix:/);
+  bad({ nodes: 1, cni: 'weave' as never }, /cluster: cni: "weave" is not a CNI profile; profiles are bridge, routed, eni, bypass/);
+});
+
+test('planCluster wires pods as its CNI profile says, bridge by default, and never hands a pod its node\'s gateway address', () => {
+  const pods = [{ name: 'a', node: 'n1' }, { name: 'b', node: 'n2' }];
+  const bridge = planCluster({ nodes: 2, pods }, 'nmcx');
+  assert.equal(bridge.cni, 'bridge');
+  assert.deepEqual(bridge.nodes.map((n) => n.podGateway), ['10.244.1.1', '10.244.2.1']);
+  for (const [cni, veth] of [['routed', 'cali'], ['eni', 'eni'], ['bypass', 'lxc']] as const) {
+    const p = planCluster({ cni, nodes: 2, pods }, 'nmcx');
+    assert.deepEqual([p.cni, ...p.nodes.map((n) => n.podGateway), ...p.pods.map((x) => x.hostVeth)], [cni, '169.254.1.1', '169.254.1.1', `${veth}0`, `${veth}1`]);
+  }
+  const full = planCluster({ nodes: 1, pods: Array.from({ length: 245 }, (_, i) => ({ name: `p${i}`, node: 'n1' })) }, 'nmcx');
+  assert.ok(full.pods.every((x) => x.ip !== '10.244.1.1'));
+  assert.throws(() => planCluster({ nodes: 1, pods: [...full.pods.map((x) => ({ name: x.name, node: 'n1' })), { name: 'extra', node: 'n1' }] }, 'nmcx'), /pod default\/extra: node: pod CIDR of node n1 is full/);
+  for (const cni of ['bridge', 'routed'] as const) {
+    assert.throws(() => planCluster({ cni, nodes: 1, pods: [{ name: 'a', node: 'n1', ip: '10.244.1.1' }] }, 'nmcx'), /pod default\/a: ip: 10\.244\.1\.1 is the gateway address of node n1's pod CIDR 10\.244\.1\.0\/24/);
+  }
 });
 
 test('kube-proxy rules spread a Service over its endpoints with equal shares, resolving named target ports per pod', () => {

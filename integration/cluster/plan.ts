@@ -1,6 +1,7 @@
-// What a test cluster looks like, decided before anything is created: node and pod
-// namespaces, addresses, Service VIPs and endpoints. Pure, so the same plan drives
-// the network build, the kube-proxy rules and the control plane's YAML.
+// What a test cluster looks like, decided before anything is created: its CNI
+// profile, node and pod namespaces, addresses, Service VIPs and endpoints. Pure, so
+// the same plan drives the network build, the kube-proxy rules and the control
+// plane's YAML.
 
 import { createHash } from 'node:crypto';
 import { InvalidObjectError } from '../../core/errors.ts';
@@ -51,7 +52,22 @@ export interface NamespaceSpec {
   annotations?: Record<string, string>;
 }
 
+/**
+ * How pods are wired to their node, after the CNIs clusters run (network.ts builds
+ * each): `bridge` (flannel, kindnet) a bridge holding the pod CIDR's gateway address;
+ * `routed` (Calico) address-less veths with proxy ARP and a /32 route per pod; `eni`
+ * (AWS VPC CNI) the same plus per-pod policy-routing rules; `bypass` (an eBPF
+ * datapath) tc redirects between pod veth and uplink, so the node's netfilter never
+ * sees pod traffic.
+ */
+export type CniProfile = 'bridge' | 'routed' | 'eni' | 'bypass';
+export const CNI_PROFILES: readonly CniProfile[] = ['bridge', 'routed', 'eni', 'bypass'];
+/** Today's capture (nat REDIRECT in the node's namespace) needs an address on the pod's host side: only `bridge` has one. */
+export const DEFAULT_CNI: CniProfile = 'bridge';
+
 export interface ClusterSpec {
+  /** Default `bridge` (DEFAULT_CNI). */
+  cni?: CniProfile;
   /** Number of nodes, named n1..nN unless `nodeNames` says otherwise. */
   nodes: number;
   /** Kubernetes node names, in order (node i routes 10.244.i.0/24). */
@@ -68,6 +84,8 @@ export interface PlannedNode {
   /** Underlay address. */
   ip: string;
   podCidr: string;
+  /** The pods' default gateway: the pod CIDR's first address on `bridge`, else the link-local 169.254.1.1. */
+  podGateway: string;
 }
 
 export interface PlannedPod {
@@ -77,7 +95,7 @@ export interface PlannedPod {
   node: string;
   netns: string;
   ip: string;
-  /** The node side of the pod's veth, in the node's namespace. */
+  /** The node side of the pod's veth, in the node's namespace; its name says the profile (veth, cali, eni, lxc). */
   hostVeth: string;
   labels: Record<string, string>;
   annotations: Record<string, string>;
@@ -103,7 +121,9 @@ export interface PlannedService {
 
 export interface ClusterPlan {
   prefix: string;
-  underlay: { netns: string; bridge: string };
+  cni: CniProfile;
+  /** The underlay's bridge, and the router on it: every node's default route. */
+  underlay: { netns: string; bridge: string; router: string };
   controlPlane: { netns: string; ip: string };
   nodes: PlannedNode[];
   pods: PlannedPod[];
@@ -112,8 +132,12 @@ export interface ClusterPlan {
 }
 
 export const UNDERLAY_CIDR_BITS = 24;
-export const POD_GATEWAY = '169.254.1.1';
-export const SERVICE_CIDR = '10.96.0.0/12';
+/** The gateway of pods on address-less veths (Calico's, the AWS VPC CNI's, Cilium's). */
+export const LINK_LOCAL_GATEWAY = '169.254.1.1';
+export const UNDERLAY_ROUTER = '172.30.0.1';
+/** The `eni` profile's per-node table for traffic from its pods, as the AWS VPC CNI's per-ENI table. */
+export const ENI_ROUTE_TABLE = 2;
+const HOST_VETH_PREFIX: Record<CniProfile, string> = { bridge: 'veth', routed: 'cali', eni: 'eni', bypass: 'lxc' };
 const MAX_NODES = 200;
 
 export function nodeIp(index: number): string {
@@ -122,6 +146,11 @@ export function nodeIp(index: number): string {
 
 export function podCidr(index: number): string {
   return `10.244.${index}.0/24`;
+}
+
+/** The bridge profile's gateway of node `index`: the pod CIDR's first address, never handed to a pod. */
+export function podCidrGateway(index: number): string {
+  return `10.244.${index}.1`;
 }
 
 /** A stable UUID-shaped uid, so the same spec always yields the same pods. */
@@ -139,13 +168,18 @@ function checkName(object: string, field: string, value: string): void {
 export function planCluster(spec: ClusterSpec, prefix: string): ClusterPlan {
   if (!/^[a-z][a-z0-9]*$/.test(prefix) || prefix.length > 24) throw new InvalidObjectError('cluster', 'prefix', `${JSON.stringify(prefix)} must be lower-case letters and digits, starting with a letter, at most 24 long`);
   if (!Number.isInteger(spec.nodes) || spec.nodes < 1 || spec.nodes > MAX_NODES) throw new InvalidObjectError('cluster', 'nodes', `must be an integer from 1 to ${MAX_NODES}, got ${spec.nodes}`);
+  const cni = spec.cni ?? DEFAULT_CNI;
+  if (!CNI_PROFILES.includes(cni)) throw new InvalidObjectError('cluster', 'cni', `${JSON.stringify(cni)} is not a CNI profile; profiles are ${CNI_PROFILES.join(', ')}`);
   const nodes: PlannedNode[] = [];
   if (spec.nodeNames && spec.nodeNames.length !== spec.nodes) throw new InvalidObjectError('cluster', 'nodeNames', `names ${spec.nodeNames.length} nodes, but nodes is ${spec.nodes}`);
   spec.nodeNames?.forEach((name, i) => checkName('cluster', `nodeNames[${i}]`, name));
-  for (let i = 1; i <= spec.nodes; i++) nodes.push({ name: spec.nodeNames?.[i - 1] ?? `n${i}`, netns: `${prefix}-n${i}`, ip: nodeIp(i), podCidr: podCidr(i) });
+  for (let i = 1; i <= spec.nodes; i++) {
+    nodes.push({ name: spec.nodeNames?.[i - 1] ?? `n${i}`, netns: `${prefix}-n${i}`, ip: nodeIp(i), podCidr: podCidr(i), podGateway: cni === 'bridge' ? podCidrGateway(i) : LINK_LOCAL_GATEWAY });
+  }
   const plan: ClusterPlan = {
     prefix,
-    underlay: { netns: `${prefix}-ul`, bridge: 'br0' },
+    cni,
+    underlay: { netns: `${prefix}-ul`, bridge: 'br0', router: UNDERLAY_ROUTER },
     controlPlane: { netns: `${prefix}-cp`, ip: '172.30.0.2' },
     nodes,
     pods: [],
@@ -186,10 +220,13 @@ export function planPod(plan: ClusterPlan, spec: PodSpec): PlannedPod {
     throw new InvalidObjectError(object, 'ip', `${ip} is already used by another pod`);
   } else if (!ip.startsWith(`10.244.${nodeIndex + 1}.`)) {
     throw new InvalidObjectError(object, 'ip', `${ip} is outside node ${spec.node}'s pod CIDR ${plan.nodes[nodeIndex]!.podCidr}`);
+  } else if (ip === podCidrGateway(nodeIndex + 1)) {
+    throw new InvalidObjectError(object, 'ip', `${ip} is the gateway address of node ${spec.node}'s pod CIDR ${plan.nodes[nodeIndex]!.podCidr}`);
   }
   const vethNumbers = new Set(plan.pods.map((p) => p.hostVeth));
+  const vethPrefix = HOST_VETH_PREFIX[plan.cni];
   let n = plan.pods.length;
-  while (vethNumbers.has(`cali${n}`)) n++;
+  while (vethNumbers.has(`${vethPrefix}${n}`)) n++;
   const pod: PlannedPod = {
     uid: stableUid(plan.prefix, namespace, spec.name),
     name: spec.name,
@@ -197,7 +234,7 @@ export function planPod(plan: ClusterPlan, spec: PodSpec): PlannedPod {
     node: spec.node,
     netns: `${plan.prefix}-pod-${namespace}-${spec.name}`,
     ip,
-    hostVeth: `cali${n}`,
+    hostVeth: `${vethPrefix}${n}`,
     labels: { app: spec.name, ...spec.labels },
     annotations: { ...spec.annotations },
     serviceAccount: spec.serviceAccount ?? 'default',
