@@ -64,8 +64,12 @@ demo: deps system-deps
 bench: deps system-deps
 	node integration/bench/run.ts
 
+# The image is tagged with package.json's version, the tag manifests/kustomization.yaml names.
+VERSION := $(shell sed -n 's/^  "version": "\([^"]*\)",$$/\1/p' package.json)
+
 image:
-	docker build -t nodemesh:dev .
+	@test -n "$(VERSION)" || { echo "no version in package.json"; exit 1; }
+	docker build -t nodemesh:$(VERSION) .
 
 clean:
 	rm -rf node_modules .tools dist
