@@ -40,6 +40,8 @@ export interface AdminSources {
   control: { status(): ConnectionState; rejected(): RejectedResource[] };
   /** The data plane, when this node runs one. */
   connections?: () => object[];
+  /** How each local enrolled pod (by IP) is captured: in its namespace or from the node's. */
+  captured?: () => ReadonlyMap<string, string>;
   explain?: (query: ExplainQuery) => Explanation;
   tap?: (listener: TapListener) => () => void;
 }
@@ -100,12 +102,13 @@ function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
   endpoints.set('/workloads', {
     GET: () => {
       const certs = new Map(s.certs.status().map((c) => [c.identity, c]));
+      const captured = s.captured?.() ?? new Map<string, string>();
       return s.store.localWorkloads().map((w) => {
         const identity = s.store.identityOf(w);
         const cert = certs.get(identity);
         return {
           uid: w.uid, namespace: w.namespace, name: w.name, workloadName: w.workloadName, serviceAccount: w.serviceAccount,
-          ip: w.ip, mtlsMode: w.mtlsMode, identity,
+          ip: w.ip, mtlsMode: w.mtlsMode, identity, capture: captured.get(w.ip) ?? null,
           certificate: cert ? { state: cert.state, notAfter: cert.notAfter, serial: cert.serial } : null,
         };
       });

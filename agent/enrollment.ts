@@ -1,5 +1,10 @@
-// Enrollment: the nat rules that capture the TCP traffic of enrolled local pods.
-// Everything lives in our own NODEMESH-* chains, jumped to from the top of
+// Enrollment: which enrolled local pods are captured how, and the node-level nat
+// rules. A pod whose network namespace the agent can enter is captured inside it
+// (in-pod-capture.ts: the daemon's listeners and the rules live in the pod); the
+// others are captured from the node's namespace as described below, which needs
+// an address on the host side of the pod's interface (a bridge gateway).
+//
+// Node-level capture: everything lives in our own NODEMESH-* chains, jumped to from the top of
 // PREROUTING so capture runs before kube-proxy's Service DNAT (the daemon sees the
 // VIP and balances itself). Traffic the node itself originates (the daemon's own
 // connections, kubelet probes) passes OUTPUT and is never touched. Only new
@@ -19,6 +24,10 @@ import type { CommandLine } from './iptables.ts';
 import { iptablesRestore, iptablesSave, parseSavedTable } from './iptables.ts';
 import { InvalidObjectError } from '../core/errors.ts';
 import { debug, logger } from '../core/log.ts';
+import { InPodCapture } from './in-pod-capture.ts';
+import { listNetns } from '../daemon/netns.ts';
+import { statSync } from 'node:fs';
+import type { PodNetnsFinder } from './pod-netns.ts';
 
 const log = logger('enrollment');
 // NODEMESH_DEBUG=enrollment: each change of the capture rules, rule by rule (a resync that changes nothing is silent).
@@ -215,16 +224,74 @@ async function removeCapture(opts: IptablesCommands): Promise<void> {
   log.info('capture rules removed', { chains: ours });
 }
 
-/** `nodemesh node --uninstall`: leaves no NODEMESH rule or chain in the nat table. */
-export async function uninstallCapture(opts?: IptablesCommands): Promise<void> {
-  await removeCapture(opts ?? {});
+/**
+ * `nodemesh node --uninstall`: leaves no NODEMESH rule or chain in the node's nat
+ * table and, when `podNetns` is given, none of our rules, chains or reply routes
+ * in the pod namespaces it names (on a node: every namespace its runtime keeps).
+ */
+export async function uninstallCapture(opts: IptablesCommands = {}, podNetns?: { dir?: string; prefix?: string }): Promise<void> {
+  await removeCapture(opts);
+  if (!podNetns) return;
+  const inPod = new InPodCapture({ iptablesRestore: opts.iptablesRestore, iptablesSave: opts.iptablesSave });
+  const home = statSync('/proc/self/ns/net').ino;
+  for (const { path, inode } of listNetns(podNetns.dir, podNetns.prefix)) {
+    if (inode === home) continue;
+    try {
+      if (await inPod.remove(path)) log.info('in-pod capture removed', { netns: path });
+    } catch (err) {
+      log.warn('cannot remove in-pod capture from a namespace', { netns: path, error: (err as Error).message });
+    }
+  }
 }
 
-/** Every VIP port of a Service that has an endpoint among the given local enrolled workloads. */
-function vipsWithLocalEndpoints(store: ConfigStore): CapturedVip[] {
+/** Every VIP port of a Service that has an endpoint among the given pods (captured from the node). */
+function vipsWithEndpointsIn(store: ConfigStore, podIps: ReadonlySet<string>): CapturedVip[] {
   return store.services()
-    .filter((s) => s.endpoints.some((e) => store.isLocalEnrolled(e.ip)))
+    .filter((s) => s.endpoints.some((e) => podIps.has(e.ip)))
     .flatMap((s) => s.vips.flatMap((ip) => s.ports.map((p) => ({ ip, port: p.port }))));
+}
+
+/** What in-pod capture needs: the data plane's pod listeners, the rules, and where pods' namespaces are. */
+export interface InPodEnrollment {
+  dataPlane: { attachPod(podIp: string, netnsPath: string): Promise<void>; detachPod(podIp: string): void; attachedPods(): Map<string, string> };
+  capture: InPodCapture;
+  finder: PodNetnsFinder;
+  /** The node's own addresses: their connections to pods (kubelet probes) are not captured. */
+  nodeAddresses(): string[];
+}
+
+/**
+ * Brings in-pod capture to `pods` (IP -> namespace): for a new pod the listeners
+ * first, then the rules (so no new connection is refused in between); for a pod
+ * that left, the rules first, then the listeners. Returns the pods it could not
+ * capture in-pod (they fall back to node-level capture).
+ */
+async function reconcileInPod(inPod: InPodEnrollment, pods: ReadonlyMap<string, string>, names: ReadonlyMap<string, string>): Promise<Set<string>> {
+  const failed = new Set<string>();
+  const attached = inPod.dataPlane.attachedPods();
+  for (const [ip, netns] of attached) {
+    if (pods.get(ip) === netns) continue;
+    try {
+      await inPod.capture.remove(netns);
+    } catch (err) {
+      // Its namespace may be gone with the pod.
+      trace('in-pod rules not removed', { ip, netns, error: (err as Error).message });
+    }
+    inPod.dataPlane.detachPod(ip);
+    log.info('pod no longer captured in its namespace', { ip, netns });
+  }
+  const nodeAddresses = inPod.nodeAddresses();
+  for (const [ip, netns] of pods) {
+    try {
+      await inPod.dataPlane.attachPod(ip, netns);
+      if (await inPod.capture.apply(netns, nodeAddresses)) log.info('pod captured in its namespace', { pod: names.get(ip), ip, netns });
+    } catch (err) {
+      failed.add(ip);
+      inPod.dataPlane.detachPod(ip);
+      log.error('cannot capture a pod in its namespace; capturing it from the node instead', { pod: names.get(ip), ip, netns, error: (err as Error).message });
+    }
+  }
+  return failed;
 }
 
 export interface EnrollmentLoop {
@@ -232,10 +299,19 @@ export interface EnrollmentLoop {
   settled(): Promise<void>;
   /** The error of the last reconcile, undefined once one succeeded. */
   readonly lastError: Error | undefined;
+  /** How each local enrolled pod (by IP) was captured by the last successful reconcile. */
+  captured(): ReadonlyMap<string, CaptureMode>;
   stop(): void;
 }
 
+/** In the pod's namespace, or from the node's (the fallback). */
+export type CaptureMode = 'in-pod' | 'node';
+
 export interface EnrollmentOptions {
+  /** After every successful reconcile (readiness). */
+  onReconciled?: () => void;
+  /** Capture inside pods' namespaces where they can be found and entered; without it every pod is captured from the node. */
+  inPod?: InPodEnrollment;
   /** Re-checks the live rules this often, to repair drift such as a jump inserted above ours. Default 60 s. */
   resyncIntervalMs?: number;
   /** First retry delay after a failed reconcile; doubles up to 30 s. Default 1 s. */
@@ -255,16 +331,24 @@ export function enrollmentFromConfig(store: ConfigStore, reconciler: CaptureReco
   let pending = false;
   let stopped = false;
   let lastError: Error | undefined;
+  let captured = new Map<string, CaptureMode>();
   let retryDelay = baseRetry;
   let retryTimer: NodeJS.Timeout | undefined;
 
   const runOnce = async (): Promise<void> => {
     const local = store.localWorkloads();
-    const pods = local.map((w) => ({ ip: w.ip, name: `${w.namespace}/${w.name}` }));
+    const names = new Map(local.map((w) => [w.ip, `${w.namespace}/${w.name}`]));
     try {
-      await reconciler.reconcile(pods, vipsWithLocalEndpoints(store));
+      const { inPod } = opts;
+      const inPodPods = inPod ? inPod.finder.find(local.map((w) => w.ip)) : new Map<string, string>();
+      const fellBack = inPod ? await reconcileInPod(inPod, inPodPods, names) : new Set<string>();
+      const fromNode = local.filter((w) => !inPodPods.has(w.ip) || fellBack.has(w.ip));
+      const pods = fromNode.map((w) => ({ ip: w.ip, name: `${w.namespace}/${w.name}` }));
+      await reconciler.reconcile(pods, vipsWithEndpointsIn(store, new Set(pods.map((p) => p.ip))));
+      captured = new Map(local.map((w) => [w.ip, inPodPods.has(w.ip) && !fellBack.has(w.ip) ? 'in-pod' as const : 'node' as const]));
       lastError = undefined;
       retryDelay = baseRetry;
+      opts.onReconciled?.();
     } catch (err) {
       lastError = err as Error;
       log.error('capture reconcile failed; retrying', { error: lastError.message, retryInMs: retryDelay });
@@ -306,6 +390,7 @@ export function enrollmentFromConfig(store: ConfigStore, reconciler: CaptureReco
     get lastError() {
       return lastError;
     },
+    captured: () => captured,
     stop() {
       stopped = true;
       clearInterval(resync);

@@ -4,6 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { ErrorCode, NodemeshError } from '../core/errors.ts';
+import { inNetns } from '../daemon/netns.ts';
 
 /** A command line: an argv array, or a string split on whitespace. */
 export type CommandLine = string | readonly string[];
@@ -29,12 +30,17 @@ export function toArgv(command: CommandLine): string[] {
   return argv;
 }
 
-/** Runs a command with optional stdin; resolves to stdout, rejects with IptablesError naming it and its stderr. */
-export function runCommand(command: CommandLine, args: readonly string[], input?: string): Promise<string> {
+/**
+ * Runs a command with optional stdin, in the network namespace at `netns` when
+ * given (the child is forked inside it); resolves to stdout, rejects with
+ * IptablesError naming it and its stderr.
+ */
+export function runCommand(command: CommandLine, args: readonly string[], input?: string, netns?: string): Promise<string> {
   const argv = [...toArgv(command), ...args];
-  const shown = argv.join(' ');
+  const shown = netns ? `${argv.join(' ')} (in ${netns})` : argv.join(' ');
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const start = () => spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = netns ? inNetns(netns, start) : start();
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
@@ -51,14 +57,14 @@ export function runCommand(command: CommandLine, args: readonly string[], input?
   });
 }
 
-/** `iptables-save -t TABLE`. */
-export function iptablesSave(command: CommandLine, table: string): Promise<string> {
-  return runCommand(command, ['-t', table]);
+/** `iptables-save -t TABLE`, in the network namespace at `netns` when given. */
+export function iptablesSave(command: CommandLine, table: string, netns?: string): Promise<string> {
+  return runCommand(command, ['-t', table], undefined, netns);
 }
 
 /** One `iptables-restore --noflush -w` transaction: all of `input` applies, or none of it. */
-export async function iptablesRestore(command: CommandLine, input: string): Promise<void> {
-  await runCommand(command, ['--noflush', '-w'], input);
+export async function iptablesRestore(command: CommandLine, input: string, netns?: string): Promise<void> {
+  await runCommand(command, ['--noflush', '-w'], input, netns);
 }
 
 /** One table of iptables-save output: its chains in order and each chain's rules as printed ("-A CHAIN ..."). */

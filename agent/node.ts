@@ -8,6 +8,7 @@
 // command (cli/node.ts) runs it and removes the rules with `--uninstall`.
 
 import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { Registry } from 'prom-client';
 import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { logger } from '../core/log.ts';
@@ -21,6 +22,9 @@ import { HealthServer } from './health-server.ts';
 import { MetricsServer } from './metrics-server.ts';
 import { registerAgentMetrics } from './agent-metrics.ts';
 import { CaptureReconciler, enrollmentFromConfig } from './enrollment.ts';
+import type { EnrollmentLoop } from './enrollment.ts';
+import { InPodCapture } from './in-pod-capture.ts';
+import { PodNetnsFinder } from './pod-netns.ts';
 import { startDaemon } from '../daemon/daemon.ts';
 import type { Daemon, DaemonOptions } from '../daemon/daemon.ts';
 
@@ -37,6 +41,8 @@ export interface NodeOptions {
   metricsAddr?: string;
   healthAddr?: string;
   dataPlane: boolean;
+  /** Where pods' network namespaces are found, for in-pod capture (default: all of /var/run/netns). */
+  podNetns?: { dir: string; prefix: string };
   /** HTTP handling of the data plane (detection timeout, retries). */
   http?: DaemonOptions['http'];
   /** Limits of the HBONE listener (handshake deadline, streams per peer). */
@@ -70,6 +76,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const configSynced = readiness.register('config synced');
   const certsIssued = readiness.register('certificates issued');
   const listenersBound = readiness.register('listeners bound');
+  const podsCaptured = opts.dataPlane ? readiness.register('local pods captured') : () => {};
 
   const store = new ConfigStore(opts.nodeName);
   const saved = readLastKnownGood(configPath(opts.stateDir));
@@ -86,9 +93,10 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     for (const close of closers.splice(0).reverse()) await close();
   };
   let daemon: Daemon | undefined;
+  let capture: EnrollmentLoop | undefined;
   try {
     const admin = await AdminServer.listen(opts.adminAddr ?? '127.0.0.1:15000', {
-      store, certs, control, connections: () => daemon?.connections() ?? [],
+      store, certs, control, connections: () => daemon?.connections() ?? [], captured: () => capture?.captured() ?? new Map(),
       explain: opts.dataPlane ? (query) => {
         if (!daemon) throw new Error('the data plane is still starting');
         return daemon.explain(query);
@@ -105,8 +113,12 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       daemon = running;
       closers.push(() => running.stop());
       // Capture only once the listeners it redirects to are bound.
-      const capture = enrollmentFromConfig(store, new CaptureReconciler());
-      closers.push(() => capture.stop());
+      const inPod = {
+        dataPlane: running, capture: new InPodCapture(), finder: new PodNetnsFinder(opts.podNetns?.dir, opts.podNetns?.prefix), nodeAddresses,
+      };
+      const loop = enrollmentFromConfig(store, new CaptureReconciler(), { inPod, onReconciled: () => store.synced && podsCaptured() });
+      capture = loop;
+      closers.push(() => loop.stop());
     }
     listenersBound();
 
@@ -141,4 +153,11 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     await stop();
     throw err;
   }
+}
+
+/** This node's own IPv4 addresses (the agent runs in the node's network namespace). */
+function nodeAddresses(): string[] {
+  return Object.values(networkInterfaces()).flat()
+    .filter((a) => a !== undefined && a.family === 'IPv4' && !a.internal)
+    .map((a) => a!.address);
 }

@@ -27,6 +27,8 @@ const FLAGS = {
   'http-detect-timeout-ms': { type: 'string', default: '100', description: 'how long an undeclared port waits for the first bytes before it is treated as opaque TCP' },
   'http-retry-statuses': { type: 'string', default: '503', description: 'comma-separated HTTP statuses retried on another endpoint (within the retry budget)' },
   'http-max-attempts': { type: 'string', default: '3', description: 'attempts per HTTP request, the first included' },
+  'pod-netns-dir': { type: 'string', default: '/var/run/netns', description: 'where the container runtime keeps pod network namespaces (pods found there are captured inside their namespace)' },
+  'pod-netns-prefix': { type: 'string', default: '', description: 'only namespaces whose names start with this are searched for pods' },
   'hbone-handshake-timeout-ms': { type: 'string', default: '10000', description: 'how long a peer at 15008 may take from connecting to its first HTTP/2 SETTINGS (TLS included) before it is closed' },
 } as const;
 const SUMMARY = 'Runs the node agent and data plane: one per Kubernetes node.';
@@ -39,7 +41,7 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
     return;
   }
   if (flags.uninstall) {
-    await uninstallCapture();
+    await uninstallCapture({}, { dir: flags['pod-netns-dir'], prefix: flags['pod-netns-prefix'] });
     log.info('capture rules removed from this node');
     return;
   }
@@ -53,6 +55,7 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
     metricsAddr: flags['metrics-addr'],
     healthAddr: flags['health-addr'],
     dataPlane: !flags['no-dataplane'],
+    podNetns: { dir: flags['pod-netns-dir'], prefix: flags['pod-netns-prefix'] },
     http: {
       detectTimeoutMs: integerFlag('http-detect-timeout-ms', flags['http-detect-timeout-ms'], 1, 10_000),
       retryStatuses: flags['http-retry-statuses'].split(',').filter((v) => v.trim()).map((v) => integerFlag('http-retry-statuses', v.trim(), 500, 599)),

@@ -76,6 +76,10 @@ export const ErrorCode = {
   // Data plane.
   /** SO_ORIGINAL_DST could not be read from a captured socket. */
   ORIGINAL_DST: 'NM_ORIGINAL_DST',
+  /** A pod's network namespace could not be entered (missing mount, no CAP_SYS_ADMIN). */
+  NETNS: 'NM_NETNS',
+  /** A socket of a pod's listener or transparent connection could not be created inside its namespace. */
+  POD_SOCKET: 'NM_POD_SOCKET',
   /** An explain query names something the config does not have, or is malformed. */
   BAD_EXPLAIN_QUERY: 'NM_BAD_EXPLAIN_QUERY',
 

@@ -10,6 +10,7 @@ import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
 import { unmapIpv4 } from './authorization.ts';
 import { listen, openSockets, stopListening } from './listen.ts';
+import type { ListenAt } from './listen.ts';
 
 export type DestinationOf = (socket: net.Socket) => SocketAddress | null;
 
@@ -34,9 +35,9 @@ export abstract class CapturedListener {
 
   protected abstract onConnection(conn: CapturedConnection): void;
 
-  /** Binds `host:port`; rejects with BindError. */
-  protected async listen(host: string, port: number, destinationOf: DestinationOf = originalDestination): Promise<void> {
-    this.#port = await listen(this.#server, `${this.name} listener`, host, port);
+  /** Binds `host:port` (or serves `fd`); rejects with BindError. */
+  protected async listen(at: ListenAt, destinationOf: DestinationOf = originalDestination): Promise<void> {
+    this.#port = await listen(this.#server, `${this.name} listener`, at);
     this.#server.on('connection', (client) => {
       const sourceIp = unmapIpv4(client.remoteAddress ?? '');
       client.on('error', (err) => this.log.debug('client connection error', { sourceIp, error: err.message }));

@@ -1,7 +1,11 @@
 // The data plane of one node: the outbound, inbound plaintext and HBONE
 // listeners, the HBONE client pool, load balancing, connection tracking and
-// metrics, wired to the node's config and certificates.
+// metrics, wired to the node's config and certificates. The three listeners
+// exist once on the node's addresses (for pods captured from the node's
+// namespace) and once inside the namespace of each pod captured in-pod
+// (attachPod): the same listeners, serving sockets made in the pod.
 
+import { closeSync } from 'node:fs';
 import type { Registry } from 'prom-client';
 import type { CertSource } from '../core/cert-source.ts';
 import type { ConfigStore } from './config-store.ts';
@@ -16,6 +20,9 @@ import { OutboundListener } from './outbound.ts';
 import { InboundPlaintextListener } from './inbound-plaintext.ts';
 import { InboundListener } from './inbound.ts';
 import { createOutboundHttp } from './l7/outbound-http.ts';
+import { PodDialer } from './pod-dialer.ts';
+import { listenInNetns } from './pod-socket.ts';
+import { unmapIpv4 } from './authorization.ts';
 import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
 import { serviceServing } from './destination.ts';
@@ -23,6 +30,8 @@ import type { ExplainQuery, Explanation } from './explain.ts';
 import type { TapListener } from './connection-tracker.ts';
 
 const log = logger('daemon');
+/** The listeners made in each in-pod-captured pod's namespace, in bindListeners' order. */
+const POD_LISTENERS = [[15001, 'outbound listener'], [15006, 'inbound plaintext listener'], [HBONE_PORT, 'inbound HBONE listener']] as const;
 
 export interface DaemonOptions {
   config: ConfigStore;
@@ -60,6 +69,16 @@ export interface Daemon {
   explain(query: ExplainQuery): Explanation;
   /** Connection open/close events, for the admin API's /tap; returns the unsubscribe. */
   tap(listener: TapListener): () => void;
+  /**
+   * Serves a pod captured inside its own network namespace: binds the three
+   * listeners there and delivers to it from there. Rejects (BindError, NM_NETNS,
+   * NM_POD_SOCKET) when that cannot be done; the caller must not capture it then.
+   */
+  attachPod(podIp: string, netnsPath: string): Promise<void>;
+  /** Stops accepting in a pod's namespace; connections already open run on. */
+  detachPod(podIp: string): void;
+  /** The pods served in their own namespace, by IP. */
+  attachedPods(): Map<string, string>;
   /** Stops accepting, lets open connections finish until the deadline, then closes the rest. */
   drain(deadlineMs: number): Promise<void>;
   stop(): Promise<void>;
@@ -73,24 +92,36 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
   const admission = new Admission(config, metrics);
-  const http = createOutboundHttp({ config, pool, admission, metrics, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
-  const httpInbound = new HttpInbound(admission, metrics);
-  const bound: { close(): void }[] = [];
-  let outbound: OutboundListener;
-  let inboundPlaintext: InboundPlaintextListener;
-  let inbound: InboundListener;
-  try {
-    outbound = await OutboundListener.bind({ config, tracker, admission, pool, balancer, http, detectTimeoutMs: opts.http?.detectTimeoutMs, host, port: opts.ports?.outbound ?? 15001 });
-    bound.push(outbound);
-    inboundPlaintext = await InboundPlaintextListener.bind({ config, tracker, admission, balancer, http: httpInbound, host, port: opts.ports?.inboundPlaintext ?? 15006 });
-    bound.push(inboundPlaintext);
-    inbound = await InboundListener.bind({ config, certs, tracker, admission, http: httpInbound, host, port: opts.ports?.inbound ?? HBONE_PORT, ...opts.hbone });
-    bound.push(inbound);
-  } catch (err) {
-    bound.forEach((l) => l.close());
-    throw err;
-  }
-  const listeners = [outbound, inboundPlaintext, inbound];
+  const dialer = new PodDialer();
+  const http = createOutboundHttp({ config, pool, admission, metrics, dialer, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
+  const httpInbound = new HttpInbound(admission, metrics, dialer);
+  const shared = { config, tracker, admission, dialer };
+
+  /** The three listeners, on host ports or on sockets made inside a pod's namespace. */
+  const bindListeners = async (at: { host: string; outbound: number; inboundPlaintext: number; inbound: number; fds?: number[] }): Promise<ListenerSet> => {
+    const bound: { close(): void }[] = [];
+    try {
+      const outbound = await OutboundListener.bind({ ...shared, pool, balancer, http, detectTimeoutMs: opts.http?.detectTimeoutMs, host: at.host, port: at.outbound, fd: at.fds?.[0] });
+      bound.push(outbound);
+      const inboundPlaintext = await InboundPlaintextListener.bind({ ...shared, balancer, http: httpInbound, host: at.host, port: at.inboundPlaintext, fd: at.fds?.[1] });
+      bound.push(inboundPlaintext);
+      const inbound = await InboundListener.bind({
+        ...shared, certs, http: httpInbound, host: at.host, port: at.inbound, fd: at.fds?.[2], ...opts.hbone,
+        // In a pod's namespace HBONE arrives at the pod's own address, not redirected.
+        destinationOf: at.fds ? (socket) => ({ ip: unmapIpv4(socket.localAddress ?? ''), port: socket.localPort ?? 0 }) : undefined,
+      });
+      bound.push(inbound);
+      return { outbound, inboundPlaintext, inbound, all: [outbound, inboundPlaintext, inbound] };
+    } catch (err) {
+      bound.forEach((l) => l.close());
+      throw err;
+    }
+  };
+  const node = await bindListeners({
+    host, outbound: opts.ports?.outbound ?? 15001, inboundPlaintext: opts.ports?.inboundPlaintext ?? 15006, inbound: opts.ports?.inbound ?? HBONE_PORT,
+  });
+  const pods = new Map<string, { netns: string; listeners: ListenerSet }>();
+  const everySet = () => [node, ...[...pods.values()].map((p) => p.listeners)];
 
   // The store and the cert source have no unsubscribe: the handlers check `stopped`.
   let stopped = false;
@@ -100,18 +131,45 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   certs.onChange(() => {
     if (stopped) return;
     pool.certsChanged();
-    inbound.certsChanged();
+    for (const set of everySet()) set.inbound.certsChanged();
   });
-  const ports = { outbound: outbound.port, inboundPlaintext: inboundPlaintext.port, inbound: inbound.port };
+  const ports = { outbound: node.outbound.port, inboundPlaintext: node.inboundPlaintext.port, inbound: node.inbound.port };
   log.info('data plane listening', { host, ...ports });
+
+  const detachPod = (podIp: string) => {
+    const pod = pods.get(podIp);
+    if (!pod) return;
+    pods.delete(podIp);
+    dialer.unregister(podIp);
+    pod.listeners.all.forEach((l) => l.stopAccepting());
+    log.info('stopped serving a pod namespace', { podIp, netns: pod.netns });
+  };
 
   return {
     ports,
     connections: () => tracker.list(),
     explain: (query) => explain(config, query),
     tap: (listener) => tracker.subscribe(listener),
+    async attachPod(podIp: string, netnsPath: string) {
+      if (pods.get(podIp)?.netns === netnsPath) return;
+      // A recreated pod that got the IP back lives in a new namespace.
+      detachPod(podIp);
+      const fds: number[] = [];
+      try {
+        for (const [port, what] of POD_LISTENERS) fds.push(listenInNetns(netnsPath, port, what));
+      } catch (err) {
+        fds.forEach((fd) => closeSync(fd));
+        throw err;
+      }
+      const listeners = await bindListeners({ host: '0.0.0.0', outbound: 15001, inboundPlaintext: 15006, inbound: HBONE_PORT, fds });
+      pods.set(podIp, { netns: netnsPath, listeners });
+      dialer.register(podIp, netnsPath);
+      log.info('serving a pod namespace', { podIp, netns: netnsPath });
+    },
+    detachPod,
+    attachedPods: () => new Map([...pods].map(([ip, p]) => [ip, p.netns])),
     async drain(deadlineMs: number) {
-      listeners.forEach((l) => l.stopAccepting());
+      for (const set of everySet()) set.all.forEach((l) => l.stopAccepting());
       pool.close();
       log.info('draining connections', { open: tracker.size, deadlineMs });
       let timer: NodeJS.Timeout | undefined;
@@ -126,10 +184,17 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     },
     async stop() {
       stopped = true;
-      listeners.forEach((l) => l.close());
+      for (const set of everySet()) set.all.forEach((l) => l.close());
       tracker.destroyAll('data plane stopped');
       http.close();
       pool.destroy();
     },
   };
+}
+
+interface ListenerSet {
+  outbound: OutboundListener;
+  inboundPlaintext: InboundPlaintextListener;
+  inbound: InboundListener;
+  all: (OutboundListener | InboundPlaintextListener | InboundListener)[];
 }

@@ -17,6 +17,7 @@ import { CapturedListener } from './captured-listener.ts';
 import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
 import { relay } from './relay.ts';
 import { connectTcp } from './tcp-connect.ts';
+import { PodDialer } from './pod-dialer.ts';
 import { httpServiceOf } from './l7/protocol.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
 import type { HttpProtocol } from './l7/detect.ts';
@@ -34,22 +35,28 @@ export interface InboundPlaintextOptions {
   balancer: LoadBalancer;
   host: string;
   port: number;
+  /** A listening socket made in a pod's namespace, served instead of binding host:port. */
+  fd?: number;
   destinationOf?: DestinationOf;
+  /** Reaches pods on this node (from inside their namespace when captured there). */
+  dialer?: PodDialer;
   /** Per-request handling of ports a Service declares HTTP; without it every connection is TCP. */
   http?: HttpInbound;
 }
 
 export class InboundPlaintextListener extends CapturedListener {
   readonly #opts: InboundPlaintextOptions;
+  readonly #dialer: PodDialer;
 
   private constructor(opts: InboundPlaintextOptions) {
     super('inbound plaintext', log);
     this.#opts = opts;
+    this.#dialer = opts.dialer ?? new PodDialer();
   }
 
   static async bind(opts: InboundPlaintextOptions): Promise<InboundPlaintextListener> {
     const listener = new InboundPlaintextListener(opts);
-    await listener.listen(opts.host, opts.port, opts.destinationOf);
+    await listener.listen(opts, opts.destinationOf);
     return listener;
   }
 
@@ -88,7 +95,7 @@ export class InboundPlaintextListener extends CapturedListener {
     const { ip, port } = dst;
     relay({
       client,
-      connect: () => connectTcp(ip, port),
+      connect: () => this.#dialer.connect(ip, port, sourceIp, { avoidPort: client.remotePort }),
       head,
       opened: (upstream) => tracker.open({
         listener: 'inbound-plaintext', reporter: 'destination', sourceIp, sourceWorkload: config.workloadByIp(sourceIp), sourcePrincipal: null,

@@ -27,7 +27,7 @@ import type { Admission, AdmissionContext } from './admission.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
 import { listen, openSockets, stopListening } from './listen.ts';
 import { relay } from './relay.ts';
-import { connectTcp } from './tcp-connect.ts';
+import { PodDialer } from './pod-dialer.ts';
 import { spiffeIdOf } from './peer-identity.ts';
 import { httpServiceOf } from './l7/protocol.ts';
 import { countBytes } from './l7/byte-count.ts';
@@ -49,6 +49,10 @@ export interface InboundOptions {
   admission: Admission;
   host: string;
   port: number;
+  /** A listening socket made in a pod's namespace, served instead of binding host:port. */
+  fd?: number;
+  /** Reaches pods on this node (from inside their namespace when captured there). */
+  dialer?: PodDialer;
   /** Which pod the peer dialled; SO_ORIGINAL_DST unless a test injects it. */
   destinationOf?: (socket: net.Socket) => SocketAddress | null;
   /** Per-request handling of ports a Service declares HTTP; without it every tunnel is TCP. */
@@ -80,6 +84,7 @@ interface SessionContext {
 export class InboundListener {
   readonly port: number;
   readonly #opts: InboundOptions;
+  readonly #dialer: PodDialer;
   readonly #server: net.Server;
   readonly #destinationOf: (socket: net.Socket) => SocketAddress | null;
   readonly #tlsServers = new Map<string, { server: tls.Server; chainPem: string; bundle: string }>();
@@ -94,6 +99,7 @@ export class InboundListener {
 
   private constructor(opts: InboundOptions, server: net.Server, port: number) {
     this.#opts = opts;
+    this.#dialer = opts.dialer ?? new PodDialer();
     this.#server = server;
     this.port = port;
     this.#destinationOf = opts.destinationOf ?? originalDestination;
@@ -105,7 +111,7 @@ export class InboundListener {
 
   static async bind(opts: InboundOptions): Promise<InboundListener> {
     const server = net.createServer({ noDelay: true });
-    const port = await listen(server, 'inbound HBONE listener', opts.host, opts.port);
+    const port = await listen(server, 'inbound HBONE listener', opts);
     return new InboundListener(opts, server, port);
   }
 
@@ -413,7 +419,7 @@ export class InboundListener {
     }
     relay({
       client: stream,
-      connect: () => connectTcp(target.ip, target.port),
+      connect: () => this.#dialer.connect(target.ip, target.port, input.sourceIp),
       head,
       opened: (upstream) => {
         if (!stream.headersSent) stream.respond({ ':status': 200 });

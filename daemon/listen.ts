@@ -4,11 +4,19 @@
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { BindError } from '../core/errors.ts';
 
-export function listen(server: Server, what: string, host: string, port: number): Promise<number> {
+/** Where a listener listens: `host:port`, or a listening socket made in a pod's namespace (`fd`, see pod-socket.ts). */
+export interface ListenAt {
+  host: string;
+  port: number;
+  fd?: number;
+}
+
+export function listen(server: Server, what: string, at: ListenAt): Promise<number> {
+  const { host, port, fd } = at;
   return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(new BindError(what, `${host}:${port}`, err));
+    const onError = (err: Error) => reject(new BindError(what, fd === undefined ? `${host}:${port}` : `fd ${fd}`, err));
     server.once('error', onError);
-    server.listen({ host, port }, () => {
+    server.listen(fd === undefined ? { host, port } : { fd }, () => {
       server.off('error', onError);
       resolve((server.address() as AddressInfo).port);
     });

@@ -23,6 +23,7 @@ import { CapturedListener } from './captured-listener.ts';
 import type { CapturedConnection, DestinationOf } from './captured-listener.ts';
 import { relay } from './relay.ts';
 import { connectTcp } from './tcp-connect.ts';
+import { PodDialer } from './pod-dialer.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
 import type { HttpProtocol } from './l7/detect.ts';
 import { destinationProtocol } from './l7/protocol.ts';
@@ -40,7 +41,11 @@ export interface OutboundOptions {
   balancer: LoadBalancer;
   host: string;
   port: number;
+  /** A listening socket made in a pod's namespace, served instead of binding host:port. */
+  fd?: number;
   destinationOf?: DestinationOf;
+  /** Reaches pods on this node (from inside their namespace when captured there). */
+  dialer?: PodDialer;
   /** HTTP handling; without it every connection is carried as TCP. */
   http?: OutboundHttp;
   /** How long an undeclared port waits for the client's first bytes before it is treated as TCP. */
@@ -62,15 +67,17 @@ interface Outbound {
 
 export class OutboundListener extends CapturedListener {
   readonly #opts: OutboundOptions;
+  readonly #dialer: PodDialer;
 
   private constructor(opts: OutboundOptions) {
     super('outbound', log);
     this.#opts = opts;
+    this.#dialer = opts.dialer ?? new PodDialer();
   }
 
   static async bind(opts: OutboundOptions): Promise<OutboundListener> {
     const listener = new OutboundListener(opts);
-    await listener.listen(opts.host, opts.port, opts.destinationOf);
+    await listener.listen(opts, opts.destinationOf);
     return listener;
   }
 
@@ -157,7 +164,7 @@ export class OutboundListener extends CapturedListener {
     };
     if (!admission.admit(input, { what: 'same-node connection', log }).allowed) return this.refuseSilently(out.client);
     const dest = { destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: config.identityOf(workload), security: 'mutual_tls' as const };
-    this.#relay(out, () => connectTcp(ip, port), 'cannot connect to the destination', dest, (upstream) => {
+    this.#relay(out, () => this.#dialer.connect(ip, port, out.sourceIp), 'cannot connect to the destination', dest, (upstream) => {
       // Istio reports a same-node connection from both sides; only the destination side is re-authorized.
       const destinationSide = tracker.open({ ...this.#info(out, upstream, dest), listener: 'same-node', reporter: 'destination', authorization: input });
       return destinationSide.finish;

@@ -2,7 +2,7 @@
 //   node integration/cluster-cli.ts up     --prefix demo [--spec spec.yaml] [--cni routed] [--config-dir DIR]
 //   node integration/cluster-cli.ts status --prefix demo
 //   node integration/cluster-cli.ts down   --prefix demo
-// then e.g. `ip netns exec demo-pod-default-client curl http://10.96.0.10/`.
+// then e.g. `ip netns exec demo-n1-pod-default-client curl http://10.96.0.10/`.
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

@@ -54,9 +54,8 @@ test('two nodes: pod-to-pod across nodes and on one node, a ClusterIP via DNAT, 
   }, { prefix });
 
   assert.deepEqual((await namespacesOf(prefix)).sort(), [
-    `${prefix}-cp`, `${prefix}-n1`, `${prefix}-n2`,
-    `${prefix}-pod-default-client`, `${prefix}-pod-default-far`, `${prefix}-pod-default-near`,
-    `${prefix}-pod-default-web-1`, `${prefix}-pod-default-web-2`, `${prefix}-ul`,
+    `${prefix}-cp`, `${prefix}-n1`, `${prefix}-n1-pod-default-client`, `${prefix}-n1-pod-default-near`,
+    `${prefix}-n1-pod-default-web-1`, `${prefix}-n2`, `${prefix}-n2-pod-default-far`, `${prefix}-n2-pod-default-web-2`, `${prefix}-ul`,
   ]);
   const servers = [
     await startServer(cluster, 'near', 'echo', 7000),
@@ -187,7 +186,7 @@ test('cluster-cli: up leaves a cluster running after it exits, status lists it, 
   t.after(() => deletePrefix(prefix));
   const cli = (...args: string[]) => promisify(execFile)(process.execPath, [CLI, ...args, '--prefix', prefix]);
   const up = await cli('up');
-  assert.match(up.stdout, new RegExp(`${prefix}-pod-default-client +eth0 10\\.244\\.1\\.10/24`));
+  assert.match(up.stdout, new RegExp(`${prefix}-n1-pod-default-client +eth0 10\\.244\\.1\\.10/24`));
   assert.match(up.stdout, /service default\/server 10\.96\.0\.10 ports 80->8080/);
   assert.equal((await namespacesOf(prefix)).length, 7);
   assert.match((await cli('status')).stdout, new RegExp(`${prefix}-n2 +eth0 172\\.30\\.0\\.12/24`));

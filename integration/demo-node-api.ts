@@ -23,10 +23,6 @@ export function metricsText(cluster: Cluster, node: string): Promise<string> {
   return curl(cluster, node, METRICS_URL);
 }
 
-export async function natRules(cluster: Cluster, node: string): Promise<string> {
-  return (await cluster.exec(cluster.node(node).netns, ['iptables-save', '-t', 'nat'])).stdout;
-}
-
 /** One entry of a node's /connections. */
 export interface ConnectionView {
   listener: string;
@@ -56,6 +52,8 @@ export interface WorkloadView {
   name: string;
   ip: string;
   identity: string;
+  /** How the node captures it ("in-pod" or "node"); null until its capture is in place. */
+  capture: string | null;
 }
 
 export interface Sample {

@@ -199,7 +199,7 @@ test('nodemesh demo: stays up for exploring, and Ctrl-C (SIGINT) tears down ever
   assert.ok(workDir && existsSync(workDir), `the report names an existing work directory: ${workDir}`);
 
   const namespaces = await namespacesOf(demo.prefix);
-  assert.ok(namespaces.includes(`${demo.prefix}-n1`) && namespaces.includes(`${demo.prefix}-pod-demo-client`), `cluster is up: ${namespaces.join(', ')}`);
+  assert.ok(namespaces.includes(`${demo.prefix}-n1`) && namespaces.includes(`${demo.prefix}-n1-pod-demo-client`), `cluster is up: ${namespaces.join(', ')}`);
   const pids = await pidsIn(namespaces);
   assert.ok(pids.length >= 5, `control plane, two nodes and servers run in the cluster: ${pids.join(' ')}`);
 

@@ -31,9 +31,15 @@ before(async () => {
 });
 after(() => fx?.teardown());
 
+/** Every NODEMESH line of iptables-save in a node's namespace and in the namespaces of the pods it runs. */
 async function nodemeshRules(node: string): Promise<string[]> {
-  const saved = await fx.cluster.exec(fx.cluster.node(node).netns, ['iptables-save']);
-  return saved.stdout.split('\n').filter((line) => line.includes('NODEMESH'));
+  const namespaces = [fx.cluster.node(node).netns, ...fx.cluster.pods.filter((p) => p.node === node).map((p) => p.netns)];
+  const lines: string[] = [];
+  for (const netns of namespaces) {
+    const saved = await fx.cluster.exec(netns, ['iptables-save']);
+    lines.push(...saved.stdout.split('\n').filter((line) => line.includes('NODEMESH')).map((line) => `${netns}: ${line}`));
+  }
+  return lines;
 }
 
 test('a stopped node keeps its capture rules; nodemesh node --uninstall then leaves no NODEMESH line in iptables-save', async () => {
@@ -43,14 +49,17 @@ test('a stopped node keeps its capture rules; nodemesh node --uninstall then lea
 
   await fx.mesh.stopNode('n2');
   const kept = await nodemeshRules('n2');
-  assert.ok(kept.some((rule) => rule.includes(`-d ${serverIp}/32`)), `n2 must keep capturing server-a while its agent is down:\n${kept.join('\n')}`);
+  const serverNetns = fx.cluster.pod('shop/server-a').netns;
+  assert.ok(kept.some((rule) => rule.startsWith(`${serverNetns}: `) && rule.includes('REDIRECT --to-ports 15006')), `n2 must keep capturing server-a (in its namespace) while its agent is down:\n${kept.join('\n')}`);
   // Captured to a port nobody listens on: the pod is not reachable around the mesh.
   const whileStopped = await attempt(fx.cluster, 'legacy/outsider', serverIp, PORT, 'bypass');
   assert.equal(whileStopped.ok, false, `reached server-a around the stopped mesh: ${JSON.stringify(whileStopped.output)}`);
 
   const n2 = fx.cluster.node('n2');
-  await fx.cluster.exec(n2.netns, [process.execPath, await nodemeshBinary(), 'node', '--uninstall']);
+  await fx.cluster.exec(n2.netns, [process.execPath, await nodemeshBinary(), 'node', '--uninstall', '--pod-netns-prefix', `${n2.netns}-pod-`]);
   assert.deepEqual(await nodemeshRules('n2'), []);
+  const routing = (await fx.cluster.exec(serverNetns, ['ip', 'rule', 'show'])).stdout;
+  assert.doesNotMatch(routing, /lookup 133/, 'the reply route of transparent deliveries is removed from the pod too');
   assert.ok((await nodemeshRules('n1')).length > 0, '--uninstall on n2 must leave n1\'s capture alone');
   // Kubernetes networking is back to plain: the pod answers directly.
   assert.equal(
@@ -58,7 +67,7 @@ test('a stopped node keeps its capture rules; nodemesh node --uninstall then lea
     'hello from server-a\nplain',
   );
   // Idempotent: a second run finds nothing to remove and succeeds.
-  await fx.cluster.exec(n2.netns, [process.execPath, await nodemeshBinary(), 'node', '--uninstall']);
+  await fx.cluster.exec(n2.netns, [process.execPath, await nodemeshBinary(), 'node', '--uninstall', '--pod-netns-prefix', `${n2.netns}-pod-`]);
   assert.deepEqual(await nodemeshRules('n2'), []);
 });
 

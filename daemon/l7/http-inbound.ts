@@ -16,7 +16,7 @@ import { logger } from '../../core/log.ts';
 import type { Admission } from '../admission.ts';
 import type { AuthorizationInput } from '../authorization.ts';
 import type { DaemonMetrics } from '../metrics.ts';
-import { connectTcp } from '../tcp-connect.ts';
+import { PodDialer } from '../pod-dialer.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
 import { requestLabels } from './request-metrics.ts';
 import { socketLike } from './socket-like.ts';
@@ -55,8 +55,10 @@ interface Served {
 
 interface ServedH2 {
   conn: InboundHttpConnection;
-  /** Opened on the first stream; closed with the tunnel. */
+  /** The session to the pod: opened on the first stream, closed with the tunnel. */
   pod?: ClientHttp2Session;
+  opening?: Promise<ClientHttp2Session>;
+  closed?: boolean;
 }
 
 export class HttpInbound {
@@ -72,8 +74,11 @@ export class HttpInbound {
   /** See HEAD_TIMEOUT_MS; tests shorten it. */
   headTimeoutMs = HEAD_TIMEOUT_MS;
 
-  constructor(admission: Admission, metrics: DaemonMetrics) {
+  readonly #dialer: PodDialer;
+
+  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer()) {
     this.#admission = admission;
+    this.#dialer = dialer;
     this.#metrics = metrics;
     this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
     this.#server.on('request', (req, res) => this.#onRequest(req, res));
@@ -97,9 +102,10 @@ export class HttpInbound {
 
   /** Serves HTTP/1 arriving on `downstream` (an accepted tunnel stream or socket), whose first bytes `head` were already read. */
   serveHttp1(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
-    const { destination, port } = conn.authorization;
+    const { destination, port, sourceIp } = conn.authorization;
     // One keep-alive agent per tunnel: its pod connections live and die with it.
-    const agent = new UpstreamAgent(() => connectTcp(destination.ip, port));
+    const avoidPort = downstream instanceof net.Socket ? downstream.remotePort : undefined;
+    const agent = new UpstreamAgent(() => this.#dialer.connect(destination.ip, port, sourceIp, { avoidPort }));
     if (!(downstream instanceof net.Socket)) socketLike(downstream);
     const served: Served = { conn, agent, inFlight: 0 };
     this.#served.set(downstream, served);
@@ -116,7 +122,10 @@ export class HttpInbound {
   /** Serves HTTP/2 (prior knowledge: `head` holds the preface) arriving on `downstream`. */
   serveHttp2(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
     const served: ServedH2 = { conn };
-    downstream.once('close', () => served.pod?.close());
+    downstream.once('close', () => {
+      served.closed = true;
+      served.pod?.close();
+    });
     downstream.unshift(head);
     this.#handing = served;
     try {
@@ -135,15 +144,36 @@ export class HttpInbound {
     stream.once('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started));
     const denied = this.#deny({ method: headers[':method'], url: headers[':path'] }, conn);
     if (denied) return replyHttp2(stream, denied);
-    const { destination, port } = conn.authorization;
-    if (!served.pod || served.pod.closed || served.pod.destroyed) {
-      const pod = http2.connect(`http://${destination.ip}:${port}`, { createConnection: () => net.connect({ host: destination.ip, port, noDelay: true }) });
-      pod.on('error', (err) => log.debug('HTTP/2 session to the pod failed', { destination: `${destination.ip}:${port}`, error: err.message }));
-      served.pod = pod;
-    }
     const out: OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(headers)) if (!NOT_FORWARDED.has(name) && value !== undefined) out[name] = value;
-    relayStream(stream, served.pod.request(out), undefined, () => {});
+    const { destination, port } = conn.authorization;
+    this.#podSession(served).then(
+      (pod) => {
+        if (!stream.destroyed) relayStream(stream, pod.request(out), undefined, () => {});
+      },
+      (err: Error) => replyHttp2(stream, new LocalReply(503, `cannot reach ${destination.namespace}/${destination.name} at ${destination.ip}:${port}: ${err.message}`)),
+    );
+  }
+
+  /** The tunnel's HTTP/2 session to the pod, opened (from inside the pod's namespace when captured there) on first use. */
+  #podSession(served: ServedH2): Promise<ClientHttp2Session> {
+    if (served.pod && !served.pod.closed && !served.pod.destroyed) return Promise.resolve(served.pod);
+    const { destination, port, sourceIp } = served.conn.authorization;
+    served.opening ??= this.#dialer.connect(destination.ip, port, sourceIp).then(
+      (socket) => {
+        const pod = http2.connect(`http://${destination.ip}:${port}`, { createConnection: () => socket });
+        pod.on('error', (err) => log.debug('HTTP/2 session to the pod failed', { destination: `${destination.ip}:${port}`, error: err.message }));
+        served.pod = pod;
+        served.opening = undefined;
+        if (served.closed) pod.close();
+        return pod;
+      },
+      (err: Error) => {
+        served.opening = undefined;
+        throw err;
+      },
+    );
+    return served.opening;
   }
 
   /** The request's admission; the 403 to answer when denied. */

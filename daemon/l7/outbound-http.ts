@@ -7,6 +7,7 @@ import type { ConfigStore } from '../config-store.ts';
 import type { Admission } from '../admission.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import type { HbonePool } from '../hbone-pool.ts';
+import { PodDialer } from '../pod-dialer.ts';
 import { PeakEwmaBalancer } from './peak-ewma.ts';
 import { RetryBudget } from './retry-budget.ts';
 import { RequestRouter } from './request-router.ts';
@@ -24,6 +25,8 @@ export interface OutboundHttpOptions {
   maxAttempts?: number;
   budget?: RetryBudget;
   balancer?: PeakEwmaBalancer;
+  /** Reaches pods on this node. */
+  dialer?: PodDialer;
 }
 
 export interface OutboundHttp {
@@ -35,7 +38,7 @@ export interface OutboundHttp {
 
 export function createOutboundHttp(opts: OutboundHttpOptions): OutboundHttp {
   const { config, metrics } = opts;
-  const router = new RequestRouter(config, opts.pool, opts.admission, opts.balancer ?? new PeakEwmaBalancer());
+  const router = new RequestRouter(config, opts.pool, opts.admission, opts.balancer ?? new PeakEwmaBalancer(), opts.dialer ?? new PodDialer());
   const http1 = new H1Outbound({
     config, metrics, router, budget: opts.budget ?? new RetryBudget(),
     retryStatuses: new Set(opts.retryStatuses ?? [503]), maxAttempts: opts.maxAttempts ?? 3,

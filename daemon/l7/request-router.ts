@@ -14,7 +14,7 @@ import type { ConfigStore } from '../config-store.ts';
 import type { Admission } from '../admission.ts';
 import type { HbonePool } from '../hbone-pool.ts';
 import { targetPort } from '../destination.ts';
-import { connectTcp } from '../tcp-connect.ts';
+import type { PodDialer } from '../pod-dialer.ts';
 import { RouteTable, pickWeighted } from './route-table.ts';
 import { applyRequestFilters } from './filters.ts';
 import type { RoutableRequest } from './filters.ts';
@@ -58,14 +58,16 @@ export class RequestRouter {
   readonly #pool: HbonePool;
   readonly #admission: Admission;
   readonly #balancer: PeakEwmaBalancer;
+  readonly #dialer: PodDialer;
   #routes = new RouteTable([]);
   #routesVersion = '';
 
-  constructor(config: ConfigStore, pool: HbonePool, admission: Admission, balancer: PeakEwmaBalancer) {
+  constructor(config: ConfigStore, pool: HbonePool, admission: Admission, balancer: PeakEwmaBalancer, dialer: PodDialer) {
     this.#config = config;
     this.#pool = pool;
     this.#admission = admission;
     this.#balancer = balancer;
+    this.#dialer = dialer;
   }
 
   get balancer(): PeakEwmaBalancer {
@@ -131,7 +133,7 @@ export class RequestRouter {
     return { ip: endpoint.ip, port: targetPort(servicePort, workload)!, workload, service };
   }
 
-  /** The endpoint with its connection: HBONE to a remote enrolled pod, TCP otherwise. */
+  /** The endpoint with its connection: HBONE to a remote enrolled pod, else TCP (from inside a same-node pod's namespace when captured there). */
   endpoint(conn: HttpClientConnection, to: Upstream): Endpoint {
     const config = this.#config;
     const w = to.workload;
@@ -143,7 +145,7 @@ export class RequestRouter {
       };
       return { ...to, poolKey, connect: () => this.#pool.connect(request) };
     }
-    return { ...to, poolKey, connect: () => connectTcp(to.ip, to.port) };
+    return { ...to, poolKey, connect: () => this.#dialer.connect(to.ip, to.port, conn.sourceIp) };
   }
 
   /** Same-node enrolled destinations are authorized here per request, as their node's inbound side would. */

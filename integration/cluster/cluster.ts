@@ -167,7 +167,7 @@ export class Cluster implements ClusterPlan {
         }
         await this.#processes.stopAll();
         const mine = (await listNamespaces()).filter((ns) => belongsTo(ns, this.prefix));
-        const pods = mine.filter((ns) => ns.startsWith(`${this.prefix}-pod-`));
+        const pods = mine.filter((ns) => ns.includes('-pod-'));
         await Promise.all(pods.map(deleteNamespace));
         for (const ns of mine.filter((n) => !pods.includes(n))) await deleteNamespace(ns);
       } finally {

@@ -111,6 +111,7 @@ export class Mesh {
       '--ca-file', this.caFile,
       '--state-dir', this.stateDir(name),
       '--admin-addr', ADMIN_ADDR,
+      '--pod-netns-prefix', `${node.netns}-pod-`,
     ], { env: this.#env(), logFile: this.logFile(`node-${name}`) });
     this.nodes.set(name, proc);
     await this.#until(proc, `node ${name}`, `${READY_URL} to answer 200`, () => this.isReady(name));

@@ -11,7 +11,7 @@ test('planCluster names namespaces by prefix and hands out node, pod and Service
   }, 'nmcx');
   assert.deepEqual(p.nodes.map((n) => [n.name, n.netns, n.ip, n.podCidr]), [['n1', 'nmcx-n1', '172.30.0.11', '10.244.1.0/24'], ['n2', 'nmcx-n2', '172.30.0.12', '10.244.2.0/24']]);
   assert.deepEqual(p.controlPlane, { netns: 'nmcx-cp', ip: '172.30.0.2' });
-  assert.deepEqual(p.pods.map((x) => [x.netns, x.ip, x.hostVeth]), [['nmcx-pod-default-a', '10.244.1.10', 'veth0'], ['nmcx-pod-default-b', '10.244.2.10', 'veth1'], ['nmcx-pod-other-c', '10.244.1.11', 'veth2']]);
+  assert.deepEqual(p.pods.map((x) => [x.netns, x.ip, x.hostVeth]), [['nmcx-n1-pod-default-a', '10.244.1.10', 'veth0'], ['nmcx-n2-pod-default-b', '10.244.2.10', 'veth1'], ['nmcx-n1-pod-other-c', '10.244.1.11', 'veth2']]);
   assert.deepEqual(p.namespaces.map((n) => n.name), ['default', 'other']);
   assert.equal(p.services[0]!.clusterIP, '10.96.0.10');
   assert.equal(p.pods[0]!.uid, planCluster({ nodes: 1, pods: [{ name: 'a', node: 'n1' }] }, 'nmcx').pods[0]!.uid, 'uids are stable');

@@ -232,7 +232,8 @@ export function planPod(plan: ClusterPlan, spec: PodSpec): PlannedPod {
     name: spec.name,
     namespace,
     node: spec.node,
-    netns: `${plan.prefix}-pod-${namespace}-${spec.name}`,
+    // Named after its node, as a node's runtime keeps only its own pods' namespaces: the node's agent searches `<node netns>-pod-*`.
+    netns: `${plan.nodes[nodeIndex]!.netns}-pod-${namespace}-${spec.name}`,
     ip,
     hostVeth: `${vethPrefix}${n}`,
     labels: { app: spec.name, ...spec.labels },
