@@ -98,7 +98,8 @@ test('the node DaemonSet has the security settings and wiring the node needs, on
   assert.equal(pod.hostNetwork, true);
   assert.equal(pod.dnsPolicy, 'ClusterFirstWithHostNet');
   assert.equal(pod.priorityClassName, 'system-node-critical');
-  assert.deepEqual(sc.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
+  // SYS_ADMIN for setns into pod namespaces (in-pod capture); not privileged.
+  assert.deepEqual(sc.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN'] });
   assert.equal(sc.readOnlyRootFilesystem, true);
   assert.equal(sc.allowPrivilegeEscalation, false);
   assert.equal(sc.runAsUser, 0, 'capabilities reach uid 0 only');
@@ -123,6 +124,10 @@ test('the node DaemonSet has the security settings and wiring the node needs, on
   assert.deepEqual(volumeAt(mountOf('--state-dir')).volume.emptyDir, {});
   const lock = volumeAt('/run/xtables.lock');
   assert.deepEqual(lock.volume.hostPath, { path: '/run/xtables.lock', type: 'FileOrCreate' });
+  // The node's default --pod-netns-dir: the runtime's pod namespaces, including pods created later.
+  const netns = volumeAt('/var/run/netns');
+  assert.deepEqual(netns.volume.hostPath, { path: '/var/run/netns', type: 'DirectoryOrCreate' });
+  assert.equal(netns.mount.mountPropagation, 'HostToContainer');
   assert.ok(mountOf('--controlplane').startsWith('nodemesh-controlplane.nodemesh-system.svc:15010'));
 
   assert.deepEqual(c.readinessProbe.httpGet, { path: '/healthz/ready', port: 15021 });
@@ -200,7 +205,7 @@ test('the AuthorizationPolicy CRD schema rejects malformed policies at apply tim
 test('the rendered base is manifests/rendered.golden.yaml, object by object and in its order (UPDATE_GOLDEN=1 regenerates it)', () => {
   // The golden file was rendered by kustomize itself (`kubectl kustomize manifests/`, kustomize v5.5.0).
   if (process.env.UPDATE_GOLDEN === '1') {
-    writeFileSync(GOLDEN, base.map((o) => stringify(o, { sortMapEntries: true, indentSeq: false, lineWidth: 0 })).join('---\n'));
+    writeFileSync(GOLDEN, base.map((o) => stringify(o, { sortMapEntries: true, indentSeq: false, lineWidth: 0, aliasDuplicateObjects: false })).join('---\n'));
   }
   assert.deepEqual(base, objects(readFileSync(GOLDEN, 'utf8')), 'the rendered manifests changed: review them, then run with UPDATE_GOLDEN=1');
 });
@@ -225,4 +230,22 @@ test('the renderer refuses what it does not render as kustomize does, rather tha
   assert.deepEqual(out.map((o) => `${o.kind}/${o.metadata.namespace ?? '-'}/${JSON.stringify(o.metadata.labels)}`), ['Namespace/-/{"a":"b"}', 'Deployment/x/{"a":"b"}']);
   const pod = out[1]!.spec.template.spec;
   assert.deepEqual([...pod.initContainers, ...pod.containers].map((c: { image: string }) => c.image), ['side@sha256:ab', 'reg:5000/app:2', 'other:3']);
+});
+
+test('the uninstall kustomization runs `node --uninstall` on every node with the node DaemonSet\'s capabilities, mounts and image', async () => {
+  const uninstall = kustomize(fileURLToPath(new URL('./uninstall/', import.meta.url)));
+  assert.deepEqual(uninstall.map((o) => `${o.kind}/${o.metadata.name}`), ['Namespace/nodemesh-uninstall', 'DaemonSet/nodemesh-uninstall']);
+  for (const o of uninstall) await validateWithModel(o);
+  const ds = find(uninstall, 'DaemonSet', 'nodemesh-uninstall');
+  const pod = ds.spec.template.spec;
+  const [init] = pod.initContainers;
+  assert.deepEqual(init.args.slice(0, 2), ['node', '--uninstall']);
+  assert.ok(init.args.includes('--pod-netns-dir=/var/run/netns'), 'the pods\' rules go too, not only the node\'s');
+  assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }], 'every node, tainted or not');
+  assert.equal(pod.hostNetwork, true);
+  const node = find(base, 'DaemonSet', 'nodemesh-node').spec.template.spec.containers[0];
+  assert.deepEqual(init.securityContext.capabilities, node.securityContext.capabilities);
+  assert.equal(init.image, node.image);
+  const mounts = (c: { volumeMounts: { mountPath: string; mountPropagation?: string }[] }) => c.volumeMounts.filter((m) => ['/var/run/netns', '/run/xtables.lock'].includes(m.mountPath)).map((m) => `${m.mountPath} ${m.mountPropagation ?? ''}`).sort();
+  assert.deepEqual(mounts(init), mounts(node));
 });
