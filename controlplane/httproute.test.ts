@@ -89,6 +89,23 @@ test('invalid matches are errors naming the field path', () => {
   invalid(m({ hostname: 'x' }), 'spec.rules[0].matches[0].hostname', /unknown field/);
 });
 
+test('a regex the linear-time engine cannot run rejects its route, naming the field and the construct', () => {
+  const m = (...matches: unknown[]) => rule({ matches });
+  const re = (value: string) => ({ type: 'RegularExpression', value });
+  invalid(m({ path: re('/(a)\\1') }), 'spec.rules[0].matches[0].path.value', /backreferences .* RE2 has none/);
+  invalid(m({ path: re('/(?=a)a') }), 'spec.rules[0].matches[0].path.value', /lookaheads/);
+  invalid(m({}, { headers: [{ type: 'RegularExpression', name: 'x-v', value: '(?<!a)b' }] }), 'spec.rules[0].matches[1].headers[0].value', /lookbehinds/);
+  invalid(m({ queryParams: [{ type: 'RegularExpression', name: 'q', value: '(?i)abc' }] }), 'spec.rules[0].matches[0].queryParams[0].value', /inline flags/);
+  invalid(m({ path: re('/\\pL+') }), 'spec.rules[0].matches[0].path.value', /\\p is not supported/);
+  invalid(m({ path: re('/[[:alpha:]]+') }), 'spec.rules[0].matches[0].path.value', /POSIX classes/);
+  invalid(m({ path: re('/[0-9]{32}') }), 'spec.rules[0].matches[0].path.value', /linear time/);
+  invalid(m({ path: re('/a)|(b') }), 'spec.rules[0].matches[0].path.value', /invalid regular expression/);
+  // What RE2 and this engine both read alike is accepted, the pathological-for-backtracking included.
+  for (const ok of ['/(a+)+', '/api/v[0-9]+/users/[^/]+', '.*\\.(js|css)', '/(?<id>[0-9a-f]{8}-[0-9a-f]{4})/\\w+', '/a\\.b\\-c\\x2f']) {
+    assert.equal(toHttpRoute(m({ path: re(ok) }), exists).route.rules[0]!.matches[0]!.path!.value, ok);
+  }
+});
+
 test('invalid filters are errors naming the field path', () => {
   const fl = (...filters: unknown[]) => rule({ filters });
   invalid(fl({ type: 'RequestMirror', requestMirror: {} }), 'spec.rules[0].filters[0].type', /"RequestMirror" is not supported/);

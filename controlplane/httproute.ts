@@ -9,6 +9,7 @@ import type {
 import type { KubeObject } from './source.ts';
 import { FieldReader, describeObject, quote, type Fields } from './fields.ts';
 import { parseGatewayDuration } from './gateway-duration.ts';
+import { routeRegexProblem } from '../core/route-regex.ts';
 
 /** Whether a Service exists, to mark backendRefs to missing ones unusable. */
 export type ServiceExists = (namespace: string, name: string) => boolean;
@@ -137,12 +138,10 @@ function checkPath(f: FieldReader, v: string, path: string): void {
   if (!PATH_CHARS.test(v)) f.fail(path, `contains characters not allowed in a path: ${quote(v)}`);
 }
 
+/** What the node matches with (core/route-regex.ts: RE2's language, linear time); anything else rejects the route. */
 function checkRegex(f: FieldReader, v: string, path: string): void {
-  try {
-    new RegExp(v);
-  } catch (err) {
-    f.fail(path, `invalid regular expression: ${(err as Error).message}`);
-  }
+  const problem = routeRegexProblem(v);
+  if (problem) f.fail(path, problem);
 }
 
 function nameMatches(f: FieldReader, value: unknown, path: string, isHeader: boolean): NameMatch[] {

@@ -184,6 +184,22 @@ test('routes mark backends of missing Services and update when the Service appea
   assert.equal(model.workloadByIp('10.0.0.2')!.name, 'b');
 });
 
+test('a route whose regex cannot be matched in linear time is rejected alone; the other routes apply', async () => {
+  const model = new MeshModel();
+  const regexRoute = (name: string, value: string): KubeObject => ({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name, namespace: 'demo' },
+    spec: { parentRefs: [{ group: '', kind: 'Service', name: 'server' }], rules: [{ matches: [{ path: { type: 'RegularExpression', value } }] }] },
+  });
+  model.upsert(regexRoute('backref', '/(a+)\\1'), ORIGIN);
+  model.upsert(regexRoute('fine', '/(a+)+'), ORIGIN);
+  model.synced();
+  await model.whenSynced();
+  assert.deepEqual(model.rejected().map((r) => [r.object, r.field]), [['HTTPRoute demo/backref', 'spec.rules[0].matches[0].path.value']]);
+  assert.match(model.rejected()[0]!.reason, /backreferences/);
+  assert.equal(find(model.resources(), 'route', 'demo/backref'), undefined);
+  assert.equal(find(model.resources(), 'route', 'demo/fine')!.route.rules[0]!.matches[0]!.path!.value, '/(a+)+');
+});
+
 test('one pod change among 10,000 pods and 1,000 services touches only that pod and its services', async () => {
   const model = new MeshModel();
   for (let s = 0; s < 1000; s++) model.upsert(service(`svc-${s}`, { app: `app-${s}` }, `10.96.${s >> 8}.${s & 255}`), ORIGIN);

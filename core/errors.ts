@@ -26,6 +26,8 @@ export const ErrorCode = {
   BAD_LOG_LEVEL: 'NM_BAD_LOG_LEVEL',
   /** A debug tracer name that is not registered (core/log.ts lists them). */
   UNKNOWN_TRACER: 'NM_UNKNOWN_TRACER',
+  /** This Node.js lacks V8's linear-time regular-expression engine, so route regexes cannot run safely. */
+  REGEX_ENGINE: 'NM_REGEX_ENGINE',
   /** An unexpected failure with no code of its own (a bug, or an error from a library). */
   INTERNAL: 'NM_INTERNAL',
 

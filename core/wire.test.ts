@@ -42,3 +42,18 @@ test('wire: parts of a snapshot cut short are dropped, never applied as if whole
   const next = updateToMessages({ epoch: 'e', version: 2, snapshot: true, upserts: workloads(1), removals: [] }, 2);
   assert.equal(assembler.accept(next[0]!)!.upserts.length, 1);
 });
+
+test('wire: a route with a regex the node cannot match in linear time is rejected alone, naming the field', () => {
+  const route = (name: string, header: string): Resource => ({
+    kind: 'route', key: `shop/${name}`, version: 1,
+    route: {
+      namespace: 'shop', name, parents: [{ namespace: 'shop', name: 'cart', port: 0 }], hostnames: [], creationTimestamp: '',
+      rules: [{ matches: [{ path: { type: 'RegularExpression', value: '/(a+)+' }, headers: [{ type: 'RegularExpression', name: 'x-v', value: header }], queryParams: [], method: '' }], filters: [], backendRefs: [], requestTimeoutMs: 0, backendRequestTimeoutMs: 0 }],
+    },
+  });
+  const [message] = updateToMessages({ epoch: 'e', version: 1, snapshot: true, upserts: [route('good', 'v[12]'), route('bad', '(?=v)v1')], removals: [] });
+  const { update, rejected } = updateFromWire(overTheWire(message!));
+  assert.deepEqual(update.upserts.map((r) => r.key), ['shop/good']);
+  assert.deepEqual(rejected.map((e) => [e.object, e.field]), [['route "shop/bad"', 'route.rules[0].matches[0].headers[0].value']]);
+  assert.match(rejected[0]!.message, /lookaheads/);
+});

@@ -9,6 +9,7 @@ import type {
   AuthorizationPolicy, ConfigUpdate, HttpRoute, MeshSettings, Resource, ResourceKey, ResourceKind, Service, Workload,
 } from './types.ts';
 import { InvalidObjectError } from './errors.ts';
+import { routeRegexProblem } from './route-regex.ts';
 
 const PROTO = fileURLToPath(new URL('../proto/nodemesh/v1/mesh.proto', import.meta.url));
 
@@ -135,6 +136,7 @@ export function resourceFromWire(w: WireResource): Resource {
     case 'service':
       return { kind, key, version, service: w.service! };
     case 'route':
+      checkRouteRegexes(name, w.route!);
       return { kind, key, version, route: w.route! };
     case 'settings':
       return { kind, key, version, settings: w.settings! };
@@ -145,6 +147,20 @@ export function resourceFromWire(w: WireResource): Resource {
     }
   }
   throw new InvalidObjectError(name, 'id.kind', 'unreachable');
+}
+
+/** A route with a regex the node cannot match in linear time (from an older control plane) is rejected alone. */
+function checkRouteRegexes(name: string, route: HttpRoute): void {
+  (route.rules ?? []).forEach((rule, r) => (rule.matches ?? []).forEach((m, i) => {
+    const at = `route.rules[${r}].matches[${i}]`;
+    const check = (field: string, source: string) => {
+      const problem = routeRegexProblem(source);
+      if (problem) throw new InvalidObjectError(name, field, problem);
+    };
+    if (m.path?.type === 'RegularExpression') check(`${at}.path.value`, m.path.value);
+    (m.headers ?? []).forEach((h, j) => h.type === 'RegularExpression' && check(`${at}.headers[${j}].value`, h.value));
+    (m.queryParams ?? []).forEach((q, j) => q.type === 'RegularExpression' && check(`${at}.queryParams[${j}].value`, q.value));
+  }));
 }
 
 /** Converts an update; bad resources are dropped and returned in `rejected`. */

@@ -15,6 +15,7 @@ import { Registry } from 'prom-client';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { AuthorizationPolicy, HttpRoute, HttpRouteRule, Resource, Service, Workload } from '../../core/types.ts';
 import { createMeshCa } from '../../testdata/mesh-ca.ts';
+import { compileRouteRegex, isLinear } from '../../core/route-regex.ts';
 import { ConfigStore } from '../config-store.ts';
 import { createMetrics } from '../metrics.ts';
 import { ConnectionTracker } from '../connection-tracker.ts';
@@ -482,4 +483,26 @@ test('HTTP/2 streams are authorized one by one on the destination node', async (
   assert.equal(await status('/shop.Admin/Delete'), 403);
   assert.equal(await status('/shop.Cart/List'), 200, 'the session keeps working after a 403');
   assert.match(await destinationRegistry.metrics(), /nodemesh_requests_total\{reporter="destination",[^}]*destination_workload="cart-v1",[^}]*connection_security_policy="mutual_tls",response_code="403"\} 1/);
+});
+
+test('a path pathological for a backtracking regex costs only its own match: a quiet request on the node is served meanwhile', async (t) => {
+  // route-table.test.ts proves the table matches with this engine, in a worker with a deadline.
+  assert.ok(isLinear(compileRouteRegex('/(a+)+')), 'route regexes run on the linear-time engine; otherwise this test would hang');
+  const path = (value: string, type: 'Exact' | 'RegularExpression') => [{ path: { type, value }, headers: [], queryParams: [], method: '' }];
+  const { outbound } = await setup(t, {
+    routes: [route([
+      { matches: path('/(a+)+', 'RegularExpression'), backendRefs: [backend('cart-v1')] },
+      { matches: path('/quiet', 'Exact'), backendRefs: [backend('cart-v2')] },
+    ])],
+  });
+  /** On its own connection, so neither request queues behind the other. */
+  const get = (p: string) => new Promise<{ status: number; servedBy: unknown }>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip, agent: false, path: p, headers: { host: 'cart.shop' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode!, servedBy: res.headers['x-served-by'] }));
+    }).on('error', reject);
+  });
+  const [pathological, quiet] = await Promise.all([get(`/${'a'.repeat(10 * 1024)}!`), get('/quiet')]);
+  assert.deepEqual(quiet, { status: 200, servedBy: 'cart-v2' });
+  assert.equal(pathological.status, 404, 'matched to the end, and no rule matches');
 });

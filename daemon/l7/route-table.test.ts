@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
+import { compileRouteRegex, isLinear } from '../../core/route-regex.ts';
 import type { HttpRoute, HttpRouteMatch, HttpRouteRule } from '../../core/types.ts';
 import { RouteTable, pathPrefixMatches, pickWeighted } from './route-table.ts';
 import type { RouteRequest } from './route-table.ts';
@@ -145,4 +147,36 @@ test('filters: header modifiers, path rewrites and redirect locations', () => {
   assert.equal(redirectLocation(f({ hostname: 'x.example' }), { ...base, host: 'cart.shop:8080' }, pm), 'http://x.example:8080/old/a?q=1', 'the request port is kept');
   assert.equal(redirectLocation(f({ port: 8443, scheme: 'https' }), base, pm), 'https://cart.shop:8443/old/a?q=1');
   assert.equal(redirectLocation(f({ path: { type: 'ReplacePrefixMatch', value: '/new' } }), base, pm), 'http://cart.shop/new/a?q=1');
+});
+
+/**
+ * Runs `RouteTable.decide` for a path in a worker; a backtracking engine would
+ * hold that worker's thread for longer than the universe has, so a hard
+ * deadline terminates it and the test fails instead of hanging.
+ */
+async function decideInWorker(routes: HttpRoute[], path: string): Promise<string> {
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    import(workerData.url).then(({ RouteTable }) => {
+      const d = new RouteTable(workerData.routes).decide({ namespace: 'shop', name: 'cart' }, 80, 'shop', { method: 'GET', path: workerData.path, query: new URLSearchParams(), headers: {} });
+      parentPort.postMessage(d.kind === 'matched' ? d.rule.backendRefs[0].name : d.kind);
+    });`;
+  const worker = new Worker(code, { eval: true, workerData: { url: new URL('./route-table.ts', import.meta.url).href, routes, path } });
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error('the match did not finish within 30 s: route regexes backtrack again')), 30_000);
+      worker.once('message', (m: string) => { clearTimeout(deadline); resolve(m); });
+      worker.once('error', (e) => { clearTimeout(deadline); reject(e); });
+    });
+  } finally {
+    await worker.terminate();
+  }
+}
+
+test('route regexes run on the linear-time engine: a 10 KiB path against /(a+)+ is answered, not backtracked', async () => {
+  assert.ok(isLinear(compileRouteRegex('/(a+)+')), 'compiled with the linear-time engine');
+  const routes = [route('re', [rule('re', [m({ path: regex('/(a+)+') })])])];
+  const a = 'a'.repeat(10 * 1024);
+  assert.equal(await decideInWorker(routes, `/${a}!`), 'no-match', 'the worst case for backtracking, 10 KiB of it');
+  assert.equal(await decideInWorker(routes, `/${a}`), 're');
 });

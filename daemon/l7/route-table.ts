@@ -9,6 +9,7 @@
 // the oldest route, then namespace/name, then rule and match order.
 
 import type { HttpRoute, HttpRouteMatch, HttpRouteRule, NameMatch } from '../../core/types.ts';
+import { compileRouteRegex } from '../../core/route-regex.ts';
 
 export interface RouteRequest {
   method: string;
@@ -132,8 +133,9 @@ export function pathPrefixMatches(prefix: string, path: string): boolean {
   return path === p || path.startsWith(`${p}/`);
 }
 
+/** Whole-value, linear-time (core/route-regex.ts): the control plane and the node's wire edge rejected what it cannot run. */
 function fullRegex(source: string): RegExp {
-  return new RegExp(`^(?:${source})$`);
+  return compileRouteRegex(source);
 }
 
 function compileMatch(m: HttpRouteMatch): (req: RouteRequest) => boolean {
