@@ -11,13 +11,14 @@ import { parseFlags, usageOf, UsageError } from './args.ts';
 const FLAGS = {
   once: { type: 'boolean', description: 'print the report, tear down and exit: 0 only if every step behaved as expected' },
   prefix: { type: 'string', default: 'nmdemo', description: 'start of the network namespace names (the process id is appended)' },
+  cni: { type: 'string', default: 'routed', description: 'how the cluster wires pods on the host side: routed (Calico-like), bridge (flannel-like), eni (AWS VPC CNI-like) or bypass (eBPF-datapath-like)' },
   cleanup: { type: 'boolean', description: 'remove what runs that are gone left behind (namespaces, their processes, work directories), then exit' },
 } as const;
 const SUMMARY = 'Runs a two-node cluster in network namespaces (root) from examples/demo with the real control plane and nodes, shows meshed traffic, certificates, a policy denial and metrics.';
 
 /** What integration/demo.ts exports; its DemoOptions has the same shape, and the demo test runs both together. */
 interface DemoModule {
-  runDemo(opts: { once: boolean; prefix: string; untilDone(): Promise<void>; cleanupCommand: string }): Promise<boolean>;
+  runDemo(opts: { once: boolean; prefix: string; cni: string; untilDone(): Promise<void>; cleanupCommand: string }): Promise<boolean>;
   cleanupDemo(base: string): Promise<string[]>;
 }
 
@@ -41,7 +42,7 @@ export async function runDemoCommand(argv: string[]): Promise<number> {
   // As this process was started, so that it can be pasted: `node cli/nodemesh.ts …` or the bundle.
   const self = `node ${relative(process.cwd(), process.argv[1] ?? '') || process.argv[1]}`;
   const cleanupCommand = `${self} demo --cleanup${flags.prefix === FLAGS.prefix.default ? '' : ` --prefix ${flags.prefix}`}`;
-  const ok = await runDemo({ once: flags.once, prefix: flags.prefix, untilDone: untilInterrupted, cleanupCommand });
+  const ok = await runDemo({ once: flags.once, prefix: flags.prefix, cni: flags.cni, untilDone: untilInterrupted, cleanupCommand });
   if (flags.once) return ok ? 0 : 1;
   return 130;
 }

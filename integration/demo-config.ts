@@ -60,7 +60,9 @@ export function loadDemoSpec(dir = DEMO_CONFIG_DIR): ClusterSpec {
   }
   // Node i routes 10.244.i.0/24: the names sort into that order (node-1, node-2, ...).
   const nodeNames = [...new Set(pods.map((p) => p.node))].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }));
-  const spec: ClusterSpec = { nodes: Math.max(1, nodeNames.length), nodeNames: nodeNames.length ? nodeNames : undefined, namespaces, pods, services };
+  // Calico-like routed veths without an address on the host side: the shape most
+  // clusters have, and the one where capture from the node's namespace fails.
+  const spec: ClusterSpec = { nodes: Math.max(1, nodeNames.length), nodeNames: nodeNames.length ? nodeNames : undefined, cni: 'routed', namespaces, pods, services };
   planCluster(spec, 'demo');
   return spec;
 }

@@ -152,8 +152,10 @@ test('a demo pod whose IP is outside its node\'s pod CIDR is rejected, naming th
   });
 });
 
-test('nodemesh demo --once: every step passes, the report shows identities, mTLS, the denial and the metrics, and nothing is left', { timeout: 180_000 }, async (t) => {
-  const demo = startDemo(t, ['--once']);
+// `make demo` builds the routed (Calico-like) profile; the bridge one is the other shape users run.
+for (const cni of ['routed', 'bridge']) {
+test(`[cni=${cni}] nodemesh demo --once: every step passes, the report shows identities, mTLS, the denial and the metrics, and nothing is left`, { timeout: 180_000 }, async (t) => {
+  const demo = startDemo(t, cni === 'routed' ? ['--once'] : ['--once', '--cni', cni]);
   const { code } = await demo.exited;
   const out = demo.stdout();
   assert.equal(code, 0, `demo --once failed\n--- stdout ---\n${out}\n--- stderr ---\n${demo.stderr()}`);
@@ -188,6 +190,7 @@ test('nodemesh demo --once: every step passes, the report shows identities, mTLS
   assert.match(out, new RegExp(`demo torn down: no ${demo.prefix}-\\* namespace`));
   assert.deepEqual(await namespacesOf(demo.prefix), []);
 });
+}
 
 test('nodemesh demo: stays up for exploring, and Ctrl-C (SIGINT) tears down every namespace, process and work directory', { timeout: 180_000 }, async (t) => {
   const demo = startDemo(t, []);

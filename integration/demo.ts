@@ -11,6 +11,7 @@ import { extname, join, relative } from 'node:path';
 import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { setLevel } from '../core/log.ts';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
+import type { ClusterSpec } from './cluster/plan.ts';
 import { startMesh, type Mesh } from './cluster/mesh.ts';
 import { belongsTo, listNamespacesSync, runPrefix, sweepStale } from './cluster/netns.ts';
 import { serverScript, startServer } from './cluster/servers.ts';
@@ -32,6 +33,8 @@ export interface DemoOptions {
   once: boolean;
   /** Start of the network namespace names, lower-case letters only: the process id is appended. */
   prefix: string;
+  /** The cluster's CNI profile (see integration/cluster/plan.ts); checked before anything is built. */
+  cni: string;
   /** Unless once: resolves when the user is done exploring. */
   untilDone(): Promise<void>;
   /** The command that removes what a run left behind (it runs cleanupDemo), printed if the teardown did not finish. */
@@ -44,9 +47,10 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   // The report is for people; the harness's JSON info lines would only interleave with it.
   if (!process.env.NODEMESH_LOG_LEVEL) setLevel('warn');
   await cleanupDemo(opts.prefix);
-  const spec = loadDemoSpec();
+  // createCluster plans before it builds: an unknown profile is refused naming the field.
+  const spec: ClusterSpec = { ...loadDemoSpec(), cni: opts.cni as ClusterSpec['cni'] };
   const prefix = runPrefix(opts.prefix);
-  out(`nodemesh demo: building ${spec.nodes} nodes in network namespaces ${prefix}-* from ${relative(process.cwd(), DEMO_CONFIG_DIR) || DEMO_CONFIG_DIR} …`);
+  out(`nodemesh demo: building ${spec.nodes} nodes in network namespaces ${prefix}-* from ${relative(process.cwd(), DEMO_CONFIG_DIR) || DEMO_CONFIG_DIR} (CNI profile ${spec.cni}: pods captured inside their own namespaces) …`);
   const cluster = await createCluster(spec, { prefix });
   let workDir: string | undefined;
   // Ctrl-C ends the process from the cluster's own signal handler once it is torn

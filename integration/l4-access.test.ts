@@ -13,7 +13,7 @@ import type { KubeObject } from '../controlplane/source.ts';
 import { namespaceObject, writeObject } from './cluster/config-dir.ts';
 import type { ClusterSpec, NamespaceSpec } from './cluster/plan.ts';
 import { openConnection } from './cluster/servers.ts';
-import { adminGet, startMeshFixture, type MeshFixture } from './e2e/mesh-fixture.ts';
+import { adminGet, startMeshFixture, type MeshFixture, cniTitle } from './e2e/mesh-fixture.ts';
 import { attempt, expectAnswer, probeHbone, startLoggedGreeter, type LoggedGreeter, type ProbeCredentials } from './e2e/pod-apps.ts';
 import { waitUntil } from './e2e/wait-until.ts';
 
@@ -54,7 +54,7 @@ async function setShopMtlsMode(mode: 'strict' | 'permissive'): Promise<void> {
   await waitUntil(`n2 to see namespace shop as ${mode}`, async () => (await mtlsModeOnN2()) === mode);
 }
 
-test('an ALLOW policy naming another principal refuses the client\'s new connections and closes its open one; deleting it restores access', async (t) => {
+test(cniTitle('an ALLOW policy naming another principal refuses the client\'s new connections and closes its open one; deleting it restores access'), async (t) => {
   assert.equal(await expectAnswer(await request('shop/client', 'before'), 'client -> server-a before the policy', fx.mesh), 'hello from server-a\nbefore');
   const open = await openConnection(fx.cluster, fx.cluster.pod('shop/client').netns, serverIp(), PORT);
   t.after(() => open.close());
@@ -87,7 +87,7 @@ test('an ALLOW policy naming another principal refuses the client\'s new connect
   assert.equal(await expectAnswer(await request('shop/client', 'again'), 'client -> server-a after deleting the policy', fx.mesh), 'hello from server-a\nagain');
 });
 
-test('a pod outside the mesh reaches an enrolled pod in permissive mode, and strict mode refuses it and closes its open connection', async (t) => {
+test(cniTitle('a pod outside the mesh reaches an enrolled pod in permissive mode, and strict mode refuses it and closes its open connection'), async (t) => {
   assert.equal(await mtlsModeOnN2(), 'permissive', 'permissive is the default');
   assert.equal(await expectAnswer(await request('legacy/outsider', 'plain'), 'outsider -> server-a in permissive mode', fx.mesh), 'hello from server-a\nplain');
   const open = await openConnection(fx.cluster, fx.cluster.pod('legacy/outsider').netns, serverIp(), PORT);
@@ -108,7 +108,7 @@ test('a pod outside the mesh reaches an enrolled pod in permissive mode, and str
   assert.equal(await expectAnswer(await request('legacy/outsider', 'back'), 'outsider -> server-a after strict mode is lifted', fx.mesh), 'hello from server-a\nback');
 });
 
-test('an enrolled pod\'s HBONE port refuses a peer with no client certificate, with another CA\'s certificate, or in plaintext; nothing reaches the pod', async (t) => {
+test(cniTitle('an enrolled pod\'s HBONE port refuses a peer with no client certificate, with another CA\'s certificate, or in plaintext; nothing reaches the pod'), async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'nodemesh-e2e-certs-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const credentials = async (name: string, ca: CertificateAuthority): Promise<ProbeCredentials> => {

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClusterSpec } from './cluster/plan.ts';
 import { openConnection } from './cluster/servers.ts';
-import { adminGet, scrapeMetrics, startMeshFixture, type MeshFixture } from './e2e/mesh-fixture.ts';
+import { adminGet, scrapeMetrics, startMeshFixture, type MeshFixture, cniTitle } from './e2e/mesh-fixture.ts';
 import { attempt, expectAnswer, startLoggedGreeter, transfer, type LoggedGreeter } from './e2e/pod-apps.ts';
 import { startCapture, tcpPackets } from './e2e/pcap.ts';
 import { sumOf } from './e2e/prometheus.ts';
@@ -55,7 +55,7 @@ interface Connection {
   destination: { workload: string | null };
 }
 
-test('an enrolled client on n1 reaches both server pod IPs and the Service VIP on n2, payload echoed intact', async () => {
+test(cniTitle('an enrolled client on n1 reaches both server pod IPs and the Service VIP on n2, payload echoed intact'), async () => {
   const text = `ping ${randomBytes(6).toString('hex')}`;
   for (const server of ['server-a', 'server-b']) {
     const answer = await expectAnswer(await attempt(fx.cluster, 'shop/client', ip(`shop/${server}`), PORT, text), `client -> ${server}`, fx.mesh);
@@ -65,7 +65,7 @@ test('an enrolled client on n1 reaches both server pod IPs and the Service VIP o
   assert.match(viaVip, new RegExp(`^hello from server-[ab]\\n${text}$`));
 });
 
-test('64 MiB through the Service VIP come back byte for byte (sha256 of what was sent and what was echoed)', async () => {
+test(cniTitle('64 MiB through the Service VIP come back byte for byte (sha256 of what was sent and what was echoed)'), async () => {
   const bytes = 64 * 1024 * 1024;
   const result = await transfer(fx.cluster, 'shop/client', vip(), PORT, bytes);
   assert.match(result.greeting ?? '', /^hello from server-[ab]$/);
@@ -74,7 +74,7 @@ test('64 MiB through the Service VIP come back byte for byte (sha256 of what was
   assert.equal(result.receivedSha256, result.sentSha256);
 });
 
-test('20 connections to the Service VIP are balanced by n1\'s daemon and spread over both endpoints', async () => {
+test(cniTitle('20 connections to the Service VIP are balanced by n1\'s daemon and spread over both endpoints'), async () => {
   // Capture runs before kube-proxy's DNAT: the source daemon sees the VIP and reports the Service.
   const bySource = { reporter: 'source', source_principal: CLIENT_PRINCIPAL, destination_service: 'server.shop.svc.cluster.local' };
   const balanced = async () => sumOf(await scrapeMetrics(fx.cluster, 'n1'), 'nodemesh_tcp_connections_opened_total', bySource);
@@ -93,7 +93,7 @@ test('20 connections to the Service VIP are balanced by n1\'s daemon and spread 
   assert.equal(await balanced() - balancedBefore, 20);
 });
 
-test('on the underlay, meshed traffic is TCP to port 15008 only and its payload never appears in clear', async (t) => {
+test(cniTitle('on the underlay, meshed traffic is TCP to port 15008 only and its payload never appears in clear'), async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'nodemesh-e2e-pcap-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const n1 = fx.cluster.node('n1');
@@ -124,7 +124,7 @@ test('on the underlay, meshed traffic is TCP to port 15008 only and its payload 
   assert.ok(meshed.some((s) => s.payload.length > 0 && s.dstPort === 15008), 'no HBONE data seen on the underlay');
 });
 
-test('the server pods see the tunnelled connections, and n2 reports the client\'s principal over mutual TLS', async (t) => {
+test(cniTitle('the server pods see the tunnelled connections, and n2 reports the client\'s principal over mutual TLS'), async (t) => {
   const series = { reporter: 'destination', source_principal: CLIENT_PRINCIPAL, destination_principal: SERVER_PRINCIPAL, connection_security_policy: 'mutual_tls' };
   const opened = async () => sumOf(await scrapeMetrics(fx.cluster, 'n2'), 'nodemesh_tcp_connections_opened_total', series);
   const openedBefore = await opened();
@@ -146,7 +146,7 @@ test('the server pods see the tunnelled connections, and n2 reports the client\'
   assert.deepEqual([...described], [JSON.stringify([ip('shop/client'), 'cluster.local/ns/shop/sa/client', 'shop/server-a', 'mutual_tls'])]);
 });
 
-test('a second enrolled client on n2 reaches server-a on the same-node path, authorized as itself', async (t) => {
+test(cniTitle('a second enrolled client on n2 reaches server-a on the same-node path, authorized as itself'), async (t) => {
   const text = 'same node';
   const answer = await expectAnswer(await attempt(fx.cluster, 'shop/neighbour', ip('shop/server-a'), PORT, text), 'neighbour -> server-a', fx.mesh);
   assert.equal(answer, `hello from server-a\n${text}`);

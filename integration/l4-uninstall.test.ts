@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { listNamespaces } from './cluster/netns.ts';
 import { nodemeshBinary } from './cluster/nodemesh-binary.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
-import { startMeshFixture, type MeshFixture } from './e2e/mesh-fixture.ts';
+import { startMeshFixture, type MeshFixture, cniTitle } from './e2e/mesh-fixture.ts';
 import { attempt, expectAnswer, startLoggedGreeter } from './e2e/pod-apps.ts';
 
 const PORT = 7000;
@@ -42,7 +42,7 @@ async function nodemeshRules(node: string): Promise<string[]> {
   return lines;
 }
 
-test('a stopped node keeps its capture rules; nodemesh node --uninstall then leaves no NODEMESH line in iptables-save', async () => {
+test(cniTitle('a stopped node keeps its capture rules; nodemesh node --uninstall then leaves no NODEMESH line in iptables-save'), async () => {
   const serverIp = fx.cluster.pod('shop/server-a').ip;
   await expectAnswer(await attempt(fx.cluster, 'legacy/outsider', serverIp, PORT, 'meshed'), 'outsider -> server-a with n2 running', fx.mesh);
   assert.ok((await nodemeshRules('n2')).length > 0, 'n2 captures its enrolled pod while running');
@@ -71,7 +71,7 @@ test('a stopped node keeps its capture rules; nodemesh node --uninstall then lea
   assert.deepEqual(await nodemeshRules('n2'), []);
 });
 
-test('after teardown, ip netns list shows none of the test cluster\'s namespaces', async () => {
+test(cniTitle('after teardown, ip netns list shows none of the test cluster\'s namespaces'), async () => {
   const prefix = fx.cluster.prefix;
   const ours = async () => (await listNamespaces()).filter((ns) => ns.startsWith(`${prefix}-`));
   assert.ok((await ours()).length > 0, 'the cluster\'s namespaces exist before teardown');

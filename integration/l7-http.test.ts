@@ -16,7 +16,7 @@ import { startMesh, type Mesh } from './cluster/mesh.ts';
 import { runPrefix, sweepStale } from './cluster/netns.ts';
 import { startServer } from './cluster/servers.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
-import { nodeGet } from './e2e/mesh-fixture.ts';
+import { E2E_CNI, nodeGet, cniTitle } from './e2e/mesh-fixture.ts';
 import { waitUntil } from './e2e/wait-until.ts';
 
 const PREFIX = 'nml';
@@ -98,7 +98,7 @@ let configDir: string;
 before(async () => {
   await sweepStale(PREFIX);
   configDir = await mkdtemp(join(tmpdir(), 'nodemesh-l7-'));
-  cluster = await createCluster(SPEC, { prefix: runPrefix(PREFIX, 'http') });
+  cluster = await createCluster({ ...SPEC, cni: E2E_CNI }, { prefix: runPrefix(PREFIX, 'http') });
   await generateConfigDir(cluster, configDir);
   await writeObject(configDir, SPLIT);
   mesh = await startMesh(cluster, { configDir });
@@ -118,7 +118,7 @@ async function requests(count: number, method: string, ...paths: string[]): Prom
   return res.stdout.trim().split('\n').map((l) => JSON.parse(l));
 }
 
-test('an HTTPRoute splits the requests of one keep-alive connection 90/10 across nodes, with the client pod IP in x-forwarded-for', async () => {
+test(cniTitle('an HTTPRoute splits the requests of one keep-alive connection 90/10 across nodes, with the client pod IP in x-forwarded-for'), async () => {
   const results = await requests(1000, 'GET', '/public/a');
   const failed = results.filter((r) => r.status !== 200);
   assert.equal(failed.length, 0, `${failed.length} failed, e.g. ${JSON.stringify(failed[0])}\n${await mesh.logs()}`);
@@ -127,7 +127,7 @@ test('an HTTPRoute splits the requests of one keep-alive connection 90/10 across
   assert.equal(results[0]!.xff, cluster.pod('shop/client').ip);
 });
 
-test('a policy allowing only GET /public/* answers 403 on the destination node, counted in its request metrics', async () => {
+test(cniTitle('a policy allowing only GET /public/* answers 403 on the destination node, counted in its request metrics'), async () => {
   const file = await writeObject(configDir, PUBLIC_ONLY);
   try {
     await waitUntil('n2 to receive policy shop/public-only', async () => (await nodeGet(cluster, 'n2', 'http://127.0.0.1:15000/policies')).includes('public-only'));
@@ -143,7 +143,7 @@ test('a policy allowing only GET /public/* answers 403 on the destination node, 
   }
 });
 
-test('a WebSocket upgrade passes through both nodes and echoes', async () => {
+test(cniTitle('a WebSocket upgrade passes through both nodes and echoes'), async () => {
   const vip = cluster.services.find((s) => s.name === 'chat')!.clusterIP;
   const res = await cluster.exec(cluster.pod('shop/client').netns, [process.execPath, '--input-type=module', '-e', WS_CLIENT, vip], { timeoutMs: 30_000 });
   assert.equal(res.stdout.trim(), `web-v1:hello:${cluster.pod('shop/client').ip}`, `${res.stdout}${res.stderr}\n${await mesh.logs()}`);

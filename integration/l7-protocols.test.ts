@@ -13,7 +13,7 @@ import { DEFAULT_DETECT_TIMEOUT_MS } from '../daemon/l7/detect.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
 import { startServer } from './cluster/servers.ts';
 import { appEcho, startHttpApp } from './e2e/http-apps.ts';
-import { startMeshFixture, type MeshFixture } from './e2e/mesh-fixture.ts';
+import { startMeshFixture, type MeshFixture, cniTitle } from './e2e/mesh-fixture.ts';
 
 const PREFIX = 'nmk';
 const HTTP_PORT = 8080;
@@ -62,7 +62,7 @@ interface GrpcOutcome {
   replies?: number[];
 }
 
-test('gRPC unary and server-streaming calls cross nodes with their statuses, details and trailers intact', async () => {
+test(cniTitle('gRPC unary and server-streaming calls cross nodes with their statuses, details and trailers intact'), async () => {
   const res = await fx.cluster.exec(fx.cluster.pod('shop/client').netns, [process.execPath, script('grpc-app.ts'), 'call', `${vip('greeter')}:${GRPC_PORT}`], { timeoutMs: 30_000 });
   const calls = JSON.parse(res.stdout) as Record<'hello' | 'missing' | 'count' | 'broken', GrpcOutcome>;
   const { hello, missing, count, broken } = calls;
@@ -112,7 +112,7 @@ async function peakGrowth<T>(pids: number[], work: () => Promise<T>): Promise<{ 
 
 let uploadGrowth: { n1: number; n2: number } | undefined;
 
-test('a 100 MiB HTTP upload streams from the client pod through both nodes to a pod that counts every byte', async (t) => {
+test(cniTitle('a 100 MiB HTTP upload streams from the client pod through both nodes to a pod that counts every byte'), async (t) => {
   const pids = ['n1', 'n2'].map((node) => fx.mesh.nodes.get(node)!.pid);
   for (const pid of pids) assert.match(await readFile(`/proc/${pid}/cmdline`, 'utf8'), /nodemesh\.mjs\0node\0/, `pid ${pid} must be a nodemesh node process`);
   // One small upload first, so the HTTP path's code and pools exist before the baseline.
@@ -126,7 +126,7 @@ test('a 100 MiB HTTP upload streams from the client pod through both nodes to a 
   t.diagnostic(`100 MiB in ${result.ms.toFixed(0)} ms (${(100 / (result.ms / 1000)).toFixed(0)} MiB/s); RSS n1 ${(baseline[0]! / MiB).toFixed(1)} MiB -> peak +${(growth[0]! / MiB).toFixed(1)} MiB, n2 ${(baseline[1]! / MiB).toFixed(1)} MiB -> peak +${(growth[1]! / MiB).toFixed(1)} MiB`);
 });
 
-test('during the 100 MiB upload neither node process grows by more than 32 MiB', () => {
+test(cniTitle('during the 100 MiB upload neither node process grows by more than 32 MiB'), () => {
   assert.ok(uploadGrowth, 'the upload test must have run');
   assert.ok(uploadGrowth.n1 <= 32 * MiB, `source node n1 grew by ${(uploadGrowth.n1 / MiB).toFixed(1)} MiB`);
   assert.ok(uploadGrowth.n2 <= 32 * MiB, `destination node n2 grew by ${(uploadGrowth.n2 / MiB).toFixed(1)} MiB`);
@@ -137,7 +137,7 @@ async function greetingVia(service: string): Promise<{ greeting: string; connect
   return JSON.parse(res.stdout) as { greeting: string; connectedMs: number; greetingMs: number };
 }
 
-test('a server-speaks-first service on an undeclared port greets through the mesh within the detection timeout', async (t) => {
+test(cniTitle('a server-speaks-first service on an undeclared port greets through the mesh within the detection timeout'), async (t) => {
   // Warm both paths (tunnel, certificates) so the times compare detection alone.
   await greetingVia('banner-tcp');
   const declared = await greetingVia('banner-tcp');

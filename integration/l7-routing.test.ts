@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { writeObject } from './cluster/config-dir.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
 import { appEcho, openHttpSession, startHttpApp, type HttpSession } from './e2e/http-apps.ts';
-import { scrapeMetrics, startMeshFixture, type MeshFixture } from './e2e/mesh-fixture.ts';
+import { scrapeMetrics, startMeshFixture, type MeshFixture, cniTitle } from './e2e/mesh-fixture.ts';
 import { sumOf } from './e2e/prometheus.ts';
 import { gammaRoute, waitForRoute } from './e2e/route-config.ts';
 
@@ -79,7 +79,7 @@ async function session(service: string): Promise<HttpSession> {
   return openHttpSession(fx.cluster, 'shop/client', vip(service), 80);
 }
 
-test('header and path-prefix matches pick the backend across nodes, by Gateway API precedence; no match is 404', async (t) => {
+test(cniTitle('header and path-prefix matches pick the backend across nodes, by Gateway API precedence; no match is 404'), async (t) => {
   const s = await session('web');
   t.after(() => s.close());
   const served = async (path: string, headers?: Record<string, string>) => {
@@ -95,7 +95,7 @@ test('header and path-prefix matches pick the backend across nodes, by Gateway A
   assert.equal(await served('/shop/cart', { 'x-version': 'v2' }), 'web-v1 /shop/cart');
 });
 
-test('a RequestRedirect answers 301 from the mesh with the prefix replaced and the query kept', async (t) => {
+test(cniTitle('a RequestRedirect answers 301 from the mesh with the prefix replaced and the query kept'), async (t) => {
   const s = await session('web');
   t.after(() => s.close());
   const answer = await s.send({ path: '/old/page?q=1', headers: { host: 'web.shop' } });
@@ -105,7 +105,7 @@ test('a RequestRedirect answers 301 from the mesh with the prefix replaced and t
   assert.equal(exact.headers.location, 'http://web.shop/new', 'the well-known port stays out of Location');
 });
 
-test('a URLRewrite replaces the matched prefix and the Host before the request reaches the pod on the other node', async (t) => {
+test(cniTitle('a URLRewrite replaces the matched prefix and the Host before the request reaches the pod on the other node'), async (t) => {
   const s = await session('web');
   t.after(() => s.close());
   const answer = await s.send({ path: '/api/items?x=1', headers: { host: 'web.shop' } });
@@ -117,7 +117,7 @@ test('a URLRewrite replaces the matched prefix and the Host before the request r
   assert.equal(echo.headers['x-forwarded-for'], fx.cluster.pod('shop/client').ip);
 });
 
-test('a route edited in the source directory steers the next request of a held keep-alive connection, and the slow request in flight completes', async (t) => {
+test(cniTitle('a route edited in the source directory steers the next request of a held keep-alive connection, and the slow request in flight completes'), async (t) => {
   const s = await session('live');
   t.after(async () => {
     await s.close();
@@ -140,7 +140,7 @@ test('a route edited in the source directory steers the next request of a held k
   t.diagnostic(`route edit reached n1 in ${propagatedMs.toFixed(0)} ms`);
 });
 
-test('an endpoint refusing connections is retried onto the healthy one and then avoided: 50 requests all answer 200', async (t) => {
+test(cniTitle('an endpoint refusing connections is retried onto the healthy one and then avoided: 50 requests all answer 200'), async (t) => {
   const s = await session('flaky');
   t.after(() => s.close());
   const statuses = new Map<string, number>();
@@ -158,7 +158,7 @@ test('an endpoint refusing connections is retried onto the healthy one and then 
   t.diagnostic(`attempts on the refusing endpoint, each retried: ${refused}`);
 });
 
-test('a backend slower than the route\'s request timeout answers 504 at about the timeout', async (t) => {
+test(cniTitle('a backend slower than the route\'s request timeout answers 504 at about the timeout'), async (t) => {
   const s = await session('slow');
   t.after(() => s.close());
   const answer = await s.send({ path: '/delay/2000' });

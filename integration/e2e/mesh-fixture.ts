@@ -10,11 +10,28 @@ import { createCluster, type Cluster } from '../cluster/cluster.ts';
 import { generateConfigDir } from '../cluster/config-dir.ts';
 import { startMesh, ADMIN_ADDR, type Mesh } from '../cluster/mesh.ts';
 import { runPrefix, sweepStale } from '../cluster/netns.ts';
-import type { ClusterSpec } from '../cluster/plan.ts';
+import type { ClusterSpec, CniProfile } from '../cluster/plan.ts';
+import { CNI_PROFILES } from '../cluster/plan.ts';
+import { InvalidObjectError } from '../../core/errors.ts';
 import { parseMetrics, type Sample } from './prometheus.ts';
 
 /** Namespace prefix of every end-to-end L4 test cluster. */
 export const E2E_PREFIX = 'nme';
+/**
+ * The CNI profile of the end-to-end suites' clusters (NODEMESH_E2E_CNI; `make
+ * test` runs them on bridge, then on routed). A spec naming its own keeps it.
+ */
+export const E2E_CNI: CniProfile = parseCni(process.env.NODEMESH_E2E_CNI ?? 'bridge');
+
+/** A test title naming the profile it runs on: "[cni=routed] ...". */
+export function cniTitle(title: string): string {
+  return `[cni=${E2E_CNI}] ${title}`;
+}
+
+function parseCni(value: string): CniProfile {
+  if (!(CNI_PROFILES as readonly string[]).includes(value)) throw new InvalidObjectError('NODEMESH_E2E_CNI', 'value', `${JSON.stringify(value)} is not a CNI profile; profiles are ${CNI_PROFILES.join(', ')}`);
+  return value as CniProfile;
+}
 const METRICS_URL = 'http://127.0.0.1:15020/metrics';
 
 export interface MeshFixture {
@@ -39,7 +56,7 @@ export async function startMeshFixture(spec: ClusterSpec, tag: string, prefix = 
     await rm(configDir, { recursive: true, force: true });
   };
   try {
-    cluster = await createCluster(spec, { prefix: runPrefix(prefix, tag) });
+    cluster = await createCluster({ ...spec, cni: spec.cni ?? E2E_CNI }, { prefix: runPrefix(prefix, tag) });
     await generateConfigDir(cluster, configDir);
     const mesh = await startMesh(cluster, { configDir });
     return { cluster, mesh, configDir, teardown };
