@@ -1,6 +1,9 @@
 // The agent's own Prometheus metrics, read at scrape time from the live state:
 // whether the control-plane stream is up, which config version is applied, and
-// when each workload certificate expires (alert before it does).
+// when each workload certificate expires (alert before it does), and the
+// process's own (prom-client's default metrics, which are already named
+// `process_*` and `nodejs_*`: the prefix is `nodemesh_agent_` alone, so a series
+// reads `nodemesh_agent_process_cpu_seconds_total`, never `..._process_process_...`).
 
 import { Gauge, collectDefaultMetrics } from 'prom-client';
 import type { Registry } from 'prom-client';
@@ -9,7 +12,7 @@ import type { CertManager } from './cert-manager.ts';
 import type { ControlClient } from './control-client.ts';
 
 export function registerAgentMetrics(registry: Registry, sources: { store: ConfigStore; certs: CertManager; control: ControlClient }): void {
-  collectDefaultMetrics({ register: registry, prefix: 'nodemesh_agent_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'nodemesh_agent_' });
   new Gauge({
     name: 'nodemesh_agent_control_plane_connected',
     help: '1 while the Watch stream to the control plane is up, else 0.',
