@@ -1,9 +1,10 @@
 // Every proxied connection, from open to close: what it was authorized with,
 // its metrics labels and byte counts, the access log lines at open and close,
 // and the re-check of destination-side connections after each config change.
+// Identities are written as every other answer, log and metric writes them: the
+// SPIFFE ID (`spiffe://cluster.local/ns/x/sa/y`), under `identity`.
 
 import type { Service, Workload } from '../core/types.ts';
-import { principalOf } from '../core/identity.ts';
 import { logger } from '../core/log.ts';
 import type { AuthorizationInput, Decision } from './authorization.ts';
 import { peerLabels } from './metrics.ts';
@@ -159,13 +160,13 @@ function describe(e: Entry): Record<string, unknown> {
     source: {
       ip: info.sourceIp,
       workload: info.sourceWorkload ? `${info.sourceWorkload.namespace}/${info.sourceWorkload.name}` : null,
-      principal: info.sourcePrincipal ? principalOf(info.sourcePrincipal) : null,
+      identity: info.sourcePrincipal,
     },
     destination: {
       ip: info.destinationIp,
       port: info.destinationPort,
       workload: info.destinationWorkload ? `${info.destinationWorkload.namespace}/${info.destinationWorkload.name}` : null,
-      principal: info.destinationPrincipal ? principalOf(info.destinationPrincipal) : null,
+      identity: info.destinationPrincipal,
       service: info.service ? `${info.service.namespace}/${info.service.name}` : null,
     },
     security: info.security,

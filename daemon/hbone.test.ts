@@ -66,11 +66,11 @@ test('CONNECT round trip: identities checked both ways, Forwarded source, pooled
   const first = await pool.connect(request());
   const second = await pool.connect(request());
   assert.equal(pool.size, 1, 'both tunnels share one session');
-  const seen = tracker.list() as { source: { ip: string; principal: string }; destination: { principal: string }; security: string }[];
+  const seen = tracker.list() as { source: { ip: string; identity: string }; destination: { identity: string }; security: string }[];
   assert.equal(seen.length, 2);
-  assert.equal(seen[0]!.source.principal, 'cluster.local/ns/web/sa/frontend', 'server saw the client certificate identity');
+  assert.equal(seen[0]!.source.identity, 'spiffe://cluster.local/ns/web/sa/frontend', 'server saw the client certificate identity');
   assert.equal(seen[0]!.source.ip, client.ip, 'Forwarded: for= gives the source IP');
-  assert.equal(seen[0]!.destination.principal, 'cluster.local/ns/shop/sa/cart');
+  assert.equal(seen[0]!.destination.identity, 'spiffe://cluster.local/ns/shop/sa/cart');
   assert.equal(seen[0]!.security, 'mutual_tls');
   assert.deepEqual(await roundTrip(first, Buffer.from('hello')), Buffer.from('hello'));
   assert.deepEqual(await roundTrip(second, Buffer.from('again')), Buffer.from('again'));

@@ -27,8 +27,8 @@ export function metricsText(cluster: Cluster, node: string): Promise<string> {
 export interface ConnectionView {
   listener: string;
   reporter: string;
-  source: { ip: string; workload: string | null; principal: string | null };
-  destination: { ip: string; port: number; workload: string | null; principal: string | null; service: string | null };
+  source: { ip: string; workload: string | null; identity: string | null };
+  destination: { ip: string; port: number; workload: string | null; identity: string | null; service: string | null };
   security: string;
 }
 

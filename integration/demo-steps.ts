@@ -94,7 +94,7 @@ function containerPort(pod: PlannedPod, name: string): number {
   return port;
 }
 
-const spiffe = (principal: string | null) => (principal ? `spiffe://${principal}` : 'no identity (plaintext)');
+const spiffe = (identity: string | null) => identity ?? 'no identity (plaintext)';
 const ref = (pod: PlannedPod) => `${pod.namespace}/${pod.name}`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -158,17 +158,17 @@ async function checkTraffic(
     const inbound = (await adminGet<ConnectionView[]>(cluster, pod.node, '/connections')).find((c) =>
       c.listener === 'inbound' && c.source.workload === ref(client) && c.destination.ip === pod.ip && c.destination.port === targetPort);
     const outbound = sourceSide.find((c) => c.listener === 'outbound' && c.destination.ip === pod.ip && c.destination.service === `${service.namespace}/${service.name}`);
-    const good = inbound !== undefined && outbound !== undefined && inbound.security === 'mutual_tls' && inbound.source.principal !== null && inbound.destination.principal !== null;
+    const good = inbound !== undefined && outbound !== undefined && inbound.security === 'mutual_tls' && inbound.source.identity !== null && inbound.destination.identity !== null;
     ok &&= good;
     details.push(good
-      ? `${ref(client)} [${client.node}] ${spiffe(inbound!.source.principal)}\n` +
+      ? `${ref(client)} [${client.node}] ${spiffe(inbound!.source.identity)}\n` +
         `    → ${service.namespace}/${service.name} ${service.clusterIP}:${port.port}\n` +
-        `    → ${ref(pod)} ${pod.ip}:${targetPort} [${pod.node}] ${spiffe(inbound!.destination.principal)}   ${inbound!.security}, HBONE`
+        `    → ${ref(pod)} ${pod.ip}:${targetPort} [${pod.node}] ${spiffe(inbound!.destination.identity)}   ${inbound!.security}, HBONE`
       : `✘ no meshed connection to ${ref(pod)} ${pod.ip}:${targetPort}: ${client.node} /connections ${outbound ? 'has' : 'lacks'} it (outbound), ` +
         `${pod.node} /connections ${inbound ? `shows security=${inbound.security}` : 'lacks it (inbound HBONE)'}`);
   }
   const metricsNode = backends[0]!.pod.node;
-  const clientIdentity = sourceSide.find((c) => c.listener === 'outbound')?.source.principal ?? null;
+  const clientIdentity = sourceSide.find((c) => c.listener === 'outbound')?.source.identity ?? null;
   const opened = samples(await metricsText(cluster, metricsNode), 'nodemesh_tcp_connections_opened_total', {
     reporter: 'destination', source_principal: spiffe(clientIdentity), connection_security_policy: 'mutual_tls',
   });

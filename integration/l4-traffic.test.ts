@@ -51,7 +51,7 @@ const accepted = (server: string) => servers.get(server)!.accepted();
 interface Connection {
   listener: string;
   security: string;
-  source: { ip: string; principal: string | null };
+  source: { ip: string; identity: string | null };
   destination: { workload: string | null };
 }
 
@@ -142,8 +142,8 @@ test(cniTitle('the server pods see the tunnelled connections, and n2 reports the
   t.after(() => conn.close());
   await conn.roundTrip('tunnelled');
   const inbound = (await adminGet<Connection[]>(fx.cluster, 'n2', '/connections')).filter((c) => c.listener === 'inbound');
-  const described = new Set(inbound.map((c) => JSON.stringify([c.source.ip, c.source.principal, c.destination.workload, c.security])));
-  assert.deepEqual([...described], [JSON.stringify([ip('shop/client'), 'cluster.local/ns/shop/sa/client', 'shop/server-a', 'mutual_tls'])]);
+  const described = new Set(inbound.map((c) => JSON.stringify([c.source.ip, c.source.identity, c.destination.workload, c.security])));
+  assert.deepEqual([...described], [JSON.stringify([ip('shop/client'), 'spiffe://cluster.local/ns/shop/sa/client', 'shop/server-a', 'mutual_tls'])]);
 });
 
 test(cniTitle('a second enrolled client on n2 reaches server-a on the same-node path, authorized as itself'), async (t) => {
@@ -157,7 +157,7 @@ test(cniTitle('a second enrolled client on n2 reaches server-a on the same-node 
   const open = await adminGet<Connection[]>(fx.cluster, 'n2', '/connections');
   const sameNode = open.filter((c) => c.listener === 'same-node');
   assert.equal(sameNode.length, 1, `n2 connections: ${JSON.stringify(open)}`);
-  assert.equal(sameNode[0]!.source.principal, 'cluster.local/ns/shop/sa/neighbour');
+  assert.equal(sameNode[0]!.source.identity, 'spiffe://cluster.local/ns/shop/sa/neighbour');
   assert.equal(sameNode[0]!.destination.workload, 'shop/server-a');
   assert.equal(sameNode[0]!.security, 'mutual_tls');
 });

@@ -124,7 +124,7 @@ test('other node: HBONE to the destination daemon, which sees the source identit
     const onN2 = d2.connections() as { listener: string; source: { ip: string; principal: string }; destination: { ip: string; port: number } }[];
     assert.equal(onN2.length, 1);
     assert.equal(onN2[0]!.listener, 'inbound');
-    assert.deepEqual(onN2[0]!.source, { ip: A.ip, workload: 'web/frontend', principal: 'cluster.local/ns/web/sa/frontend' });
+    assert.deepEqual(onN2[0]!.source, { ip: A.ip, workload: 'web/frontend', identity: 'spiffe://cluster.local/ns/web/sa/frontend' });
     assert.deepEqual(onN2[0]!.destination.port, 9090);
     const onN1 = d1.connections() as { listener: string; security: string }[];
     assert.deepEqual(onN1.map((c) => [c.listener, c.security]), [['outbound', 'mutual_tls']]);
