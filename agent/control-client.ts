@@ -2,7 +2,12 @@
 // Watch keeps one stream open, resuming from the store's (epoch, version); every
 // update is applied to the ConfigStore and persisted as last-known-good, so the
 // node keeps serving, and restarts, while the control plane is away. A broken
-// stream is re-opened with jittered exponential backoff (100 ms to 10 s).
+// stream is re-opened with jittered exponential backoff (100 ms to 10 s), and at
+// once when the channel reconnects: the channel redials at most every second
+// (grpc-js's own backoff reaches 120 s, and after a 2-minute outage nodes came
+// back 45-67 s late), so a node resyncs within ~1 s of the control plane's return
+// while a control plane that is up but refusing still sees each node only as
+// often as the jittered backoff allows.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +26,10 @@ const log = logger('control');
 // NODEMESH_DEBUG=config: every update as it is applied (the scale benchmark times changes by it).
 const traceConfig = debug('config');
 const SIGN_DEADLINE_MS = 15_000;
+/** The channel's redial backoff: grpc-js jitters it by 20%. */
+const RECONNECT_BACKOFF_MS = { initial: 500, max: 1_000 };
+/** How long one wait for a channel state change lasts before it is renewed. */
+const CHANNEL_WATCH_MS = 60_000;
 
 export interface ControlClientOptions {
   nodeName: string;
@@ -80,6 +89,8 @@ export class ControlClient implements Signer {
   readonly #rejected = new Map<string, RejectedResource>();
   #call: grpc.ClientReadableStream<WireUpdate> | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
+  /** Bumped per wait for the channel, so only the latest one acts. */
+  #channelWait = 0;
   #closed = false;
   #state: ConnectionState;
   readonly #lastKnownGood: LastKnownGood;
@@ -112,6 +123,8 @@ export class ControlClient implements Signer {
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
+      'grpc.initial_reconnect_backoff_ms': RECONNECT_BACKOFF_MS.initial,
+      'grpc.max_reconnect_backoff_ms': RECONNECT_BACKOFF_MS.max,
     }) as unknown as MeshClient;
   }
 
@@ -177,7 +190,34 @@ export class ControlClient implements Signer {
       });
       this.#state.reconnects++;
       this.#retryTimer = setTimeout(() => this.#watch(), delay);
+      this.#watchWhenChannelReturns();
     });
+  }
+
+  /**
+   * Re-opens the stream as soon as the channel goes from not ready to READY
+   * (the control plane is back), instead of at the end of the backoff. A channel
+   * still READY when the stream closed (the server ended it, or refused the call)
+   * does not count: that retry waits for the backoff.
+   */
+  #watchWhenChannelReturns(): void {
+    const wait = ++this.#channelWait;
+    const channel = this.#client.getChannel();
+    let wasDown = false;
+    const step = () => {
+      if (this.#closed || this.#call || wait !== this.#channelWait) return;
+      // `true`: an idle channel starts dialling.
+      const state = channel.getConnectivityState(true);
+      if (state === grpc.connectivityState.SHUTDOWN) return;
+      if (state === grpc.connectivityState.READY && wasDown) {
+        clearTimeout(this.#retryTimer);
+        this.#watch();
+        return;
+      }
+      if (state !== grpc.connectivityState.READY) wasDown = true;
+      channel.watchConnectivityState(state, Date.now() + CHANNEL_WATCH_MS, step);
+    };
+    step();
   }
 
   #onUpdate(part: WireUpdate): void {
