@@ -7,7 +7,7 @@
 import type { Service, Workload } from '../core/types.ts';
 import { logger } from '../core/log.ts';
 import type { AuthorizationInput, Decision } from './authorization.ts';
-import { peerLabels } from './metrics.ts';
+import { endsOf, peerLabels } from './metrics.ts';
 import type { DaemonMetrics, TcpLabels } from './metrics.ts';
 
 const access = logger('access');
@@ -133,6 +133,17 @@ export class ConnectionTracker {
       });
       entry.info.destroy();
     }
+  }
+
+  /**
+   * Drops the metric series of workloads that left the config (`live`: the ends
+   * it names, `liveEnds`) past the grace period, keeping those an open
+   * connection still uses. Returns how many label sets went.
+   */
+  dropDepartedSeries(live: ReadonlySet<string>, now = Date.now()): Promise<number> {
+    const inUse = new Set<string>();
+    for (const entry of this.#entries.values()) for (const end of endsOf(entry.labels)) inUse.add(end);
+    return this.#metrics.series.sweep(live, inUse, now);
   }
 
   /** Resolves when no connection is open any more. */

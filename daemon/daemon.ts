@@ -10,7 +10,7 @@ import type { Registry } from 'prom-client';
 import type { CertSource } from '../core/cert-source.ts';
 import type { ConfigStore } from './config-store.ts';
 import { logger } from '../core/log.ts';
-import { createMetrics } from './metrics.ts';
+import { createMetrics, liveEnds } from './metrics.ts';
 import { ConnectionTracker } from './connection-tracker.ts';
 import { LoadBalancer } from './load-balancer.ts';
 import { HbonePool } from './hbone-pool.ts';
@@ -50,6 +50,8 @@ export interface DaemonOptions {
     /** Open tunnel streams per peer identity on a peer node (default 10,000). */
     maxStreamsPerPeer?: number;
   };
+  /** How long the metric series of a workload that left stay (default 5 min, metrics.ts). */
+  seriesGraceMs?: number;
   /** HTTP handling knobs; defaults suit most meshes. */
   http?: {
     /** How long an undeclared port waits for the client's first bytes (default 100 ms, see l7/detect.ts). */
@@ -87,7 +89,7 @@ export interface Daemon {
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const { config, certs } = opts;
   const host = opts.bindHost ?? '0.0.0.0';
-  const metrics = createMetrics(opts.registry);
+  const metrics = createMetrics(opts.registry, { seriesGraceMs: opts.seriesGraceMs });
   const tracker = new ConnectionTracker(metrics, (workload, port) => serviceServing(config, workload, port));
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
@@ -128,6 +130,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   config.onChange(() => {
     if (!stopped) tracker.reauthorize((input) => decide(config, input));
   });
+  // Departed workloads' series go between one and 1.5 grace periods after they left.
+  const sweep = setInterval(() => {
+    tracker.dropDepartedSeries(liveEnds(config.workloads(), (w) => config.identityOf(w))).catch((err: unknown) => log.warn('could not drop the metric series of departed workloads', { error: String(err) }));
+  }, Math.max(1_000, metrics.series.graceMs / 2));
+  sweep.unref();
   certs.onChange(() => {
     if (stopped) return;
     pool.certsChanged();
@@ -184,6 +191,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     },
     async stop() {
       stopped = true;
+      clearInterval(sweep);
       for (const set of everySet()) set.all.forEach((l) => l.close());
       tracker.destroyAll('data plane stopped');
       http.close();

@@ -1,6 +1,10 @@
 // Prometheus metrics of the data plane, with labels modelled on Istio's standard
 // metrics. TCP byte counters are updated once, at close, from the socket's own
-// byte counts, so the hot path carries no per-chunk accounting.
+// byte counts, so the hot path carries no per-chunk accounting. Every label set
+// is indexed by the workloads it names (`SeriesIndex`), so the series of a
+// workload that left are dropped once nothing uses them: otherwise each pod that
+// ever ran adds series for as long as the node runs (40 identities cycled through
+// one pod IP took a node from 6 to 167 series).
 
 import { Counter, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
@@ -73,20 +77,195 @@ export interface DaemonMetrics {
   tcpDenied: Counter<DeniedLabel>;
   requests: Counter<RequestLabel>;
   requestDuration: Histogram<RequestLabel>;
+  /** The label sets above by the workloads they name, to drop those of departed workloads. */
+  series: SeriesIndex;
 }
 
-/** Registers the data-plane metrics on `registry`, reusing ones already registered there. */
-export function createMetrics(registry: Registry): DaemonMetrics {
+type IndexedMetric = Counter<string> | Histogram<string>;
+type Labels = Record<string, string | number>;
+
+/** How long the series of a workload that left the config are kept (scrapes see its last counts). */
+export const SERIES_GRACE_MS = 5 * 60_000;
+/** Label sets indexed per workload end; past it that end's series are found by scanning the metrics. */
+const MAX_SERIES_PER_END = 4096;
+
+/**
+ * The ends a label set names: `w:<namespace>/<workload>/<principal>` for a
+ * workload (principal "*" where the metric has none), `p:<principal>` for a
+ * principal alone. "unknown" ends (outside the mesh) name nobody.
+ */
+export function endsOf(labels: Labels): string[] {
+  const ends: string[] = [];
+  const end = (workload: unknown, namespace: unknown, principal: unknown) => {
+    if (workload !== undefined && workload !== 'unknown') ends.push(`w:${namespace}/${workload}/${principal ?? '*'}`);
+    else if (principal !== undefined && principal !== 'unknown') ends.push(`p:${principal}`);
+  };
+  end(labels.source_workload, labels.source_workload_namespace, labels.source_principal);
+  end(labels.destination_workload, labels.destination_workload_namespace, labels.destination_principal);
+  return ends;
+}
+
+/** The ends the current config names: what `endsOf` would give for each of its workloads. */
+export function liveEnds(workloads: readonly Workload[], identityOf: (w: Workload) => string): Set<string> {
+  const live = new Set<string>();
+  for (const w of workloads) {
+    const id = identityOf(w);
+    const base = `w:${w.namespace}/${w.workloadName}/`;
+    live.add(`${base}${id}`).add(`${base}unknown`).add(`${base}*`).add(`p:${id}`);
+  }
+  return live;
+}
+
+/**
+ * Every label set of the peer metrics, by the ends it names, bounded per end.
+ * `sweep` drops the label sets of ends that have been out of the config for the
+ * grace period and that no open connection uses.
+ */
+export class SeriesIndex {
+  readonly graceMs: number;
+  /** end -> (metric name + label values) -> the series. */
+  readonly #byEnd = new Map<string, Map<string, { metric: IndexedMetric; labels: Labels }>>();
+  /** Ends whose label sets outgrew the index: found by scanning the metrics. */
+  readonly #overflowed = new Set<string>();
+  readonly #departedSince = new Map<string, number>();
+  readonly #metrics = new Set<IndexedMetric>();
+  /** Every label set noted and not dropped: an increment of a known one costs one lookup. */
+  readonly #known = new Set<string>();
+
+  constructor(graceMs = SERIES_GRACE_MS) {
+    this.graceMs = graceMs;
+  }
+
+  /** Indexes `metric` with these labels: called on every increment, so it allocates only for a new label set. */
+  note(metric: IndexedMetric, labels: Labels): void {
+    const key = seriesKey(metric, labels);
+    if (this.#known.has(key)) return;
+    this.#known.add(key);
+    this.#metrics.add(metric);
+    for (const end of endsOf(labels)) {
+      let sets = this.#byEnd.get(end);
+      if (!sets) this.#byEnd.set(end, (sets = new Map()));
+      if (sets.has(key)) continue;
+      if (sets.size >= MAX_SERIES_PER_END) {
+        this.#overflowed.add(end);
+        continue;
+      }
+      sets.set(key, { metric, labels: { ...labels } });
+    }
+  }
+
+  /** Label sets indexed (a label set naming two ends counts twice). */
+  get size(): number {
+    let n = 0;
+    for (const sets of this.#byEnd.values()) n += sets.size;
+    return n;
+  }
+
+  /**
+   * Drops the series of ends not in `live` for `graceMs` (counted from the first
+   * sweep that saw them gone) and not in `inUse`. Returns how many label sets went.
+   */
+  async sweep(live: ReadonlySet<string>, inUse: ReadonlySet<string>, now = Date.now()): Promise<number> {
+    let dropped = 0;
+    for (const end of new Set([...this.#byEnd.keys(), ...this.#overflowed])) {
+      if (live.has(end)) {
+        this.#departedSince.delete(end);
+        continue;
+      }
+      const since = this.#departedSince.get(end) ?? now;
+      this.#departedSince.set(end, since);
+      if (now - since < this.graceMs || inUse.has(end)) continue;
+      for (const { metric, labels } of this.#byEnd.get(end)?.values() ?? []) {
+        dropped += this.#drop(metric, labels);
+      }
+      if (this.#overflowed.has(end)) {
+        for (const metric of this.#metrics) {
+          for (const labels of await labelSetsOf(metric)) if (endsOf(labels).includes(end)) dropped += this.#drop(metric, labels);
+        }
+        this.#overflowed.delete(end);
+      }
+      this.#byEnd.delete(end);
+      this.#departedSince.delete(end);
+    }
+    return dropped;
+  }
+
+  #drop(metric: IndexedMetric, labels: Labels): number {
+    metric.remove(labels);
+    const key = seriesKey(metric, labels);
+    this.#known.delete(key);
+    // The label set is indexed under its other end too.
+    for (const other of endsOf(labels)) {
+      const sets = this.#byEnd.get(other);
+      sets?.delete(key);
+      if (sets?.size === 0 && !this.#overflowed.has(other)) this.#byEnd.delete(other);
+    }
+    return 1;
+  }
+}
+
+function seriesKey(metric: IndexedMetric, labels: Labels): string {
+  let key = (metric as unknown as { name: string }).name;
+  for (const name in labels) key += `\0${labels[name]}`;
+  return key;
+}
+
+/** A metric's label sets as it exports them, without a histogram's `le`. */
+async function labelSetsOf(metric: IndexedMetric): Promise<Labels[]> {
+  const seen = new Map<string, Labels>();
+  for (const v of (await metric.get()).values) {
+    const { le: _le, ...labels } = v.labels as Labels;
+    seen.set(JSON.stringify(labels), labels);
+  }
+  return [...seen.values()];
+}
+
+const INDEXED = Symbol('nodemesh.indexed');
+
+/** Makes every `inc`/`observe` with labels also note them in `series`; once per metric. */
+function indexed<M extends IndexedMetric>(metric: M, series: SeriesIndex): M {
+  const m = metric as M & { [INDEXED]?: true };
+  if (m[INDEXED]) return metric;
+  m[INDEXED] = true;
+  if (metric instanceof Histogram) {
+    const observe = metric.observe.bind(metric) as (labels: Labels, value: number) => void;
+    (metric as Histogram<string>).observe = ((labels: Labels, value: number) => {
+      series.note(metric, labels);
+      observe(labels, value);
+    }) as Histogram<string>['observe'];
+  } else {
+    const inc = metric.inc.bind(metric) as (labels: Labels, value?: number) => void;
+    (metric as Counter<string>).inc = ((labels: Labels, value?: number) => {
+      series.note(metric, labels);
+      inc(labels, value);
+    }) as Counter<string>['inc'];
+  }
+  return metric;
+}
+
+/** One index per registry: several data-plane parts register on the same one. */
+const indexes = new WeakMap<Registry, SeriesIndex>();
+
+/**
+ * Registers the data-plane metrics on `registry`, reusing ones already
+ * registered there. `seriesGraceMs` (first call per registry only): how long the
+ * series of a departed workload stay (default 5 min).
+ */
+export function createMetrics(registry: Registry, opts: { seriesGraceMs?: number } = {}): DaemonMetrics {
+  let series = indexes.get(registry);
+  if (!series) indexes.set(registry, (series = new SeriesIndex(opts.seriesGraceMs)));
+  const index = series;
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> =>
-    (registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [registry] });
+    indexed((registry.getSingleMetric(name) as Counter<L> | undefined) ?? new Counter({ name, help, labelNames, registers: [registry] }), index);
   return {
+    series,
     tcpOpened: counter('nodemesh_tcp_connections_opened_total', 'TCP connections opened through the mesh.', TCP_LABELS),
     tcpClosed: counter('nodemesh_tcp_connections_closed_total', 'TCP connections closed.', TCP_LABELS),
     tcpSent: counter('nodemesh_tcp_sent_bytes_total', 'Bytes sent back to the source of TCP connections (response direction).', TCP_LABELS),
     tcpReceived: counter('nodemesh_tcp_received_bytes_total', 'Bytes received from the source of TCP connections (request direction).', TCP_LABELS),
     tcpDenied: counter('nodemesh_tcp_connections_denied_total', 'TCP connections refused or closed by the destination: authorization policy, strict mTLS, or the HBONE port\'s limits (reason label).', DENIED_LABELS),
     requests: counter('nodemesh_requests_total', 'HTTP requests through the mesh.', REQUEST_LABELS),
-    requestDuration:
+    requestDuration: indexed(
       (registry.getSingleMetric('nodemesh_request_duration_seconds') as Histogram<RequestLabel> | undefined) ??
       new Histogram({
         name: 'nodemesh_request_duration_seconds',
@@ -94,6 +273,6 @@ export function createMetrics(registry: Registry): DaemonMetrics {
         labelNames: REQUEST_LABELS,
         buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
         registers: [registry],
-      }),
+      }), index),
   };
 }
