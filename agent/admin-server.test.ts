@@ -245,3 +245,38 @@ test('admin: /tap streams connection open and close events over a WebSocket', as
   const [err] = await once(notFound, 'error');
   assert.match(String(err), /404/);
 });
+
+test('admin: /tap filters on the node, and a hostile filter is a 400 before the upgrade', async (t) => {
+  const store = new ConfigStore('node-1');
+  const tracker = new ConnectionTracker(createMetrics(new Registry()));
+  const admin = await AdminServer.listen('127.0.0.1:0', {
+    store, certs: { status: () => [], trustBundleFingerprints: () => [] }, control: { status: () => ({ connected: false }) as never, rejected: () => [] },
+    tap: (listener, filter) => tracker.subscribe(listener, filter),
+  });
+  t.after(() => admin.close());
+  for (const query of ['event=drop', 'namespace=..%2Fetc', 'workload=%0d%0aSet-Cookie:%20x', 'event=open&event=close', 'x=1']) {
+    const ws = new WebSocket(`ws://${admin.address}/tap?${query}`);
+    const [res] = await Promise.race([once(ws, 'unexpected-response').then(([, r]) => [r]), once(ws, 'open').then(() => [null])]);
+    assert.ok(res, `${query}: the upgrade is refused`);
+    assert.equal(res.statusCode, 400, query);
+    let body = '';
+    for await (const chunk of res) body += chunk;
+    assert.equal(JSON.parse(body).code, 'NM_BAD_TAP_FILTER', query);
+    ws.terminate();
+  }
+  const ws = new WebSocket(`ws://${admin.address}/tap?event=close&namespace=shop`);
+  t.after(() => ws.close());
+  await once(ws, 'open');
+  const events: { event: string; destination: { workload: string } }[] = [];
+  ws.on('message', (data) => events.push(JSON.parse(String(data))));
+  const open = (w: Workload) => tracker.open({
+    listener: 'inbound-plaintext', reporter: 'destination', sourceIp: '10.1.0.99', sourcePrincipal: null,
+    destinationIp: w.ip, destinationPort: 8080, destinationWorkload: w, destinationPrincipal: null, security: 'none',
+    bytes: () => ({ received: 0, sent: 0 }), destroy: () => {},
+  });
+  open({ ...web, namespace: 'other', name: 'x-1' }).finish();
+  open(web).finish();
+  while (events.length < 1) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(events.map((e) => [e.event, e.destination.workload]), [['close', 'shop/web-1']], 'only the close of the shop workload');
+});

@@ -7,7 +7,9 @@
 //   GET  /connections   open data-plane connections ([] without a data plane)
 //   GET  /policies      authorization policies known to this node
 //   GET  /explain       ?source=IP&destination=IP:PORT — what the data plane would do with that connection
-//   GET  /tap           WebSocket: a JSON event per connection open and close, as they happen
+//   GET  /tap           WebSocket: a JSON event per connection open and close, refusal (with its reason) and
+//                       HTTP/gRPC request, as they happen; ?event=open,close,refusal,request &namespace=NS
+//                       &workload=POD filter on the node (a bad filter is a 400 before the upgrade)
 //   GET  /logging       level, enabled tracers, and every known tracer name with what it traces
 //   POST /logging       ?level=debug|info|warn|error &tracers=hbone,outbound ("" turns tracers off, "*" turns all on;
 //                       an unknown name is a 400 listing the known ones)
@@ -23,6 +25,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { ExplainQuery, Explanation } from '../daemon/explain.ts';
 import type { TapListener } from '../daemon/connection-tracker.ts';
+import type { TapFilter } from '../daemon/tap.ts';
+import { parseTapFilter } from '../daemon/tap.ts';
 import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { TRACERS, enabledTracers, getLevel, logger, parseTracerList, setLevel, setTracers, unknownTracersMessage } from '../core/log.ts';
 import type { Level } from '../core/log.ts';
@@ -43,7 +47,7 @@ export interface AdminSources {
   /** How each local enrolled pod (by IP) is captured: in its namespace or from the node's. */
   captured?: () => ReadonlyMap<string, string>;
   explain?: (query: ExplainQuery) => Explanation;
-  tap?: (listener: TapListener) => () => void;
+  tap?: (listener: TapListener, filter?: TapFilter) => () => void;
 }
 
 type Handler = (req: IncomingMessage, url: URL) => unknown;
@@ -159,11 +163,19 @@ function serveTap(server: Server, s: AdminSources): () => void {
       socket.end(`HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\r\n${path === '/tap' ? 'tap: this node runs no data plane' : `no WebSocket endpoint ${path}; try /tap`}\n`);
       return;
     }
+    let filter: TapFilter;
+    try {
+      filter = parseTapFilter(new URL(req.url ?? '/', 'http://admin').searchParams);
+    } catch (err) {
+      const body = JSON.stringify({ error: (err as Error).message, code: (err as NodemeshError).code ?? ErrorCode.INTERNAL }) + '\n';
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
       const unsubscribe = s.tap!((event) => {
         // A client that cannot keep up loses events rather than growing our memory.
         if (ws.bufferedAmount < 1 << 20) ws.send(JSON.stringify(event));
-      });
+      }, filter);
       ws.on('close', unsubscribe);
       ws.on('error', unsubscribe);
     });

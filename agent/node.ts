@@ -101,7 +101,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
         if (!daemon) throw new Error('the data plane is still starting');
         return daemon.explain(query);
       } : undefined,
-      tap: opts.dataPlane ? (listener) => daemon?.tap(listener) ?? (() => {}) : undefined,
+      tap: opts.dataPlane ? (listener, filter) => daemon?.tap(listener, filter) ?? (() => {}) : undefined,
     });
     closers.push(() => admin.close());
     const metrics = await MetricsServer.listen(opts.metricsAddr ?? '0.0.0.0:15020', registry);

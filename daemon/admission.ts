@@ -9,7 +9,8 @@
 // connections after a config change and answers /explain. `refuse` counts and
 // logs the refusals the HBONE listener decides before policy (a Forwarded header
 // not bound to the peer's identity, a peer over its stream limit, a handshake past
-// its deadline), so every refusal is in the same counter and log shape.
+// its deadline), so every refusal is in the same counter and log shape, and
+// each one is a `refusal` event on the tap (tap.ts) with its reason.
 
 import type { Workload } from '../core/types.ts';
 import type { Logger } from '../core/log.ts';
@@ -18,6 +19,8 @@ import type { ConfigStore } from './config-store.ts';
 import { authorize } from './authorization.ts';
 import type { AuthorizationInput, Decision } from './authorization.ts';
 import type { DaemonMetrics, DeniedReason } from './metrics.ts';
+import type { Tap } from './tap.ts';
+import { workloadRef } from './tap.ts';
 
 const defaultLog = logger('admission');
 
@@ -38,15 +41,21 @@ export interface Refusal {
   reason: Exclude<DeniedReason, 'policy' | 'strict_mtls' | 'policy_changed'>;
   /** For the log line and the peer: what was wrong. */
   message: string;
+  /** The source pod's IP when known (the Forwarded one), for the tap. */
+  sourceIp?: string;
+  /** The destination port when known, for the tap. */
+  port?: number;
 }
 
 export class Admission {
   readonly #config: ConfigStore;
   readonly #metrics: DaemonMetrics;
+  readonly #tap: Tap | undefined;
 
-  constructor(config: ConfigStore, metrics: DaemonMetrics) {
+  constructor(config: ConfigStore, metrics: DaemonMetrics, tap?: Tap) {
     this.#config = config;
     this.#metrics = metrics;
+    this.#tap = tap;
   }
 
   /** Decides; a refusal is counted (`nodemesh_tcp_connections_denied_total`) and logged. */
@@ -63,6 +72,12 @@ export class Admission {
       ...(input.http ? { method: input.http.method, path: input.http.path } : {}),
       policy: decision.policy, ...ctx.fields,
     });
+    if (this.#tap?.active) {
+      this.#publishRefusal(ctx, decision.strictMtls ? 'strict_mtls' : 'policy', decision.reason, destination, sourcePrincipal, sourceIp, input.port, {
+        ...(decision.policy ? { policy: decision.policy } : {}),
+        ...(input.http ? { method: input.http.method, path: input.http.path } : {}),
+      });
+    }
     return decision;
   }
 
@@ -76,6 +91,20 @@ export class Admission {
     const log = ctx.log ?? defaultLog;
     (ctx.quiet ? log.debug : log.warn)(`${ctx.what} refused: ${refusal.message}`, {
       source: sourcePrincipal, destination: destination.ip, reason, ...ctx.fields,
+    });
+    if (this.#tap?.active) this.#publishRefusal(ctx, reason, refusal.message, destination, sourcePrincipal, refusal.sourceIp ?? null, refusal.port);
+  }
+
+  /** The tap's `refusal` event: what was refused, why (the metric's reason), and both ends. */
+  #publishRefusal(
+    ctx: AdmissionContext, reason: DeniedReason, message: string, destination: Workload, sourcePrincipal: string | null,
+    sourceIp: string | null, port: number | undefined, extra: Record<string, unknown> = {},
+  ): void {
+    const source = sourceIp ? this.#config.workloadByIp(sourceIp) : undefined;
+    this.#tap!.publish({
+      event: 'refusal', reporter: 'destination', what: ctx.what, reason, message, ...extra,
+      source: { ip: sourceIp ?? (typeof ctx.fields?.peer === 'string' ? ctx.fields.peer : 'unknown'), workload: workloadRef(source), identity: sourcePrincipal },
+      destination: { ip: destination.ip, ...(port !== undefined ? { port } : {}), workload: workloadRef(destination), identity: this.#config.identityOf(destination) },
     });
   }
 }

@@ -9,6 +9,10 @@ import { logger } from '../core/log.ts';
 import type { AuthorizationInput, Decision } from './authorization.ts';
 import { endsOf, peerLabels } from './metrics.ts';
 import type { DaemonMetrics, TcpLabels } from './metrics.ts';
+import { Tap } from './tap.ts';
+import type { TapEvent, TapFilter, TapListener } from './tap.ts';
+
+export type { TapEvent, TapListener } from './tap.ts';
 
 const access = logger('access');
 
@@ -48,10 +52,6 @@ interface Entry {
   closeReason?: string;
 }
 
-/** One line of the admin API's `/tap` stream. */
-export type TapEvent = { event: 'open' | 'close' } & Record<string, unknown>;
-export type TapListener = (event: TapEvent) => void;
-
 /** Finds the Service of a destination-side connection, which the tunnel does not carry. */
 export type ServiceResolver = (workload: Workload, port: number) => Service | undefined;
 
@@ -59,13 +59,15 @@ export class ConnectionTracker {
   readonly #metrics: DaemonMetrics;
   readonly #serviceOf: ServiceResolver;
   readonly #entries = new Map<number, Entry>();
-  readonly #taps = new Set<TapListener>();
+  /** The node's tap: connection events from here, refusals and requests from their record points. */
+  readonly tap: Tap;
   readonly #drained: (() => void)[] = [];
   #nextId = 1;
 
-  constructor(metrics: DaemonMetrics, serviceOf: ServiceResolver = () => undefined) {
+  constructor(metrics: DaemonMetrics, serviceOf: ServiceResolver = () => undefined, tap = new Tap()) {
     this.#metrics = metrics;
     this.#serviceOf = serviceOf;
+    this.tap = tap;
   }
 
   get size(): number {
@@ -101,14 +103,13 @@ export class ConnectionTracker {
     if (this.#entries.size === 0) this.#drained.splice(0).forEach((resolve) => resolve());
   }
 
-  /** Streams open and close events to `listener` until the returned function is called. */
-  subscribe(listener: TapListener): () => void {
-    this.#taps.add(listener);
-    return () => this.#taps.delete(listener);
+  /** Streams the tap's events that `filter` lets through to `listener` until the returned function is called. */
+  subscribe(listener: TapListener, filter?: TapFilter): () => void {
+    return this.tap.subscribe(listener, filter);
   }
 
   #tap(event: TapEvent['event'], fields: Record<string, unknown>): void {
-    for (const listener of this.#taps) listener({ event, time: new Date().toISOString(), ...fields });
+    if (this.tap.active) this.tap.publish({ event, ...fields });
   }
 
   /** For the admin API (/connections). */
@@ -124,6 +125,13 @@ export class ConnectionTracker {
       const decision = check(input);
       if (decision.allowed) continue;
       entry.closeReason = `no longer allowed after a config change: ${decision.reason}`;
+      if (this.tap.active) {
+        const { source, destination } = describe(entry) as Pick<TapEvent, 'source' | 'destination'>;
+        this.tap.publish({
+          event: 'refusal', reporter: entry.info.reporter, what: 'open connection', reason: 'policy_changed', message: entry.closeReason,
+          ...(decision.policy ? { policy: decision.policy } : {}), source, destination,
+        });
+      }
       this.#metrics.tcpDenied.inc({
         reporter: entry.info.reporter,
         destination_workload: entry.labels.destination_workload,

@@ -28,6 +28,7 @@ import { explain } from './explain.ts';
 import { serviceServing } from './destination.ts';
 import type { ExplainQuery, Explanation } from './explain.ts';
 import type { TapListener } from './connection-tracker.ts';
+import type { TapFilter } from './tap.ts';
 
 const log = logger('daemon');
 /** The listeners made in each in-pod-captured pod's namespace, in bindListeners' order. */
@@ -70,7 +71,7 @@ export interface Daemon {
   /** What would happen to a connection, for the admin API's /explain. */
   explain(query: ExplainQuery): Explanation;
   /** Connection open/close events, for the admin API's /tap; returns the unsubscribe. */
-  tap(listener: TapListener): () => void;
+  tap(listener: TapListener, filter?: TapFilter): () => void;
   /**
    * Serves a pod captured inside its own network namespace: binds the three
    * listeners there and delivers to it from there. Rejects (BindError, NM_NETNS,
@@ -93,10 +94,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tracker = new ConnectionTracker(metrics, (workload, port) => serviceServing(config, workload, port));
   const balancer = new LoadBalancer();
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
-  const admission = new Admission(config, metrics);
+  const admission = new Admission(config, metrics, tracker.tap);
   const dialer = new PodDialer();
-  const http = createOutboundHttp({ config, pool, admission, metrics, dialer, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
-  const httpInbound = new HttpInbound(admission, metrics, dialer);
+  const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
+  const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap);
   const shared = { config, tracker, admission, dialer };
 
   /** The three listeners, on host ports or on sockets made inside a pod's namespace. */
@@ -156,7 +157,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     ports,
     connections: () => tracker.list(),
     explain: (query) => explain(config, query),
-    tap: (listener) => tracker.subscribe(listener),
+    tap: (listener, filter) => tracker.subscribe(listener, filter),
     async attachPod(podIp: string, netnsPath: string) {
       if (pods.get(podIp)?.netns === netnsPath) return;
       // A recreated pod that got the IP back lives in a new namespace.

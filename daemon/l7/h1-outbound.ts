@@ -16,6 +16,7 @@ import type { HeaderModifier } from '../../core/types.ts';
 import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
+import type { Tap } from '../tap.ts';
 import { modifyHeaders } from './filters.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
@@ -38,6 +39,8 @@ export interface H1OutboundOptions {
   retryStatuses: ReadonlySet<number>;
   /** Attempts per request including the first. */
   maxAttempts: number;
+  /** The node's tap: a `request` event per request while someone listens. */
+  tap?: Tap;
 }
 
 type Outcome =
@@ -114,7 +117,8 @@ export class H1Outbound {
     const { config, metrics, router, budget, retryStatuses, maxAttempts } = this.#opts;
     const started = performance.now();
     const plan = router.plan(req, conn);
-    res.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started));
+    res.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started,
+      { tap: this.#opts.tap, method: req.method, url: req.url, protocol: 'http1' }));
     if (plan instanceof LocalReply) return reply(res, plan);
     budget.request();
     const body = await replayableBody(req);

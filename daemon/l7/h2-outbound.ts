@@ -13,6 +13,7 @@ import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
 import { recordSourceRequest } from './request-metrics.ts';
+import type { Tap } from '../tap.ts';
 import { LocalReply, replyHttp2 as reply } from './local-reply.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 
@@ -23,6 +24,8 @@ export interface H2OutboundOptions {
   config: ConfigStore;
   metrics: DaemonMetrics;
   router: RequestRouter;
+  /** The node's tap: a `request` event per stream while someone listens. */
+  tap?: Tap;
 }
 
 export class H2Outbound {
@@ -72,7 +75,10 @@ export class H2Outbound {
     const started = performance.now();
     const request = { url: headers[':path'], method: headers[':method'], headers: headers as Record<string, string | string[] | undefined> };
     const plan = router.plan(request, conn);
-    stream.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, Number(stream.sentHeaders?.[':status'] ?? 0), started));
+    stream.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
+      tap: this.#opts.tap, method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
+      grpcStatus: () => grpcStatusOf(stream),
+    }));
     if (plan instanceof LocalReply) return reply(stream, plan);
     const endpoint = plan.next();
     if (endpoint instanceof LocalReply) return reply(stream, endpoint);
@@ -133,6 +139,12 @@ function forwardedHeaders(req: { url?: string; headers: Record<string, string | 
   const xff = req.headers['x-forwarded-for'];
   out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${conn.sourceIp}` : conn.sourceIp;
   return out;
+}
+
+/** The grpc-status a stream answered: in its trailers, or in the headers of a trailers-only answer. */
+function grpcStatusOf(stream: ServerHttp2Stream): string | undefined {
+  const status = stream.sentTrailers?.['grpc-status'] ?? stream.sentHeaders?.['grpc-status'];
+  return status === undefined ? undefined : String(status);
 }
 
 function minPositive(a: number, b: number): number {

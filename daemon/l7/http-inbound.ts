@@ -18,7 +18,10 @@ import type { AuthorizationInput } from '../authorization.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { PodDialer } from '../pod-dialer.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
-import { requestLabels } from './request-metrics.ts';
+import { publishRequest, requestLabels } from './request-metrics.ts';
+import type { TappedRequest } from './request-metrics.ts';
+import type { Tap } from '../tap.ts';
+import { serviceRef, workloadRef } from '../tap.ts';
 import { socketLike } from './socket-like.ts';
 import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
 import { LocalReply, replyHttp1, replyHttp2 } from './local-reply.ts';
@@ -75,8 +78,10 @@ export class HttpInbound {
   headTimeoutMs = HEAD_TIMEOUT_MS;
 
   readonly #dialer: PodDialer;
+  readonly #tap: Tap | undefined;
 
-  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer()) {
+  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer(), tap?: Tap) {
+    this.#tap = tap;
     this.#admission = admission;
     this.#dialer = dialer;
     this.#metrics = metrics;
@@ -141,7 +146,13 @@ export class HttpInbound {
     if (!served) return void stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     const { conn } = served;
     const started = performance.now();
-    stream.once('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started));
+    stream.once('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
+      method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
+      grpcStatus: () => {
+        const status = stream.sentTrailers?.['grpc-status'] ?? stream.sentHeaders?.['grpc-status'];
+        return status === undefined ? undefined : String(status);
+      },
+    }));
     const denied = this.#deny({ method: headers[':method'], url: headers[':path'] }, conn);
     if (denied) return replyHttp2(stream, denied);
     const out: OutgoingHttpHeaders = {};
@@ -204,7 +215,7 @@ export class HttpInbound {
     });
     const { conn, agent } = served;
     const started = performance.now();
-    res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started));
+    res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started, { method: req.method, url: req.url, protocol: 'http1' }));
     const denied = this.#deny(req, conn);
     if (denied) return replyHttp1(res, denied);
     const { destination, port } = conn.authorization;
@@ -231,13 +242,21 @@ export class HttpInbound {
     });
   }
 
-  #record(conn: InboundHttpConnection, responseCode: number, started: number): void {
+  #record(conn: InboundHttpConnection, responseCode: number, started: number, tapped: TappedRequest): void {
     const labels = requestLabels({
       reporter: 'destination', sourceWorkload: conn.sourceWorkload, sourcePrincipal: conn.authorization.sourcePrincipal,
       destinationWorkload: conn.authorization.destination, destinationPrincipal: conn.destinationPrincipal, service: conn.service,
       security: conn.security, responseCode,
     });
+    const seconds = (performance.now() - started) / 1000;
     this.#metrics.requests.inc(labels);
-    this.#metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);
+    this.#metrics.requestDuration.observe(labels, seconds);
+    if (this.#tap?.active) {
+      const { sourceIp, sourcePrincipal, destination, port } = conn.authorization;
+      publishRequest({ ...tapped, tap: this.#tap }, 'destination', responseCode, seconds, {
+        source: { ip: sourceIp, workload: workloadRef(conn.sourceWorkload), identity: sourcePrincipal },
+        destination: { ip: destination.ip, port, workload: workloadRef(destination), identity: conn.destinationPrincipal, service: serviceRef(conn.service) },
+      }, conn.security);
+    }
   }
 }

@@ -7,6 +7,7 @@ import type { ConfigStore } from '../config-store.ts';
 import type { Admission } from '../admission.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import type { HbonePool } from '../hbone-pool.ts';
+import type { Tap } from '../tap.ts';
 import { PodDialer } from '../pod-dialer.ts';
 import { PeakEwmaBalancer } from './peak-ewma.ts';
 import { RetryBudget } from './retry-budget.ts';
@@ -27,6 +28,8 @@ export interface OutboundHttpOptions {
   balancer?: PeakEwmaBalancer;
   /** Reaches pods on this node. */
   dialer?: PodDialer;
+  /** The node's tap, for `request` events. */
+  tap?: Tap;
 }
 
 export interface OutboundHttp {
@@ -41,9 +44,9 @@ export function createOutboundHttp(opts: OutboundHttpOptions): OutboundHttp {
   const router = new RequestRouter(config, opts.pool, opts.admission, opts.balancer ?? new PeakEwmaBalancer(), opts.dialer ?? new PodDialer());
   const http1 = new H1Outbound({
     config, metrics, router, budget: opts.budget ?? new RetryBudget(),
-    retryStatuses: new Set(opts.retryStatuses ?? [503]), maxAttempts: opts.maxAttempts ?? 3,
+    retryStatuses: new Set(opts.retryStatuses ?? [503]), maxAttempts: opts.maxAttempts ?? 3, tap: opts.tap,
   });
-  const http2 = new H2Outbound({ config, metrics, router });
+  const http2 = new H2Outbound({ config, metrics, router, tap: opts.tap });
   return {
     http1,
     http2,

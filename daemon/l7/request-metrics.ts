@@ -1,13 +1,28 @@
 // Labels of nodemesh_requests_total and nodemesh_request_duration_seconds, as
-// Istio's standard request metrics, for both reporters.
+// Istio's standard request metrics, for both reporters; and the tap's `request`
+// event (../tap.ts), recorded at the same point so the two never disagree.
 
 import type { ConfigStore } from '../config-store.ts';
 import { peerLabels } from '../metrics.ts';
 import type { DaemonMetrics, PeerReport, RequestLabel } from '../metrics.ts';
+import type { Tap, TapEnd } from '../tap.ts';
+import { serviceRef, workloadRef } from '../tap.ts';
 import type { HttpClientConnection, Upstream } from './request-router.ts';
 
 export interface RequestReport extends PeerReport {
   responseCode: number;
+}
+
+/** What the tap shows of one request, beside what the metrics label. */
+export interface TappedRequest {
+  tap?: Tap;
+  method?: string;
+  /** The request target; the tap shows its path without the query (which may carry secrets). */
+  url?: string;
+  protocol: 'http1' | 'http2';
+  contentType?: string | string[];
+  /** gRPC: the grpc-status the response carried (trailers, or headers of a trailers-only answer). */
+  grpcStatus?: () => string | undefined;
 }
 
 export function requestLabels(r: RequestReport): Record<RequestLabel, string> {
@@ -20,14 +35,43 @@ export function requestLabels(r: RequestReport): Record<RequestLabel, string> {
  */
 export function recordSourceRequest(
   config: ConfigStore, metrics: DaemonMetrics, conn: HttpClientConnection, upstream: Upstream | undefined, responseCode: number, started: number,
+  tapped?: TappedRequest,
 ): void {
   const w = upstream?.workload;
+  const destinationPrincipal = w ? config.identityOf(w) : null;
+  const service = upstream?.service ?? config.serviceByVip(conn.dstIp);
   const labels = requestLabels({
     reporter: 'source', sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity, destinationWorkload: w,
-    destinationPrincipal: w ? config.identityOf(w) : null,
-    service: upstream?.service ?? config.serviceByVip(conn.dstIp), security: w?.enrolled ? 'mutual_tls' : 'none',
+    destinationPrincipal, service, security: w?.enrolled ? 'mutual_tls' : 'none',
     responseCode,
   });
+  const seconds = (performance.now() - started) / 1000;
   metrics.requests.inc(labels);
-  metrics.requestDuration.observe(labels, (performance.now() - started) / 1000);
+  metrics.requestDuration.observe(labels, seconds);
+  if (tapped?.tap?.active) {
+    publishRequest(tapped, 'source', responseCode, seconds, {
+      source: { ip: conn.sourceIp, workload: workloadRef(conn.source), identity: conn.sourceIdentity },
+      destination: { ip: upstream?.ip ?? conn.dstIp, port: upstream?.port ?? conn.dstPort, workload: workloadRef(w), identity: destinationPrincipal, service: serviceRef(service) },
+    }, w?.enrolled ? 'mutual_tls' : 'none');
+  }
+}
+
+/** The tap's `request` event: method, path or gRPC method, status, latency, both ends. */
+export function publishRequest(
+  t: TappedRequest, reporter: 'source' | 'destination', status: number, seconds: number, ends: { source: TapEnd; destination: TapEnd }, security: string,
+): void {
+  const contentType = String(t.contentType ?? '');
+  const grpc = t.protocol === 'http2' && /^application\/grpc(\+|;|$)/.test(contentType);
+  const path = pathOf(t.url);
+  t.tap!.publish({
+    event: 'request', reporter, protocol: grpc ? 'grpc' : t.protocol, method: t.method ?? 'GET', path,
+    ...(grpc ? { grpcMethod: path.replace(/^\//, ''), grpcStatus: t.grpcStatus?.() ?? null } : {}),
+    status, latencyMs: Math.round(seconds * 1e6) / 1e3, security, ...ends,
+  });
+}
+
+function pathOf(url: string | undefined): string {
+  const target = url ?? '/';
+  const q = target.indexOf('?');
+  return (q === -1 ? target : target.slice(0, q)).slice(0, 2048);
 }
