@@ -106,9 +106,29 @@ test('a regex the linear-time engine cannot run rejects its route, naming the fi
   }
 });
 
+test('filters on a backendRef and mirrors compile; a mirror to another namespace needs a grant like any backendRef', () => {
+  const { route: r } = toHttpRoute(route({ rules: [{
+    filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'server-b', port: 8080 } } }, { type: 'RequestMirror', requestMirror: { backendRef: { name: 'x', namespace: 'far', port: 80 } } }],
+    backendRefs: [
+      { name: 'server', port: 8080, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-to', value: 'server' }] } }] },
+      { name: 'server-b', port: 8080 },
+    ],
+  }] }), exists);
+  const [rl] = r.rules;
+  assert.deepEqual(rl!.backendRefs[0]!.filters?.map((x) => x.headerModifier?.set), [[{ name: 'x-to', value: 'server' }]]);
+  assert.equal(rl!.backendRefs[1]!.filters, undefined);
+  assert.deepEqual(rl!.filters.map((x) => [x.mirror?.name, x.mirror?.invalidReason.split(':')[0]]), [['server-b', ''], ['x', 'RefNotPermitted']]);
+});
+
 test('invalid filters are errors naming the field path', () => {
   const fl = (...filters: unknown[]) => rule({ filters });
-  invalid(fl({ type: 'RequestMirror', requestMirror: {} }), 'spec.rules[0].filters[0].type', /"RequestMirror" is not supported/);
+  invalid(fl({ type: 'ExtensionRef', extensionRef: {} }), 'spec.rules[0].filters[0].type', /"ExtensionRef" is not supported/);
+  invalid(fl({ type: 'RequestMirror', requestMirror: {} }), 'spec.rules[0].filters[0].requestMirror.backendRef', /required/);
+  invalid(fl({ type: 'RequestMirror', requestMirror: { backendRef: { name: 'server', port: 8080, weight: 2 } } }), 'spec.rules[0].filters[0].requestMirror.backendRef.weight', /not allowed on a mirror/);
+  invalid(fl({ type: 'RequestMirror', requestMirror: { backendRef: { name: 'server', port: 8080 }, fraction: { numerator: 1 } } }), 'spec.rules[0].filters[0].requestMirror.fraction', /every request is mirrored/);
+  invalid(rule({ backendRefs: [{ name: 'server', port: 8080, filters: [{ type: 'RequestRedirect', requestRedirect: {} }] }] }), 'spec.rules[0].backendRefs[0].filters[0].type', /answers before any backend is chosen/);
+  invalid(rule({ backendRefs: [{ name: 'server', port: 8080, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { remove: ['bad name'] } }] }] }), 'spec.rules[0].backendRefs[0].filters[0].requestHeaderModifier.remove[0]', /header name/);
+  invalid(rule({ backendRefs: [{ name: 'server', port: 8080, filters: 'x' }] }), 'spec.rules[0].backendRefs[0].filters', /./);
   invalid(fl({ type: 'RequestHeaderModifier' }), 'spec.rules[0].filters[0].requestHeaderModifier', /required/);
   invalid(fl({ type: 'RequestHeaderModifier', requestHeaderModifier: {}, urlRewrite: {} }), 'spec.rules[0].filters[0].urlRewrite', /must not be set/);
   invalid(fl({ type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'a', value: '1' }, { name: 'A', value: '2' }] } }), 'spec.rules[0].filters[0].responseHeaderModifier.set[1].name', /listed twice/);

@@ -14,6 +14,25 @@ import { routeRegexProblem } from '../core/route-regex.ts';
 /** Whether a Service exists, to mark backendRefs to missing ones unusable. */
 export type ServiceExists = (namespace: string, name: string) => boolean;
 
+/**
+ * Whether a ReferenceGrant in `toNamespace` lets routes of `fromNamespace` (of
+ * `fromKind`) refer to Service `toName` there. Without one, a cross-namespace
+ * backendRef is RefNotPermitted, except a consumer route's own parent Service (GAMMA).
+ */
+export type RefPermitted = (fromKind: string, fromNamespace: string, toNamespace: string, toName: string) => boolean;
+
+const NO_GRANTS: RefPermitted = () => false;
+
+/** What a route's backendRefs are resolved against. */
+export interface RefContext {
+  serviceExists: ServiceExists;
+  refPermitted: RefPermitted;
+  /** The route's kind, as ReferenceGrants name it ("HTTPRoute", "GRPCRoute"). */
+  kind: string;
+  namespace: string;
+  parents: readonly ParentRef[];
+}
+
 export interface IgnoredParent {
   field: string;
   reason: string;
@@ -26,19 +45,21 @@ export interface MeshHttpRoute {
 }
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] as const;
-const FILTER_TYPES = ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite'] as const;
-const FILTER_FIELDS: Record<(typeof FILTER_TYPES)[number], string> = {
+export const FILTER_TYPES = ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestRedirect', 'URLRewrite', 'RequestMirror'] as const;
+export type FilterType = (typeof FILTER_TYPES)[number];
+const FILTER_FIELDS: Record<FilterType, string> = {
   RequestHeaderModifier: 'requestHeaderModifier',
   ResponseHeaderModifier: 'responseHeaderModifier',
   RequestRedirect: 'requestRedirect',
   URLRewrite: 'urlRewrite',
+  RequestMirror: 'requestMirror',
 };
-const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
+export const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
 const PATH_CHARS = /^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$/;
 const HOSTNAME = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const MAX_TIMEOUT_MS = 0xffffffff;
 
-export function toHttpRoute(obj: KubeObject, serviceExists: ServiceExists): MeshHttpRoute {
+export function toHttpRoute(obj: KubeObject, serviceExists: ServiceExists, refPermitted: RefPermitted = NO_GRANTS): MeshHttpRoute {
   const f: FieldReader = new FieldReader(describeObject(obj));
   const meta = f.metadata(obj);
   const namespace = meta.namespace || 'default';
@@ -56,14 +77,15 @@ export function toHttpRoute(obj: KubeObject, serviceExists: ServiceExists): Mesh
     if (h.length > 253 || !HOSTNAME.test(h)) f.fail(`spec.hostnames[${i}]`, `not a valid hostname (lower case, optional leading "*."): ${quote(h)}`);
   });
   const rawRules = f.array(spec.rules, 'spec.rules', 16);
-  const rules = (rawRules.length ? rawRules : [{}]).map((r, i) => rule(f, r, `spec.rules[${i}]`, namespace, serviceExists));
+  const refs: RefContext = { serviceExists, refPermitted, kind: 'HTTPRoute', namespace, parents };
+  const rules = (rawRules.length ? rawRules : [{}]).map((r, i) => rule(f, r, `spec.rules[${i}]`, refs));
   return {
     route: { namespace, name: meta.name, parents, hostnames, rules, creationTimestamp },
     ignoredParents,
   };
 }
 
-function parentRef(f: FieldReader, value: unknown, path: string, routeNamespace: string): ParentRef | IgnoredParent {
+export function parentRef(f: FieldReader, value: unknown, path: string, routeNamespace: string): ParentRef | IgnoredParent {
   const p = f.record(value, path) ?? {};
   const group = f.string(p.group, `${path}.group`) ?? 'gateway.networking.k8s.io';
   const kind = f.string(p.kind, `${path}.kind`) ?? 'Gateway';
@@ -79,7 +101,7 @@ function parentRef(f: FieldReader, value: unknown, path: string, routeNamespace:
   };
 }
 
-function rule(f: FieldReader, value: unknown, path: string, namespace: string, serviceExists: ServiceExists): HttpRouteRule {
+function rule(f: FieldReader, value: unknown, path: string, refs: RefContext): HttpRouteRule {
   const r = f.record(value, path) ?? {};
   for (const unsupported of ['sessionPersistence', 'retry']) {
     if (r[unsupported] !== undefined) f.fail(`${path}.${unsupported}`, 'not supported by nodemesh');
@@ -88,9 +110,20 @@ function rule(f: FieldReader, value: unknown, path: string, namespace: string, s
   const matches = rawMatches.length
     ? rawMatches.map((m, i) => match(f, m, `${path}.matches[${i}]`))
     : [{ path: { type: 'PathPrefix', value: '/' }, headers: [], queryParams: [], method: '' } satisfies HttpRouteMatch];
-  const filters = f.array(r.filters, `${path}.filters`, 16).map((x, i) => filter(f, x, `${path}.filters[${i}]`));
+  const filters = f.array(r.filters, `${path}.filters`, 16).map((x, i) => filter(f, x, `${path}.filters[${i}]`, refs));
   checkFilterCombination(f, filters, matches, path);
-  const backendRefs = f.array(r.backendRefs, `${path}.backendRefs`, 16).map((b, i) => backendRef(f, b, `${path}.backendRefs[${i}]`, namespace, serviceExists));
+  const backendRefs = f.array(r.backendRefs, `${path}.backendRefs`, 16).map((b, i) => {
+    const at = `${path}.backendRefs[${i}]`;
+    const ref = backendRef(f, b, at, refs);
+    const raw = f.record(b, at) ?? {};
+    const own = f.array(raw.filters, `${at}.filters`, 16).map((x, j) => filter(f, x, `${at}.filters[${j}]`, refs));
+    checkFilterCombination(f, own, matches, at);
+    if (own.length) ref.filters = own;
+    own.forEach((x, j) => {
+      if (x.type === 'RequestRedirect') f.fail(`${at}.filters[${j}].type`, 'a RequestRedirect answers before any backend is chosen; put it on the rule');
+    });
+    return ref;
+  });
   if (backendRefs.length && filters.some((x) => x.type === 'RequestRedirect')) {
     f.fail(`${path}.filters`, 'RequestRedirect must not be used together with backendRefs');
   }
@@ -139,12 +172,12 @@ function checkPath(f: FieldReader, v: string, path: string): void {
 }
 
 /** What the node matches with (core/route-regex.ts: RE2's language, linear time); anything else rejects the route. */
-function checkRegex(f: FieldReader, v: string, path: string): void {
+export function checkRegex(f: FieldReader, v: string, path: string): void {
   const problem = routeRegexProblem(v);
   if (problem) f.fail(path, problem);
 }
 
-function nameMatches(f: FieldReader, value: unknown, path: string, isHeader: boolean): NameMatch[] {
+export function nameMatches(f: FieldReader, value: unknown, path: string, isHeader: boolean): NameMatch[] {
   const seen = new Set<string>();
   const out: NameMatch[] = [];
   f.array(value, path, 16).forEach((x, i) => {
@@ -170,13 +203,13 @@ function nameMatches(f: FieldReader, value: unknown, path: string, isHeader: boo
   return out;
 }
 
-function filter(f: FieldReader, value: unknown, path: string): HttpRouteFilter {
+export function filter(f: FieldReader, value: unknown, path: string, refs: RefContext, allowed: readonly FilterType[] = FILTER_TYPES): HttpRouteFilter {
   const x = f.record(value, path) ?? {};
   const typeName = f.requiredString(x.type, `${path}.type`);
-  if (!(FILTER_TYPES as readonly string[]).includes(typeName)) {
-    f.fail(`${path}.type`, `filter ${quote(typeName)} is not supported by nodemesh; supported: ${FILTER_TYPES.join(', ')}`);
+  if (!(allowed as readonly string[]).includes(typeName)) {
+    f.fail(`${path}.type`, `filter ${quote(typeName)} is not supported by nodemesh here; supported: ${allowed.join(', ')}`);
   }
-  const type = typeName as (typeof FILTER_TYPES)[number];
+  const type = typeName as FilterType;
   const configField = FILTER_FIELDS[type];
   for (const other of Object.values(FILTER_FIELDS)) {
     if (other !== configField && x[other] !== undefined) f.fail(`${path}.${other}`, `must not be set for a ${type} filter`);
@@ -204,11 +237,21 @@ function filter(f: FieldReader, value: unknown, path: string): HttpRouteFilter {
       out.hostname = hostname(f, config.hostname, `${cpath}.hostname`);
       out.path = pathModifier(f, config.path, `${cpath}.path`);
       break;
+    case 'RequestMirror': {
+      f.knownOnly(config, cpath, ['backendRef', 'percent', 'fraction']);
+      if (config.percent !== undefined || config.fraction !== undefined) {
+        f.fail(`${cpath}.${config.percent !== undefined ? 'percent' : 'fraction'}`, 'not supported by nodemesh: every request is mirrored');
+      }
+      const ref = f.record(config.backendRef, `${cpath}.backendRef`) ?? f.fail(`${cpath}.backendRef`, 'required');
+      if (ref.weight !== undefined) f.fail(`${cpath}.backendRef.weight`, 'not allowed on a mirror');
+      out.mirror = backendRef(f, ref, `${cpath}.backendRef`, refs);
+      break;
+    }
   }
   return out;
 }
 
-function headerModifier(f: FieldReader, config: Fields, path: string): HeaderModifier {
+export function headerModifier(f: FieldReader, config: Fields, path: string): HeaderModifier {
   f.knownOnly(config, path, ['set', 'add', 'remove']);
   const values = (field: 'set' | 'add'): HeaderValue[] => {
     const seen = new Set<string>();
@@ -252,10 +295,11 @@ function pathModifier(f: FieldReader, value: unknown, path: string): PathModifie
   return { type, value: v };
 }
 
-function checkFilterCombination(f: FieldReader, filters: HttpRouteFilter[], matches: HttpRouteMatch[], path: string): void {
+export function checkFilterCombination(f: FieldReader, filters: HttpRouteFilter[], matches: HttpRouteMatch[], path: string): void {
   const seen = new Set<string>();
   filters.forEach((x, i) => {
-    if (seen.has(x.type)) f.fail(`${path}.filters[${i}].type`, `${x.type} may appear only once per rule`);
+    // The spec allows several mirrors; every other filter once.
+    if (seen.has(x.type) && x.type !== 'RequestMirror') f.fail(`${path}.filters[${i}].type`, `${x.type} may appear only once per rule`);
     seen.add(x.type);
   });
   if (seen.has('RequestRedirect') && seen.has('URLRewrite')) {
@@ -270,9 +314,10 @@ function checkFilterCombination(f: FieldReader, filters: HttpRouteFilter[], matc
   });
 }
 
-function backendRef(f: FieldReader, value: unknown, path: string, routeNamespace: string, serviceExists: ServiceExists): BackendRef {
+/** A backendRef's target; its `filters` are the caller's. Cross-namespace targets need a ReferenceGrant, except a route's own parent. */
+export function backendRef(f: FieldReader, value: unknown, path: string, refs: RefContext): BackendRef {
   const b = f.record(value, path) ?? {};
-  if (b.filters !== undefined) f.fail(`${path}.filters`, 'filters on a backendRef are not supported by nodemesh; put them on the rule');
+  const routeNamespace = refs.namespace;
   const group = f.string(b.group, `${path}.group`) ?? '';
   const kind = f.string(b.kind, `${path}.kind`) ?? 'Service';
   const name = f.requiredString(b.name, `${path}.name`);
@@ -284,12 +329,17 @@ function backendRef(f: FieldReader, value: unknown, path: string, routeNamespace
     invalidReason = `InvalidKind: backend ${group || 'core'}/${kind} ${name} is not a Service`;
   } else if (port === 0) {
     f.fail(`${path}.port`, 'required when the backend is a Service');
-  } else if (namespace !== routeNamespace) {
-    invalidReason = `RefNotPermitted: backend ${namespace}/${name} is in another namespace and nodemesh does not support ReferenceGrant`;
-  } else if (!serviceExists(namespace, name)) {
+  } else if (namespace !== routeNamespace && !isOwnParent(refs.parents, namespace, name) && !refs.refPermitted(refs.kind, routeNamespace, namespace, name)) {
+    invalidReason = `RefNotPermitted: backend ${namespace}/${name} is in another namespace and no ReferenceGrant in ${namespace} allows ${refs.kind}s of ${routeNamespace} to refer to it`;
+  } else if (!refs.serviceExists(namespace, name)) {
     invalidReason = `BackendNotFound: Service ${namespace}/${name} does not exist`;
   }
   return { namespace, name, port, weight, invalidReason };
+}
+
+/** GAMMA: a consumer route may send its traffic on to the very Service it attaches to. */
+function isOwnParent(parents: readonly ParentRef[], namespace: string, name: string): boolean {
+  return parents.some((p) => p.namespace === namespace && p.name === name);
 }
 
 function timeout(f: FieldReader, value: unknown, path: string): number {

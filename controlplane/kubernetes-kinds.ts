@@ -22,6 +22,10 @@ export const WATCHED_KINDS: readonly WatchedKind[] = [
     absentMessage: 'HTTPRoute CRD not installed; routing disabled (install the Gateway API CRDs to route by HTTPRoute)',
   },
   {
+    kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', path: '/apis/gateway.networking.k8s.io/v1/grpcroutes', namespaced: true,
+    absentMessage: 'GRPCRoute CRD not installed; gRPC routing disabled (install the Gateway API standard CRDs to route by GRPCRoute)',
+  },
+  {
     kind: 'AuthorizationPolicy', apiVersion: 'security.nodemesh.io/v1alpha1', path: '/apis/security.nodemesh.io/v1alpha1/authorizationpolicies', namespaced: true,
     absentMessage: 'AuthorizationPolicy CRD not installed; authorization policies disabled (apply manifests/ to install it)',
   },

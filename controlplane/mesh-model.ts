@@ -18,6 +18,7 @@ import { toPod, type MeshPod } from './pod.ts';
 import { toService, type MeshService } from './service.ts';
 import { toEndpointSlice, type MeshEndpointSlice } from './endpoint-slice.ts';
 import { toHttpRoute } from './httproute.ts';
+import { toGrpcRoute } from './grpcroute.ts';
 import { toAuthorizationPolicy } from './authorization-policy.ts';
 import { LabelIndex, SelectorIndex } from './label-index.ts';
 import { UpdateHistory } from './update-history.ts';
@@ -47,6 +48,7 @@ const KINDS = {
   service: '/Service',
   slice: 'discovery.k8s.io/EndpointSlice',
   route: 'gateway.networking.k8s.io/HTTPRoute',
+  grpcRoute: 'gateway.networking.k8s.io/GRPCRoute',
   policy: 'security.nodemesh.io/AuthorizationPolicy',
 } as const;
 
@@ -187,8 +189,11 @@ export class MeshModel implements SourceEvents {
       case 'Service': this.#removeService(key); break;
       case 'EndpointSlice': this.#removeSlice(key); break;
       case 'HTTPRoute':
-        if (this.#routes.delete(key)) this.#markDirty('route', key);
+      case 'GRPCRoute': {
+        const routeKey = routeKeyOf(kind, key);
+        if (this.#routes.delete(routeKey)) this.#markDirty('route', routeKey);
         break;
+      }
       case 'AuthorizationPolicy':
         if (this.#policies.delete(key)) this.#markDirty('policy', key);
         break;
@@ -249,6 +254,13 @@ export class MeshModel implements SourceEvents {
         this.#routes.set(key, obj);
         this.#markDirty('route', key);
         return;
+      case KINDS.grpcRoute: {
+        toGrpcRoute(obj, () => true);
+        const routeKey = routeKeyOf('GRPCRoute', key);
+        this.#routes.set(routeKey, obj);
+        this.#markDirty('route', routeKey);
+        return;
+      }
       case KINDS.policy:
         this.#policies.set(key, toAuthorizationPolicy(obj));
         this.#markDirty('policy', key);
@@ -501,11 +513,20 @@ export class MeshModel implements SourceEvents {
   #compileRoute(key: string): HttpRoute | undefined {
     const raw = this.#routes.get(key);
     if (!raw) return undefined;
-    const { route, ignoredParents } = toHttpRoute(raw, (ns, name) => this.#services.has(namespacedKey(ns, name)));
+    const exists = (ns: string, name: string) => this.#services.has(namespacedKey(ns, name));
+    const { route, ignoredParents } = raw.kind === 'GRPCRoute' ? toGrpcRoute(raw, exists) : toHttpRoute(raw, exists);
     for (const p of ignoredParents) log.info('route parent ignored', { object: describeObject(raw), field: p.field, reason: p.reason });
     // A route with no Service parent attaches to nothing in the mesh.
     return route.parents.length ? route : undefined;
   }
+}
+
+/**
+ * The resource key of a route: "namespace/name" for an HTTPRoute, with the kind
+ * in front for a GRPCRoute, so the two kinds may share a name.
+ */
+function routeKeyOf(kind: string, key: string): string {
+  return kind === 'GRPCRoute' ? `GRPCRoute/${key}` : key;
 }
 
 /** The key rejections are kept under: "group/Kind/namespace/name". Safe on any value. */

@@ -78,13 +78,15 @@ export interface PathModifier {
 }
 
 export interface HttpRouteFilter {
-  type: 'RequestHeaderModifier' | 'ResponseHeaderModifier' | 'RequestRedirect' | 'URLRewrite';
+  type: 'RequestHeaderModifier' | 'ResponseHeaderModifier' | 'RequestRedirect' | 'URLRewrite' | 'RequestMirror';
   headerModifier?: HeaderModifier;
   scheme: string;
   hostname: string;
   path?: PathModifier;
   port: number;
   statusCode: number;
+  /** RequestMirror: where the copy goes (its response is discarded). */
+  mirror?: BackendRef;
 }
 
 export interface BackendRef {
@@ -94,6 +96,8 @@ export interface BackendRef {
   weight: number;
   /** Non-empty when unusable: requests routed here get 500. */
   invalidReason: string;
+  /** Filters applied only to requests sent to this backend (after the rule's). */
+  filters?: HttpRouteFilter[];
 }
 
 export interface HttpRouteRule {
@@ -111,7 +115,12 @@ export interface ParentRef {
   port: number;
 }
 
+/** Which Gateway API kind a compiled route came from; '' (from the wire) is HTTPRoute. */
+export type RouteKind = 'HTTPRoute' | 'GRPCRoute' | '';
+
 export interface HttpRoute {
+  /** Absent or '' for HTTPRoute. GRPCRoute matches become path matches on "/service/method". */
+  kind?: RouteKind;
   namespace: string;
   name: string;
   parents: ParentRef[];

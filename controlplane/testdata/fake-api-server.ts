@@ -26,6 +26,8 @@ const RESOURCES: readonly ResourceDef[] = [
   { kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps', namespaced: true },
   { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', plural: 'endpointslices', namespaced: true },
   { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', plural: 'httproutes', namespaced: true },
+  { kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', plural: 'grpcroutes', namespaced: true },
+  { kind: 'ReferenceGrant', apiVersion: 'gateway.networking.k8s.io/v1beta1', plural: 'referencegrants', namespaced: true },
   { kind: 'AuthorizationPolicy', apiVersion: 'security.nodemesh.io/v1alpha1', plural: 'authorizationpolicies', namespaced: true },
 ];
 

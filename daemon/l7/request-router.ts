@@ -18,7 +18,7 @@ import type { PodDialer } from '../pod-dialer.ts';
 import { RouteTable, pickWeighted } from './route-table.ts';
 import { applyRequestFilters } from './filters.ts';
 import type { RoutableRequest } from './filters.ts';
-import { LocalReply } from './local-reply.ts';
+import { GrpcStatus, LocalReply, grpcReply } from './local-reply.ts';
 import type { PeakEwmaBalancer } from './peak-ewma.ts';
 
 /** The captured connection an HTTP request arrived on. */
@@ -100,21 +100,49 @@ export class RequestRouter {
       method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers,
     });
     if (decision.kind === 'unrouted') return new RequestPlan(this, req, conn, { service, port: conn.dstPort }, NO_TIMEOUTS, undefined);
-    if (decision.kind === 'no-match') return new LocalReply(404, `no rule of the HTTPRoutes attached to ${service.namespace}/${service.name} matches ${req.method} ${url.pathname}`);
+    if (decision.kind === 'no-match') {
+      const what = `no rule of the routes attached to ${service.namespace}/${service.name} matches ${req.method} ${url.pathname}`;
+      // GRPCRoute: an unmatched call is UNIMPLEMENTED, as a gRPC server answers an unknown method.
+      return decision.grpc ? grpcReply(GrpcStatus.UNIMPLEMENTED, what) : new LocalReply(404, what);
+    }
     const { rule, match, route } = decision;
-    const filtered = applyRequestFilters(rule.filters, req, url, match, { ip: conn.dstIp, port: conn.dstPort });
+    const grpc = route.kind === 'GRPCRoute';
+    // The Gateway API's 500 for an unusable backend is UNAVAILABLE for gRPC.
+    const invalid = (reason: string) => (grpc ? grpcReply(GrpcStatus.UNAVAILABLE, reason) : new LocalReply(500, reason));
+    const dialled = { ip: conn.dstIp, port: conn.dstPort };
+    const filtered = applyRequestFilters(rule.filters, req, url, match, dialled);
     if (filtered instanceof LocalReply) return filtered;
-    const where = `HTTPRoute ${route.namespace}/${route.name}`;
-    if (rule.backendRefs.length === 0) return new LocalReply(500, `${where}: the matched rule has no backendRefs`);
+    const where = `${route.kind || 'HTTPRoute'} ${route.namespace}/${route.name}`;
+    if (rule.backendRefs.length === 0) return invalid(`${where}: the matched rule has no backendRefs`);
     const index = pickWeighted(rule.backendRefs.map((b) => b.weight));
-    if (index < 0) return new LocalReply(500, `${where}: every backendRef of the matched rule has weight 0`);
+    if (index < 0) return invalid(`${where}: every backendRef of the matched rule has weight 0`);
     const ref = rule.backendRefs[index]!;
-    if (ref.invalidReason) return new LocalReply(500, `${where}: backend ${ref.namespace}/${ref.name}: ${ref.invalidReason}`);
+    if (ref.invalidReason) return invalid(`${where}: backend ${ref.namespace}/${ref.name}: ${ref.invalidReason}`);
     const backend = config.serviceByKey(ref.namespace, ref.name);
-    if (!backend) return new LocalReply(500, `${where}: backend Service ${ref.namespace}/${ref.name} does not exist`);
+    if (!backend) return invalid(`${where}: backend Service ${ref.namespace}/${ref.name} does not exist`);
+    // The backendRef's own filters apply to what goes to this backend only, after the rule's.
+    let responseHeaders = filtered.responseHeaders;
+    if (ref.filters?.length) {
+      const own = applyRequestFilters(ref.filters, req, url, match, dialled);
+      if (own instanceof LocalReply) return own;
+      responseHeaders = joinModifiers(responseHeaders, own.responseHeaders);
+    }
+    const mirrors = [...rule.filters, ...ref.filters ?? []].flatMap((x) => (x.type === 'RequestMirror' && x.mirror && !x.mirror.invalidReason ? [x.mirror] : []));
     const timeouts = { request: rule.requestTimeoutMs, backend: rule.backendRequestTimeoutMs };
     trace('routed', { method: req.method, path: url.pathname, route: `${route.namespace}/${route.name}`, backend: `${ref.namespace}/${ref.name}:${ref.port}` });
-    return new RequestPlan(this, req, conn, { service: backend, port: ref.port }, timeouts, filtered.responseHeaders);
+    const plan = new RequestPlan(this, req, conn, { service: backend, port: ref.port }, timeouts, responseHeaders);
+    plan.route = { kind: route.kind || 'HTTPRoute', namespace: route.namespace, name: route.name, rule: route.rules.indexOf(rule), backend: `${ref.namespace}/${ref.name}:${ref.port}` };
+    plan.mirrors = mirrors.flatMap((m) => {
+      const svc = config.serviceByKey(m.namespace, m.name);
+      return svc ? [{ service: svc, port: m.port }] : [];
+    });
+    return plan;
+  }
+
+  /** A copy of a request for a mirror: its own endpoint, never retried, its answer discarded. */
+  mirrorEndpoint(conn: HttpClientConnection, mirror: { service: Service; port: number }): Endpoint | undefined {
+    const chosen = this.choose(mirror, new Set());
+    return chosen instanceof LocalReply ? undefined : this.endpoint(conn, chosen);
   }
 
   /** One endpoint of the target, avoiding those in `tried` when others are ready. */
@@ -160,9 +188,28 @@ export class RequestRouter {
   }
 }
 
+/** Both modifiers in order: the rule's, then the backendRef's. */
+function joinModifiers(a: HeaderModifier | undefined, b: HeaderModifier | undefined): HeaderModifier | undefined {
+  if (!a || !b) return a ?? b;
+  return { set: [...a.set, ...b.set], add: [...a.add, ...b.add], remove: [...a.remove, ...b.remove] };
+}
+
+/** The route and rule a request took: for traces, metrics and /explain. */
+export interface RouteTaken {
+  kind: string;
+  namespace: string;
+  name: string;
+  rule: number;
+  backend: string;
+}
+
 /** One request's route, decided once; each attempt takes the next endpoint from it. */
 export class RequestPlan {
   readonly timeouts: { request: number; backend: number };
+  /** The route and rule that decided, when one did. */
+  route: RouteTaken | undefined;
+  /** RequestMirror targets: each gets a copy, whose answer is discarded. */
+  mirrors: { service: Service; port: number }[] = [];
   /** The matched rule's ResponseHeaderModifier. */
   readonly responseHeaders: HeaderModifier | undefined;
   readonly #router: RequestRouter;

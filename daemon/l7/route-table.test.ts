@@ -180,3 +180,19 @@ test('route regexes run on the linear-time engine: a 10 KiB path against /(a+)+ 
   assert.equal(await decideInWorker(routes, `/${a}!`), 'no-match', 'the worst case for backtracking, 10 KiB of it');
   assert.equal(await decideInWorker(routes, `/${a}`), 're');
 });
+
+test('a GRPCRoute on the node: the exact method outranks the service prefix and a regex; no match is flagged for a gRPC answer', () => {
+  const grpcRule = (name: string, path: HttpRouteMatch['path']) => rule(name, [m({ path })]);
+  const table = new RouteTable([route('rpc', [
+    grpcRule('by-method', exact('/pkg.Svc/Get')),
+    grpcRule('by-service', prefix('/pkg.Svc')),
+    grpcRule('by-regex', regex('/[^/]+/List.*')),
+  ], { kind: 'GRPCRoute' })]);
+  assert.equal(winner(table, req('/pkg.Svc/Get', { method: 'POST' })), 'by-method');
+  assert.equal(winner(table, req('/pkg.Svc/Put', { method: 'POST' })), 'by-service');
+  assert.equal(winner(table, req('/other.Svc/ListAll', { method: 'POST' })), 'by-regex');
+  const miss = table.decide(SVC, 80, 'shop', req('/pkg.SvcX/Get', { method: 'POST' }));
+  assert.deepEqual(miss, { kind: 'no-match', grpc: true }, 'a service prefix is a whole path element, and the answer is a gRPC one');
+  const httpMiss = new RouteTable([route('web', [rule('x', [m({ path: exact('/x') })])])]).decide(SVC, 80, 'shop', req('/y'));
+  assert.deepEqual(httpMiss, { kind: 'no-match', grpc: false });
+});

@@ -28,8 +28,8 @@ export interface ServiceRef {
 export type RouteDecision =
   /** No route attaches to this Service port for this client: send to the Service itself. */
   | { kind: 'unrouted' }
-  /** Routes attach but none matches: 404, as the Gateway API specifies. */
-  | { kind: 'no-match' }
+  /** Routes attach but none matches: 404, as the Gateway API specifies (UNIMPLEMENTED when a GRPCRoute attaches). */
+  | { kind: 'no-match'; grpc: boolean }
   | { kind: 'matched'; route: HttpRoute; rule: HttpRouteRule; match: HttpRouteMatch };
 
 interface CompiledMatch {
@@ -76,7 +76,8 @@ export class RouteTable {
     const candidates = this.#applicable(service, port, clientNamespace);
     if (candidates.length === 0) return { kind: 'unrouted' };
     const hit = candidates.find((c) => c.test(req));
-    return hit ? { kind: 'matched', route: hit.route, rule: hit.rule, match: hit.match } : { kind: 'no-match' };
+    if (hit) return { kind: 'matched', route: hit.route, rule: hit.rule, match: hit.match };
+    return { kind: 'no-match', grpc: candidates.some((c) => c.route.kind === 'GRPCRoute') };
   }
 
   #applicable(service: ServiceRef, port: number, clientNamespace: string): CompiledMatch[] {

@@ -2,17 +2,24 @@
 // greeter.proto.
 //   node grpc-app.ts serve PORT POD   prints "listening on PORT" once bound
 //   node grpc-app.ts call HOST:PORT   makes the calls below, prints one JSON object
-// SayHello answers "hello NAME from POD" with trailer x-served-by, or NOT_FOUND
-// (with trailer x-detail) for the name "missing". CountTo streams 1..to with
-// trailer x-count, or fails with RESOURCE_EXHAUSTED after fail_after replies.
+//   node grpc-app.ts many HOST:PORT N METHOD [METADATA_JSON]
+//                                     N calls of METHOD (SayHello, CountTo or any
+//                                     other name of the service), 50 at a time;
+//                                     prints the tally of pods, codes, and what
+//                                     each pod saw of the x- request metadata
+// SayHello answers "hello NAME from POD" with trailers x-served-by and x-seen (the
+// x- request metadata it got, as JSON), or NOT_FOUND (with trailer x-detail) for
+// the name "missing". CountTo streams 1..to with trailer x-count (and x-served-by),
+// or fails with RESOURCE_EXHAUSTED after fail_after replies.
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
 interface HelloReply { message: string }
 interface CountReply { n: number; pod: string }
-type Unary = (req: object, cb: (err: grpc.ServiceError | null, res?: HelloReply) => void) => grpc.ClientUnaryCall;
-type Streaming = (req: object) => grpc.ClientReadableStream<CountReply>;
+type Callback = (err: grpc.ServiceError | null, res?: HelloReply) => void;
+type Unary = ((req: object, cb: Callback) => grpc.ClientUnaryCall) & ((req: object, md: grpc.Metadata, cb: Callback) => grpc.ClientUnaryCall);
+type Streaming = (req: object, md?: grpc.Metadata) => grpc.ClientReadableStream<CountReply>;
 interface GreeterClient extends grpc.Client { SayHello: Unary; CountTo: Streaming }
 
 const definition = protoLoader.loadSync(fileURLToPath(new URL('./greeter.proto', import.meta.url)), { keepCase: true });
@@ -26,6 +33,13 @@ function metadata(pairs: Record<string, string>): grpc.Metadata {
   return m;
 }
 
+/** The x- request metadata a call carried (but the mesh's x-forwarded-for), each name's values joined with ",". */
+function seen(md: grpc.Metadata): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, values] of Object.entries(md.toJSON())) if (name.startsWith('x-') && name !== 'x-forwarded-for') out[name] = values.map(String).join(',');
+  return out;
+}
+
 function serve(port: number): void {
   const server = new grpc.Server();
   server.addService(Greeter.service, {
@@ -33,7 +47,7 @@ function serve(port: number): void {
       if (call.request.name === 'missing') {
         return callback({ code: grpc.status.NOT_FOUND, details: 'no greeting for missing', metadata: metadata({ 'x-detail': 'asked for missing' }) });
       }
-      callback(null, { message: `hello ${call.request.name} from ${pod}` }, metadata({ 'x-served-by': pod }));
+      callback(null, { message: `hello ${call.request.name} from ${pod}` }, metadata({ 'x-served-by': pod, 'x-seen': JSON.stringify(seen(call.metadata)) }));
     },
     CountTo(call: grpc.ServerWritableStream<{ to: number; fail_after: number }, CountReply>) {
       const { to, fail_after: failAfter } = call.request;
@@ -43,7 +57,7 @@ function serve(port: number): void {
         }
         call.write({ n, pod });
       }
-      call.end(metadata({ 'x-count': String(to) }));
+      call.end(metadata({ 'x-count': String(to), 'x-served-by': pod }));
     },
   });
   server.bindAsync(`0.0.0.0:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
@@ -91,9 +105,63 @@ async function call(target: string): Promise<void> {
   client.close();
 }
 
+interface Tally {
+  calls: number;
+  /** By x-served-by ("" when no pod answered). */
+  pods: Record<string, number>;
+  codes: Record<string, number>;
+  /** Per pod: every distinct x-seen it answered with. */
+  seen: Record<string, string[]>;
+  /** Details of the calls that did not succeed, distinct. */
+  details: string[];
+}
+
+async function many(target: string, n: number, method: string, md: Record<string, string>): Promise<void> {
+  const client = new Greeter(target, grpc.credentials.createInsecure()) as unknown as GreeterClient;
+  const tally: Tally = { calls: 0, pods: {}, codes: {}, seen: {}, details: [] };
+  const one = (): Promise<void> => new Promise((resolve) => {
+    let pod = '';
+    let seenBy = '';
+    const done = (s: grpc.StatusObject) => {
+      pod ||= String(s.metadata.get('x-served-by')[0] ?? '');
+      seenBy ||= String(s.metadata.get('x-seen')[0] ?? '');
+      tally.calls++;
+      tally.pods[pod] = (tally.pods[pod] ?? 0) + 1;
+      tally.codes[s.code] = (tally.codes[s.code] ?? 0) + 1;
+      if (seenBy && !(tally.seen[pod] ??= []).includes(seenBy)) tally.seen[pod]!.push(seenBy);
+      if (s.code !== 0 && !tally.details.includes(s.details)) tally.details.push(s.details);
+      resolve();
+    };
+    if (method === 'CountTo') {
+      const call = client.CountTo({ to: 2, fail_after: 0 }, metadata(md));
+      call.on('data', (r: CountReply) => (pod = r.pod));
+      call.on('error', () => {});
+      call.on('status', done);
+    } else if (method === 'SayHello') {
+      const call = client.SayHello({ name: 'many' }, metadata(md), () => {});
+      call.on('status', (s: grpc.StatusObject) => setImmediate(() => done(s)));
+    } else {
+      // A method the service does not have: the path alone decides who answers.
+      const call = client.makeUnaryRequest(`/nodemesh.test.Greeter/${method}`, () => Buffer.alloc(0), (b: Buffer) => b, {}, metadata(md), () => {});
+      call.on('status', (s: grpc.StatusObject) => setImmediate(() => done(s)));
+    }
+  });
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      await one();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(50, n) }, worker));
+  console.log(JSON.stringify(tally));
+  client.close();
+}
+
 if (mode === 'serve' && where) serve(Number(where));
+else if (mode === 'many' && where) await many(where, Number(process.argv[4] ?? 1), process.argv[5] ?? 'SayHello', JSON.parse(process.argv[6] ?? '{}') as Record<string, string>);
 else if (mode === 'call' && where) await call(where);
 else {
-  console.error('usage: grpc-app.ts serve PORT POD | call HOST:PORT');
+  console.error('usage: grpc-app.ts serve PORT POD | call HOST:PORT | many HOST:PORT N METHOD [METADATA_JSON]');
   process.exit(64);
 }

@@ -1,4 +1,4 @@
-// HTTPRoutes for end-to-end tests: GAMMA routes (a Service parent) as the control
+// HTTPRoutes and GRPCRoutes for end-to-end tests: GAMMA routes (a Service parent) as the control
 // plane reads them, and waiting until a node's /config_dump holds a route as
 // compiled, so a test sends traffic only once the node routes by it.
 
@@ -15,6 +15,11 @@ export function gammaRoute(namespace: string, name: string, parent: string, port
     metadata: { name, namespace, creationTimestamp: '2025-01-01T00:00:00Z' },
     spec: { parentRefs: [{ group: '', kind: 'Service', name: parent, port }], rules },
   };
+}
+
+/** A GRPCRoute attached to Service `parent` port `port` in `namespace`. */
+export function grpcRoute(namespace: string, name: string, parent: string, port: number, rules: unknown[]): KubeObject {
+  return { ...gammaRoute(namespace, name, parent, port, rules), kind: 'GRPCRoute' };
 }
 
 /** The compiled route `namespace/name` a node holds, if any. */
