@@ -26,6 +26,10 @@ export const WATCHED_KINDS: readonly WatchedKind[] = [
     absentMessage: 'GRPCRoute CRD not installed; gRPC routing disabled (install the Gateway API standard CRDs to route by GRPCRoute)',
   },
   {
+    kind: 'ReferenceGrant', apiVersion: 'gateway.networking.k8s.io/v1beta1', path: '/apis/gateway.networking.k8s.io/v1beta1/referencegrants', namespaced: true,
+    absentMessage: 'ReferenceGrant CRD not installed; cross-namespace backendRefs are refused (RefNotPermitted) but for a consumer route\'s own parent Service',
+  },
+  {
     kind: 'AuthorizationPolicy', apiVersion: 'security.nodemesh.io/v1alpha1', path: '/apis/security.nodemesh.io/v1alpha1/authorizationpolicies', namespaced: true,
     absentMessage: 'AuthorizationPolicy CRD not installed; authorization policies disabled (apply manifests/ to install it)',
   },

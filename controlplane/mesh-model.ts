@@ -19,6 +19,7 @@ import { toService, type MeshService } from './service.ts';
 import { toEndpointSlice, type MeshEndpointSlice } from './endpoint-slice.ts';
 import { toHttpRoute } from './httproute.ts';
 import { toGrpcRoute } from './grpcroute.ts';
+import { grantsRouteToService, toReferenceGrant, type MeshReferenceGrant } from './referencegrant.ts';
 import { toAuthorizationPolicy } from './authorization-policy.ts';
 import { LabelIndex, SelectorIndex } from './label-index.ts';
 import { UpdateHistory } from './update-history.ts';
@@ -49,6 +50,7 @@ const KINDS = {
   slice: 'discovery.k8s.io/EndpointSlice',
   route: 'gateway.networking.k8s.io/HTTPRoute',
   grpcRoute: 'gateway.networking.k8s.io/GRPCRoute',
+  grant: 'gateway.networking.k8s.io/ReferenceGrant',
   policy: 'security.nodemesh.io/AuthorizationPolicy',
 } as const;
 
@@ -86,6 +88,8 @@ export class MeshModel implements SourceEvents {
   readonly #slices = new Map<string, MeshEndpointSlice>();
   readonly #sliceKeysByService = new Map<string, Set<string>>();
   readonly #routes = new Map<string, KubeObject>();
+  /** ReferenceGrants by "namespace/name": they decide cross-namespace backendRefs, so a change compiles every route again. */
+  readonly #grants = new Map<string, MeshReferenceGrant>();
   readonly #policies = new Map<string, AuthorizationPolicy>();
   readonly #rejected = new Map<string, RejectedObject>();
   /** Origins heard from since the last flush: a source reports one file's read in one tick. */
@@ -197,6 +201,9 @@ export class MeshModel implements SourceEvents {
       case 'AuthorizationPolicy':
         if (this.#policies.delete(key)) this.#markDirty('policy', key);
         break;
+      case 'ReferenceGrant':
+        if (this.#grants.delete(key)) this.#routesDirty = true;
+        break;
     }
     this.#scheduleFlush();
   }
@@ -261,6 +268,10 @@ export class MeshModel implements SourceEvents {
         this.#markDirty('route', routeKey);
         return;
       }
+      case KINDS.grant:
+        this.#grants.set(key, toReferenceGrant(obj));
+        this.#routesDirty = true;
+        return;
       case KINDS.policy:
         this.#policies.set(key, toAuthorizationPolicy(obj));
         this.#markDirty('policy', key);
@@ -514,7 +525,8 @@ export class MeshModel implements SourceEvents {
     const raw = this.#routes.get(key);
     if (!raw) return undefined;
     const exists = (ns: string, name: string) => this.#services.has(namespacedKey(ns, name));
-    const { route, ignoredParents } = raw.kind === 'GRPCRoute' ? toGrpcRoute(raw, exists) : toHttpRoute(raw, exists);
+    const granted = (kind: string, from: string, to: string, name: string) => grantsRouteToService(this.#grants.values(), kind, from, to, name);
+    const { route, ignoredParents } = raw.kind === 'GRPCRoute' ? toGrpcRoute(raw, exists, granted) : toHttpRoute(raw, exists, granted);
     for (const p of ignoredParents) log.info('route parent ignored', { object: describeObject(raw), field: p.field, reason: p.reason });
     // A route with no Service parent attaches to nothing in the mesh.
     return route.parents.length ? route : undefined;
