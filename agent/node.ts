@@ -47,6 +47,8 @@ export interface NodeOptions {
   http?: DaemonOptions['http'];
   /** Limits of the HBONE listener (handshake deadline, streams per peer). */
   hbone?: DaemonOptions['hbone'];
+  /** Per source pod limits of the outbound side. */
+  sourceLimits?: DaemonOptions['sourceLimits'];
 }
 
 export interface RunningNode {
@@ -109,7 +111,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const health = await HealthServer.listen(opts.healthAddr ?? '0.0.0.0:15021', readiness);
     closers.push(() => health.close());
     if (opts.dataPlane) {
-      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone });
+      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone, sourceLimits: opts.sourceLimits });
       daemon = running;
       closers.push(() => running.stop());
       // Capture only once the listeners it redirects to are bound.

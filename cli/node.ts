@@ -29,6 +29,8 @@ const FLAGS = {
   'http-max-attempts': { type: 'string', default: '3', description: 'attempts per HTTP request, the first included' },
   'pod-netns-dir': { type: 'string', default: '/var/run/netns', description: 'where the container runtime keeps pod network namespaces (pods found there are captured inside their namespace)' },
   'pod-netns-prefix': { type: 'string', default: '', description: 'only namespaces whose names start with this are searched for pods' },
+  'max-connections-per-pod': { type: 'string', default: '10000', description: 'open outbound connections one local pod may hold through this node (a Pod\'s nodemesh.io/max-connections overrides it); past it, resets' },
+  'max-requests-per-pod': { type: 'string', default: '1000', description: 'concurrent outbound HTTP requests of one local pod (a Pod\'s nodemesh.io/max-concurrent-requests overrides it); past it, 503' },
   'hbone-handshake-timeout-ms': { type: 'string', default: '10000', description: 'how long a peer at 15008 may take from connecting to its first HTTP/2 SETTINGS (TLS included) before it is closed' },
 } as const;
 const SUMMARY = 'Runs the node agent and data plane: one per Kubernetes node.';
@@ -60,6 +62,10 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
       detectTimeoutMs: integerFlag('http-detect-timeout-ms', flags['http-detect-timeout-ms'], 1, 10_000),
       retryStatuses: flags['http-retry-statuses'].split(',').filter((v) => v.trim()).map((v) => integerFlag('http-retry-statuses', v.trim(), 500, 599)),
       maxAttempts: integerFlag('http-max-attempts', flags['http-max-attempts'], 1, 10),
+    },
+    sourceLimits: {
+      maxConnections: integerFlag('max-connections-per-pod', flags['max-connections-per-pod'], 1, 1_000_000),
+      maxConcurrentRequests: integerFlag('max-requests-per-pod', flags['max-requests-per-pod'], 1, 1_000_000),
     },
     hbone: { handshakeTimeoutMs: integerFlag('hbone-handshake-timeout-ms', flags['hbone-handshake-timeout-ms'], 100, 120_000) },
   });

@@ -81,6 +81,22 @@ test('invalid pod fields are errors naming the field', () => {
   invalid(pod({ spec: { containers: 'c' } }), 'spec.containers', /must be a list/);
 });
 
+test('per-pod limit annotations set the pod\'s connection and concurrent-request caps; absent, the node default applies', () => {
+  const limited = toPod(pod({ metadata: { annotations: { 'nodemesh.io/max-connections': '2000', 'nodemesh.io/max-concurrent-requests': '50' } } }), PLAIN)!.workload;
+  assert.equal(limited.maxConnections, 2000);
+  assert.equal(limited.maxConcurrentRequests, 50);
+  const plain = toPod(pod(), PLAIN)!.workload;
+  assert.equal('maxConnections' in plain, false);
+  assert.equal('maxConcurrentRequests' in plain, false);
+});
+
+test('a bad limit annotation rejects its Pod naming the annotation', () => {
+  for (const value of ['0', '-1', '1.5', '1e3', 'lots', '', '1000001', '99999999999999999999', ' 0x10']) {
+    invalid(pod({ metadata: { annotations: { 'nodemesh.io/max-connections': value } } }), 'metadata.annotations["nodemesh.io/max-connections"]', /whole number from 1 to 1000000/);
+    invalid(pod({ metadata: { annotations: { 'nodemesh.io/max-concurrent-requests': value } } }), 'metadata.annotations["nodemesh.io/max-concurrent-requests"]', /whole number from 1 to 1000000/);
+  }
+});
+
 test('a Pod whose ownerReferences is not a list is rejected naming the field, not with a TypeError', () => {
   invalid(pod({ metadata: { ownerReferences: 'oops' as never } }), 'metadata.ownerReferences', /must be a list, got string "oops"/);
   invalid(pod({ metadata: { ownerReferences: [7] as never } }), 'metadata.ownerReferences[0]', /must be an object/);

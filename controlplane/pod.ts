@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type { Workload } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
 import { FieldReader, describeObject, fieldPath } from './fields.ts';
-import { MESH_ANNOTATION, MESH_VALUES } from './annotations.ts';
+import { MAX_CONCURRENT_REQUESTS_ANNOTATION, MAX_CONNECTIONS_ANNOTATION, MAX_POD_LIMIT, MESH_ANNOTATION, MESH_VALUES } from './annotations.ts';
 import type { MeshNamespace } from './namespace.ts';
 
 export interface MeshPod {
@@ -38,6 +38,8 @@ export function toPod(obj: KubeObject, namespace: MeshNamespace): MeshPod | null
   const namedPorts = containerPorts(f, spec);
   const phase = f.string(status.phase, 'status.phase');
   const hostNetwork = f.boolean(spec.hostNetwork, 'spec.hostNetwork') ?? false;
+  const maxConnections = podLimit(f, annotations, MAX_CONNECTIONS_ANNOTATION);
+  const maxConcurrentRequests = podLimit(f, annotations, MAX_CONCURRENT_REQUESTS_ANNOTATION);
 
   if (!ip || hostNetwork || (phase && TERMINAL_PHASES.has(phase))) return null;
   const workload: Workload = {
@@ -53,7 +55,19 @@ export function toPod(obj: KubeObject, namespace: MeshNamespace): MeshPod | null
     mtlsMode: namespace.mtlsMode,
     namedPorts,
   };
+  if (maxConnections !== undefined) workload.maxConnections = maxConnections;
+  if (maxConcurrentRequests !== undefined) workload.maxConcurrentRequests = maxConcurrentRequests;
   return { workload, ready: readyCondition(f, status) };
+}
+
+/** A per-pod limit annotation: a whole number from 1 to MAX_POD_LIMIT, written in decimal digits. */
+function podLimit(f: FieldReader, annotations: Record<string, string>, name: string): number | undefined {
+  const value = annotations[name];
+  if (value === undefined) return undefined;
+  const path = fieldPath('metadata.annotations', name);
+  const n = /^[0-9]{1,7}$/.test(value.trim()) ? Number(value.trim()) : NaN;
+  if (!(n >= 1 && n <= MAX_POD_LIMIT)) f.fail(path, `must be a whole number from 1 to ${MAX_POD_LIMIT}, got ${JSON.stringify(value)}`);
+  return n;
 }
 
 function containerPorts(f: FieldReader, spec: Record<string, unknown>): Record<string, number> {

@@ -17,6 +17,10 @@ export interface Workload {
   enrolled: boolean;
   mtlsMode: MtlsMode;
   namedPorts: Record<string, number>;
+  /** Open outbound connections this pod may hold through its node's proxy (`nodemesh.io/max-connections`); absent: the node's default. */
+  maxConnections?: number;
+  /** Concurrent outbound HTTP requests of this pod (`nodemesh.io/max-concurrent-requests`); absent: the node's default. */
+  maxConcurrentRequests?: number;
 }
 
 export interface ServicePort {

@@ -57,3 +57,17 @@ test('wire: a route with a regex the node cannot match in linear time is rejecte
   assert.deepEqual(rejected.map((e) => [e.object, e.field]), [['route "shop/bad"', 'route.rules[0].matches[0].headers[0].value']]);
   assert.match(rejected[0]!.message, /lookaheads/);
 });
+
+test('wire: a pod\'s limit annotations travel to the node; a pod without them gets the node\'s defaults', () => {
+  const [limited, plain] = workloads(2);
+  if (limited!.kind === 'workload') Object.assign(limited!.workload, { maxConnections: 2000, maxConcurrentRequests: 50 });
+  const update: ConfigUpdate = { epoch: 'e', version: 1, snapshot: true, upserts: [limited!, plain!], removals: [] };
+  const [message] = updateToMessages(update).map(overTheWire);
+  const { update: back, rejected } = updateFromWire(message!);
+  assert.deepEqual(rejected, []);
+  const [a, b] = back.upserts.map((r) => (r.kind === 'workload' ? r.workload : undefined));
+  assert.equal(a!.maxConnections, 2000);
+  assert.equal(a!.maxConcurrentRequests, 50);
+  assert.equal('maxConnections' in b!, false);
+  assert.equal('maxConcurrentRequests' in b!, false);
+});

@@ -131,7 +131,12 @@ export function resourceFromWire(w: WireResource): Resource {
       const wl = w.workload!;
       if (!wl.ip) throw new InvalidObjectError(name, 'workload.ip', 'empty');
       if (wl.mtlsMode !== 'strict' && wl.mtlsMode !== 'permissive') throw new InvalidObjectError(name, 'workload.mtlsMode', `must be strict or permissive, got ${JSON.stringify(wl.mtlsMode)}`);
-      return { kind, key, version, workload: { ...wl, labels: { ...wl.labels }, namedPorts: { ...wl.namedPorts } } };
+      // 0 on the wire is "not set": the node's default applies.
+      const { maxConnections, maxConcurrentRequests, ...fields } = wl;
+      const workload: Workload = { ...fields, labels: { ...wl.labels }, namedPorts: { ...wl.namedPorts } };
+      if (maxConnections) workload.maxConnections = Number(maxConnections);
+      if (maxConcurrentRequests) workload.maxConcurrentRequests = Number(maxConcurrentRequests);
+      return { kind, key, version, workload };
     }
     case 'service':
       return { kind, key, version, service: w.service! };

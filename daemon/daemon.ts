@@ -26,6 +26,8 @@ import { unmapIpv4 } from './authorization.ts';
 import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
 import { serviceServing } from './destination.ts';
+import { SourceLimits } from './source-limits.ts';
+import { FairShare } from './fair-share.ts';
 import type { ExplainQuery, Explanation } from './explain.ts';
 import type { TapListener } from './connection-tracker.ts';
 import type { TapFilter } from './tap.ts';
@@ -53,6 +55,13 @@ export interface DaemonOptions {
   };
   /** How long the metric series of a workload that left stay (default 5 min, metrics.ts). */
   seriesGraceMs?: number;
+  /** Per source pod limits of the outbound side (source-limits.ts); a Pod's annotations override them. */
+  sourceLimits?: {
+    /** Open connections per source pod (default 10,000). */
+    maxConnections?: number;
+    /** Concurrent HTTP requests per source pod (default 1,000). */
+    maxConcurrentRequests?: number;
+  };
   /** HTTP handling knobs; defaults suit most meshes. */
   http?: {
     /** How long an undeclared port waits for the client's first bytes (default 100 ms, see l7/detect.ts). */
@@ -96,7 +105,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const pool = new HbonePool({ certs, port: opts.peerHbonePort ?? HBONE_PORT });
   const admission = new Admission(config, metrics, tracker.tap);
   const dialer = new PodDialer();
-  const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
+  // Shared by every listener set: a pod's count is the same whichever set accepted it.
+  const limits = new SourceLimits(metrics, logger('outbound'), opts.sourceLimits);
+  const fairShare = new FairShare();
+  fairShare.start();
+  const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
   const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap);
   const shared = { config, tracker, admission, dialer };
 
@@ -104,7 +117,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const bindListeners = async (at: { host: string; outbound: number; inboundPlaintext: number; inbound: number; fds?: number[] }): Promise<ListenerSet> => {
     const bound: { close(): void }[] = [];
     try {
-      const outbound = await OutboundListener.bind({ ...shared, pool, balancer, http, detectTimeoutMs: opts.http?.detectTimeoutMs, host: at.host, port: at.outbound, fd: at.fds?.[0] });
+      const outbound = await OutboundListener.bind({ ...shared, pool, balancer, http, limits, fairShare, detectTimeoutMs: opts.http?.detectTimeoutMs, host: at.host, port: at.outbound, fd: at.fds?.[0] });
       bound.push(outbound);
       const inboundPlaintext = await InboundPlaintextListener.bind({ ...shared, balancer, http: httpInbound, host: at.host, port: at.inboundPlaintext, fd: at.fds?.[1] });
       bound.push(inboundPlaintext);
@@ -197,6 +210,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       tracker.destroyAll('data plane stopped');
       http.close();
       pool.destroy();
+      fairShare.stop();
+      limits.close();
     },
   };
 }

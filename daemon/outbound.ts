@@ -28,6 +28,8 @@ import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
 import type { HttpProtocol } from './l7/detect.ts';
 import { destinationProtocol } from './l7/protocol.ts';
 import type { OutboundHttp } from './l7/outbound-http.ts';
+import type { SourceLimits } from './source-limits.ts';
+import type { FairShare } from './fair-share.ts';
 import type { HttpClientConnection } from './l7/request-router.ts';
 
 const log = logger('outbound');
@@ -50,6 +52,10 @@ export interface OutboundOptions {
   http?: OutboundHttp;
   /** How long an undeclared port waits for the client's first bytes before it is treated as TCP. */
   detectTimeoutMs?: number;
+  /** Open connections per source pod (shared by every listener set of the node); without it, unbounded. */
+  limits?: SourceLimits;
+  /** Reads of each source pod under contention (shared by every listener set of the node). */
+  fairShare?: FairShare;
 }
 
 type Destination = Pick<ConnectionInfo, 'destinationIp' | 'destinationPort' | 'destinationWorkload' | 'destinationPrincipal' | 'security'>;
@@ -86,6 +92,9 @@ export class OutboundListener extends CapturedListener {
     const source = config.isLocalEnrolled(sourceIp);
     if (!source) return this.refuse(client, 'source is not an enrolled workload on this node: check the capture rules and the workload list', { sourceIp, node: config.nodeName });
     const sourceIdentity = config.identityOf(source);
+    // Counted and logged (at most once per interval) where it is decided.
+    if (this.#opts.limits && !this.#opts.limits.admitConnection(source, sourceIdentity, client)) return this.refuseSilently(client);
+    this.#opts.fairShare?.register(source.uid, client);
     const { http } = this.#opts;
     const inMesh = config.serviceByVip(dst.ip) !== undefined || config.workloadByIp(dst.ip) !== undefined;
     const declared = http && inMesh ? destinationProtocol(config, dst.ip, dst.port) : 'opaque';

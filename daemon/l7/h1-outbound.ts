@@ -23,6 +23,8 @@ import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { recordSourceRequest } from './request-metrics.ts';
 import { LocalReply, replyHttp1 as reply } from './local-reply.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
+import type { SourceLimits } from '../source-limits.ts';
+import { REASON_HEADER } from '../hbone-settings.ts';
 
 const log = logger('h1-outbound');
 
@@ -41,6 +43,8 @@ export interface H1OutboundOptions {
   maxAttempts: number;
   /** The node's tap: a `request` event per request while someone listens. */
   tap?: Tap;
+  /** Concurrent requests per source pod; over it, 503. */
+  limits?: SourceLimits;
 }
 
 type Outcome =
@@ -114,6 +118,10 @@ export class H1Outbound {
   async #onRequest(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const conn = this.#connections.get(req.socket as net.Socket);
     if (!conn) return void res.destroy();
+    const slot = this.#opts.limits?.startRequest(conn.source, conn.sourceIdentity);
+    // Refused before any routing work; counted and logged by the limits.
+    if (typeof slot === 'string') return reply(res, new LocalReply(503, slot, { [REASON_HEADER]: 'source_limit' }));
+    if (slot) res.once('close', slot);
     const { config, metrics, router, budget, retryStatuses, maxAttempts } = this.#opts;
     const started = performance.now();
     const plan = router.plan(req, conn);

@@ -16,6 +16,8 @@ import { recordSourceRequest } from './request-metrics.ts';
 import type { Tap } from '../tap.ts';
 import { LocalReply, replyHttp2 as reply } from './local-reply.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
+import type { SourceLimits } from '../source-limits.ts';
+import { REASON_HEADER } from '../hbone-settings.ts';
 
 const log = logger('h2-outbound');
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
@@ -26,6 +28,8 @@ export interface H2OutboundOptions {
   router: RequestRouter;
   /** The node's tap: a `request` event per stream while someone listens. */
   tap?: Tap;
+  /** Concurrent streams per source pod; over it, 503. */
+  limits?: SourceLimits;
 }
 
 export class H2Outbound {
@@ -71,6 +75,9 @@ export class H2Outbound {
     stream.on('error', (err) => log.debug('client stream error', { error: err.message }));
     const conn = this.#connections.get(stream.session as ServerHttp2Session);
     if (!conn) return void stream.close(NGHTTP2_INTERNAL_ERROR);
+    const slot = this.#opts.limits?.startRequest(conn.source, conn.sourceIdentity);
+    if (typeof slot === 'string') return reply(stream, new LocalReply(503, slot, { [REASON_HEADER]: 'source_limit' }));
+    if (slot) stream.once('close', slot);
     const { config, metrics, router } = this.#opts;
     const started = performance.now();
     const request = { url: headers[':path'], method: headers[':method'], headers: headers as Record<string, string | string[] | undefined> };

@@ -14,6 +14,7 @@ import { RetryBudget } from './retry-budget.ts';
 import { RequestRouter } from './request-router.ts';
 import { H1Outbound } from './h1-outbound.ts';
 import { H2Outbound } from './h2-outbound.ts';
+import type { SourceLimits } from '../source-limits.ts';
 
 export interface OutboundHttpOptions {
   config: ConfigStore;
@@ -30,6 +31,8 @@ export interface OutboundHttpOptions {
   dialer?: PodDialer;
   /** The node's tap, for `request` events. */
   tap?: Tap;
+  /** Concurrent requests per source pod; without it, unbounded. */
+  limits?: SourceLimits;
 }
 
 export interface OutboundHttp {
@@ -44,9 +47,9 @@ export function createOutboundHttp(opts: OutboundHttpOptions): OutboundHttp {
   const router = new RequestRouter(config, opts.pool, opts.admission, opts.balancer ?? new PeakEwmaBalancer(), opts.dialer ?? new PodDialer());
   const http1 = new H1Outbound({
     config, metrics, router, budget: opts.budget ?? new RetryBudget(),
-    retryStatuses: new Set(opts.retryStatuses ?? [503]), maxAttempts: opts.maxAttempts ?? 3, tap: opts.tap,
+    retryStatuses: new Set(opts.retryStatuses ?? [503]), maxAttempts: opts.maxAttempts ?? 3, tap: opts.tap, limits: opts.limits,
   });
-  const http2 = new H2Outbound({ config, metrics, router, tap: opts.tap });
+  const http2 = new H2Outbound({ config, metrics, router, tap: opts.tap, limits: opts.limits });
   return {
     http1,
     http2,

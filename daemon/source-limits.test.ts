@@ -1,0 +1,188 @@
+// Per source pod limits and the fair share, on real sockets: an outbound listener
+// on loopback told the original destination (an echo server outside the mesh,
+// so connections pass through), with two local pods as sources at 127.0.0.2
+// (noisy) and 127.0.0.6 (quiet).
+
+import { test } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { Registry } from 'prom-client';
+import { ConfigStore } from './config-store.ts';
+import { createMetrics } from './metrics.ts';
+import { ConnectionTracker } from './connection-tracker.ts';
+import { LoadBalancer } from './load-balancer.ts';
+import { HbonePool } from './hbone-pool.ts';
+import { Admission } from './admission.ts';
+import { OutboundListener } from './outbound.ts';
+import { SourceLimits } from './source-limits.ts';
+import { FairShare } from './fair-share.ts';
+import { applyConfig, echoServer, MemoryCertSource, workload } from './testdata/mesh-fixture.ts';
+import { logger } from '../core/log.ts';
+import type { Workload } from '../core/types.ts';
+
+const ECHO_IP = '127.0.0.9';
+
+async function setup(t: TestContext, workloads: Workload[], defaults: { maxConnections?: number; maxConcurrentRequests?: number }) {
+  const echo = await echoServer(ECHO_IP);
+  t.after(() => echo.close());
+  const config = new ConfigStore('n1');
+  applyConfig(config, { workloads });
+  const registry = new Registry();
+  const metrics = createMetrics(registry);
+  const limits = new SourceLimits(metrics, logger('outbound'), defaults);
+  t.after(() => limits.close());
+  const outbound = await OutboundListener.bind({
+    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), pool: new HbonePool({ certs: new MemoryCertSource('') }),
+    balancer: new LoadBalancer(), host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: ECHO_IP, port: echo.port }), limits,
+  });
+  t.after(() => outbound.close());
+  const denied = async (principal: string) => {
+    const values = (await registry.getSingleMetric('nodemesh_tcp_connections_denied_total')!.get()).values;
+    return values.filter((v) => v.labels.reason === 'source_limit' && v.labels.source_principal === principal).reduce((n, v) => n + v.value, 0);
+  };
+  /** Opens a connection from `ip` through the listener: 'echoed' when a byte comes back, 'reset' when refused. */
+  const dial = (ip: string, held: net.Socket[]) => new Promise<'echoed' | 'reset'>((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: ip }, () => socket.write('x'));
+    t.after(() => socket.destroy());
+    socket.once('data', () => {
+      held.push(socket);
+      resolve('echoed');
+    });
+    socket.once('error', () => resolve('reset'));
+    socket.once('close', () => resolve('reset'));
+  });
+  return { limits, denied, dial };
+}
+
+test('a source pod over its connection cap is reset and counted as source_limit; another pod on the node is not', async (t) => {
+  const noisy = workload('noisy', '127.0.0.2', 'n1');
+  const quiet = workload('quiet', '127.0.0.6', 'n1');
+  const { denied, dial, limits } = await setup(t, [noisy, quiet], { maxConnections: 3 });
+  const noisyHeld: net.Socket[] = [];
+  const quietHeld: net.Socket[] = [];
+  const outcomes: string[] = [];
+  for (let i = 0; i < 5; i++) outcomes.push(await dial(noisy.ip, noisyHeld));
+  assert.deepEqual(outcomes, ['echoed', 'echoed', 'echoed', 'reset', 'reset']);
+  assert.equal(await denied('spiffe://cluster.local/ns/shop/sa/noisy'), 2);
+  // The quiet pod has its own count.
+  for (let i = 0; i < 3; i++) assert.equal(await dial(quiet.ip, quietHeld), 'echoed');
+  assert.equal(await denied('spiffe://cluster.local/ns/shop/sa/quiet'), 0);
+  // A connection that closes frees its place.
+  const closed = new Promise((resolve) => noisyHeld[0]!.once('close', resolve));
+  noisyHeld[0]!.destroy();
+  await closed;
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(limits.usage(noisy.uid).connections, 2);
+  assert.equal(await dial(noisy.ip, noisyHeld), 'echoed');
+});
+
+test('a pod\'s max-connections annotation replaces the node default for that pod only', async (t) => {
+  const annotated = workload('batch', '127.0.0.2', 'n1', { maxConnections: 1 });
+  const other = workload('web', '127.0.0.6', 'n1');
+  const { denied, dial } = await setup(t, [annotated, other], { maxConnections: 2 });
+  const held: net.Socket[] = [];
+  assert.equal(await dial(annotated.ip, held), 'echoed');
+  assert.equal(await dial(annotated.ip, held), 'reset');
+  assert.equal(await denied('spiffe://cluster.local/ns/shop/sa/batch'), 1);
+  assert.equal(await dial(other.ip, held), 'echoed');
+  assert.equal(await dial(other.ip, held), 'echoed');
+  assert.equal(await dial(other.ip, held), 'reset');
+});
+
+test('concurrent requests of a pod past its cap are refused with the reason; a released slot is reused, other pods are unaffected', () => {
+  const registry = new Registry();
+  const limits = new SourceLimits(createMetrics(registry), logger('outbound'), { maxConcurrentRequests: 2 });
+  const noisy = workload('noisy', '127.0.0.2', 'n1');
+  const annotated = workload('quiet', '127.0.0.6', 'n1', { maxConcurrentRequests: 3 });
+  const a = limits.startRequest(noisy, 'id-noisy');
+  const b = limits.startRequest(noisy, 'id-noisy');
+  const refused = limits.startRequest(noisy, 'id-noisy');
+  assert.equal(typeof a, 'function');
+  assert.equal(typeof b, 'function');
+  assert.match(String(refused), /source pod shop\/noisy has 2 HTTP requests in flight \(limit 2\)/);
+  for (let i = 0; i < 3; i++) assert.equal(typeof limits.startRequest(annotated, 'id-quiet'), 'function');
+  assert.equal(typeof limits.startRequest(annotated, 'id-quiet'), 'string');
+  (a as () => void)();
+  (a as () => void)(); // a second release is ignored
+  assert.equal(limits.usage(noisy.uid).requests, 1);
+  assert.equal(typeof limits.startRequest(noisy, 'id-noisy'), 'function');
+  limits.close();
+});
+
+test('refusals are logged at most once per pod per interval, with the count refused since', async () => {
+  const lines: { msg: string; fields?: Record<string, unknown> }[] = [];
+  const log = { ...logger('outbound'), warn: (msg: string, fields?: Record<string, unknown>) => lines.push({ msg, fields }) };
+  const limits = new SourceLimits(createMetrics(new Registry()), log, { maxConcurrentRequests: 1, logIntervalMs: 100 });
+  const pod = workload('noisy', '127.0.0.2', 'n1');
+  limits.startRequest(pod, 'id');
+  for (let i = 0; i < 50; i++) limits.startRequest(pod, 'id');
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!.msg, /^HTTP request refused: source pod shop\/noisy/);
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(lines.length, 2);
+  assert.match(lines[1]!.msg, /refused 49 more times in the last 0 s/);
+  assert.equal(lines[1]!.fields?.refused, 49);
+  limits.close();
+});
+
+/** A connected pair on loopback; the server side is what the proxy reads from. */
+async function socketPair(t: TestContext): Promise<{ proxySide: net.Socket; app: net.Socket }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const app = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const proxySide = await accepted;
+  server.close();
+  t.after(() => {
+    app.destroy();
+    proxySide.destroy();
+  });
+  proxySide.on('data', () => {});
+  return { proxySide, app };
+}
+
+const reading = (s: net.Socket) => (s as unknown as { _handle: { reading: boolean } })._handle.reading;
+
+test('under event-loop lag the source reading over its share is paused and resumed; the quiet one keeps reading', async (t) => {
+  const throttled: string[][] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
+  const noisy = await socketPair(t);
+  const quiet = await socketPair(t);
+  fair.register('noisy', noisy.proxySide);
+  fair.register('quiet', quiet.proxySide);
+  const sent = (pair: { app: net.Socket }, bytes: number) => new Promise<void>((r) => pair.app.write(Buffer.alloc(bytes), () => r()));
+  fair.rebalance(50); // the baseline
+  await Promise.all([sent(noisy, 256 * 1024), sent(quiet, 100)]);
+  await new Promise((r) => setTimeout(r, 30));
+  fair.rebalance(50);
+  assert.deepEqual(throttled, [['noisy']]);
+  assert.equal(reading(noisy.proxySide), false);
+  assert.equal(reading(quiet.proxySide), true);
+  // Level 1 pauses half a tick.
+  await new Promise((r) => setTimeout(r, 40));
+  assert.equal(reading(noisy.proxySide), true);
+  fair.stop();
+});
+
+test('without lag, or with one active source, nothing is paused', async (t) => {
+  const fair = new FairShare({ tickMs: 40 });
+  let paused = 0;
+  const only = await socketPair(t);
+  fair.register('only', only.proxySide);
+  fair.rebalance(0);
+  only.app.write(Buffer.alloc(64 * 1024));
+  await new Promise((r) => setTimeout(r, 30));
+  fair.rebalance(100);
+  paused += fair.pauses;
+  const other = await socketPair(t);
+  fair.register('other', other.proxySide);
+  only.app.write(Buffer.alloc(64 * 1024));
+  other.app.write(Buffer.alloc(10));
+  await new Promise((r) => setTimeout(r, 30));
+  fair.rebalance(0);
+  paused += fair.pauses;
+  assert.equal(paused, 0);
+  assert.equal(reading(only.proxySide), true);
+  fair.stop();
+});
