@@ -2,10 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createMeshCa, type MeshCa } from '../testdata/mesh-ca.ts';
 import type { Workload } from '../core/types.ts';
 import { ConfigStore } from '../daemon/config-store.ts';
 import { CertManager } from './cert-manager.ts';
+import { CertCache } from './cert-cache.ts';
 import type { Signer } from './cert-manager.ts';
 
 let nextIp = 1;
@@ -154,4 +158,46 @@ test('cert manager: a failing Sign is retried with backoff until it succeeds', a
   await until('certificate after two failures', () => certs.certFor(A) !== undefined);
   assert.equal(failures, 2);
   assert.equal(certs.status()[0]!.lastError, null);
+});
+
+test('cert manager: certificates kept in the cache serve after a restart while the control plane is down; the file is 0600', async (t) => {
+  const ca = await createMeshCa();
+  const dir = mkdtempSync(join(tmpdir(), 'nodemesh-certs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const store = storeWith([workload('p1', 'a', 'x', 'node-1')]);
+  const first = new CertManager({ store, signer: caSigner(ca), cache: new CertCache(dir) });
+  first.start();
+  await until('the first certificate', () => first.certFor(A) !== undefined);
+  first.stop();
+  const issued = first.certFor(A)!;
+  await until('the cache to be written', () => readdirSync(dir).includes('certificates.json'));
+  assert.equal(statSync(join(dir, 'certificates.json')).mode & 0o777, 0o600);
+
+  const down: Signer = { sign: async () => { throw new Error('control plane unreachable'); } };
+  const restarted = new CertManager({ store, signer: down, cache: new CertCache(dir) });
+  t.after(() => restarted.stop());
+  assert.equal(restarted.certFor(A)?.chainPem, issued.chainPem, 'served at once, before any Sign call');
+  assert.equal(restarted.certFor(A)?.keyPem, issued.keyPem);
+  assert.equal(restarted.trustBundle(), ca.rootPem);
+  assert.equal(restarted.allIssued(), true);
+});
+
+test('cert manager: a cache entry that names another identity, holds another key or is malformed is dropped, not served', async (t) => {
+  const ca = await createMeshCa();
+  const dir = mkdtempSync(join(tmpdir(), 'nodemesh-certs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const a = await ca.issueWorkloadCert(A);
+  const b = await ca.issueWorkloadCert(B);
+  writeFileSync(join(dir, 'certificates.json'), JSON.stringify({
+    trustBundle: ca.rootPem,
+    certs: [
+      { identity: A, keyPem: a.keyPem, chainPem: b.chainPem },
+      { identity: B, keyPem: a.keyPem, chainPem: b.chainPem },
+      { identity: 'spiffe://cluster.local/ns/c/sa/z' },
+    ],
+  }), { mode: 0o600 });
+  const kept = new CertCache(dir).read();
+  assert.deepEqual(kept.certs, []);
+  writeFileSync(join(dir, 'certificates.json'), '{"certs": [');
+  assert.deepEqual(new CertCache(dir).read(), { trustBundle: '', certs: [] }, 'a damaged file counts as none');
 });

@@ -1,8 +1,10 @@
 // Workload certificates of this node: one key and certificate per identity of
-// the local enrolled workloads. Keys are generated here and kept in memory only;
-// the control plane sees CSRs. Missing certificates are requested together in one
-// Sign call, each answer is checked (SAN and key) before use, certificates are
-// renewed at half-life with jitter, and failures are retried with backoff.
+// the local enrolled workloads. Keys are generated here and never leave the node
+// (the control plane sees CSRs); with a cache (cert-cache.ts, a memory-backed
+// volume) they survive a restart of the agent's container. Missing certificates
+// are requested together in one Sign call, each answer is checked (SAN and key)
+// before use, certificates are renewed at half-life with jitter, and failures
+// are retried with backoff.
 
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import type { CertSource, WorkloadCert } from '../core/cert-source.ts';
@@ -11,6 +13,7 @@ import { debug, logger } from '../core/log.ts';
 import type { ConfigStore } from '../daemon/config-store.ts';
 import { Backoff } from './backoff.ts';
 import { generateKeyAndCsr } from './csr.ts';
+import type { CertCache } from './cert-cache.ts';
 import type { KeyAndCsr } from './csr.ts';
 
 const log = logger('certs');
@@ -75,9 +78,25 @@ export class CertManager implements CertSource {
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
 
-  constructor(opts: { store: ConfigStore; signer: Signer }) {
+  readonly #cache: CertCache | undefined;
+
+  constructor(opts: { store: ConfigStore; signer: Signer; cache?: CertCache }) {
     this.#store = opts.store;
     this.#signer = opts.signer;
+    this.#cache = opts.cache;
+    if (opts.cache) this.#restore(opts.cache);
+  }
+
+  /** Certificates kept from before a restart serve at once; renewal follows their own half-life. */
+  #restore(cache: CertCache): void {
+    const kept = cache.read();
+    this.#trustBundle = kept.trustBundle;
+    for (const { identity, keyPem, chainPem } of kept.certs) {
+      const leaf = new X509Certificate(chainPem.match(PEM_CERT)![0]!);
+      const cert: IssuedCert = { identity, keyPem, chainPem, notBefore: leaf.validFromDate, notAfter: leaf.validToDate, serial: leaf.serialNumber.toLowerCase() };
+      this.#entries.set(identity, { identity, cert, renewAt: renewalTime(cert), retryAt: 0, backoff: new Backoff({ initialMs: 200, maxMs: 30_000 }) });
+      log.info('certificate kept from before the restart', { identity, serial: cert.serial, notAfter: cert.notAfter.toISOString() });
+    }
   }
 
   /** Follows the store: certificates appear and disappear with local workloads. */
@@ -228,6 +247,10 @@ export class CertManager implements CertSource {
   }
 
   #emit(): void {
+    void this.#cache?.write({
+      trustBundle: this.#trustBundle,
+      certs: [...this.#entries.values()].flatMap((e) => (e.cert ? [{ identity: e.identity, keyPem: e.cert.keyPem, chainPem: e.cert.chainPem }] : [])),
+    });
     for (const l of this.#listeners) {
       try {
         l();

@@ -22,7 +22,9 @@ export async function listenHttp(what: string, addr: string, handler: RequestLis
   const server = createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new BindError(what, addr, err)));
-    server.listen(port, host, () => resolve());
+    // SO_REUSEPORT, as the data plane's listeners: an upgraded agent binds beside the
+    // old one, which closes its servers when it is told to stop.
+    server.listen({ port, host, reusePort: true }, () => resolve());
   });
   return server;
 }

@@ -16,6 +16,7 @@ import { ConfigStore } from '../daemon/config-store.ts';
 import { readLastKnownGood } from './last-known-good.ts';
 import { ControlClient, configPath } from './control-client.ts';
 import { CertManager } from './cert-manager.ts';
+import { CertCache } from './cert-cache.ts';
 import { Readiness } from './readiness.ts';
 import { AdminServer } from './admin-server.ts';
 import { HealthServer } from './health-server.ts';
@@ -37,6 +38,8 @@ export interface NodeOptions {
   tokenFile: string;
   caFile: string;
   stateDir: string;
+  /** Where keys and certificates are kept for a restart: a memory-backed volume (none: memory only). */
+  certDir?: string;
   adminAddr?: string;
   metricsAddr?: string;
   healthAddr?: string;
@@ -86,7 +89,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const control = new ControlClient({
     nodeName: opts.nodeName, address: opts.controlPlane, tokenFile: opts.tokenFile, caPem, stateDir: opts.stateDir, store,
   });
-  const certs = new CertManager({ store, signer: control });
+  const certs = new CertManager({ store, signer: control, cache: opts.certDir ? new CertCache(opts.certDir) : undefined });
   const registry = new Registry();
   registerAgentMetrics(registry, { store, certs, control });
 
@@ -111,7 +114,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const health = await HealthServer.listen(opts.healthAddr ?? '0.0.0.0:15021', readiness);
     closers.push(() => health.close());
     if (opts.dataPlane) {
-      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone, sourceLimits: opts.sourceLimits });
+      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone, sourceLimits: opts.sourceLimits, migrateQueuedConnections: true });
       daemon = running;
       closers.push(() => running.stop());
       // Capture only once the listeners it redirects to are bound.
@@ -147,6 +150,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       metricsAddress: metrics.address,
       healthAddress: health.address,
       drain: async (deadlineMs) => {
+        // Readiness probes (the same port on the node, SO_REUSEPORT) now reach the daemon replacing this one.
+        await health.close();
         await daemon?.drain(deadlineMs);
       },
       stop,

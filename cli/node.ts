@@ -1,5 +1,6 @@
 // `nodemesh node`: runs the node agent (agent/node.ts) until SIGTERM or SIGINT,
-// then turns unready, drains open connections for DRAIN_DEADLINE_MS and stops.
+// then turns unready, hands its listeners to the daemon replacing it, drains open
+// connections for --drain-deadline-ms and stops.
 // The deadline is the command's to choose because it must fit the pod's
 // termination grace period, which the DaemonSet sets. `--uninstall` removes the
 // capture rules that stopping leaves in place, and exits.
@@ -10,7 +11,7 @@ import { uninstallCapture } from '../agent/enrollment.ts';
 import { parseFlags, usageOf, UsageError } from './args.ts';
 
 const log = logger('node');
-// Below the Kubernetes default termination grace period (30 s).
+// Below the Kubernetes default termination grace period (30 s), with room to stop after it.
 const DRAIN_DEADLINE_MS = 20_000;
 
 const FLAGS = {
@@ -19,6 +20,7 @@ const FLAGS = {
   'token-file': { type: 'string', required: true, description: 'file holding this node\'s bearer token' },
   'ca-file': { type: 'string', required: true, description: 'PEM CA of the control plane\'s serving certificate' },
   'state-dir': { type: 'string', default: '/var/lib/nodemesh', description: 'where the last-known-good config is kept' },
+  'cert-dir': { type: 'string', default: '/run/nodemesh/certs', description: 'where workload keys and certificates are kept across a restart: a memory-backed volume, never a disk ("" keeps them in memory only)' },
   'admin-addr': { type: 'string', default: '127.0.0.1:15000', description: 'admin API address' },
   'metrics-addr': { type: 'string', default: '0.0.0.0:15020', description: 'Prometheus /metrics address' },
   'health-addr': { type: 'string', default: '0.0.0.0:15021', description: '/healthz/ready address' },
@@ -27,6 +29,7 @@ const FLAGS = {
   'http-detect-timeout-ms': { type: 'string', default: '100', description: 'how long an undeclared port waits for the first bytes before it is treated as opaque TCP' },
   'http-retry-statuses': { type: 'string', default: '503', description: 'comma-separated HTTP statuses retried on another endpoint (within the retry budget)' },
   'http-max-attempts': { type: 'string', default: '3', description: 'attempts per HTTP request, the first included' },
+  'drain-deadline-ms': { type: 'string', default: String(DRAIN_DEADLINE_MS), description: 'on SIGTERM, how long open connections may run before they are closed (keep it below the pod\'s termination grace period)' },
   'pod-netns-dir': { type: 'string', default: '/var/run/netns', description: 'where the container runtime keeps pod network namespaces (pods found there are captured inside their namespace)' },
   'pod-netns-prefix': { type: 'string', default: '', description: 'only namespaces whose names start with this are searched for pods' },
   'max-connections-per-pod': { type: 'string', default: '10000', description: 'open outbound connections one local pod may hold through this node (a Pod\'s nodemesh.io/max-connections overrides it); past it, resets' },
@@ -53,6 +56,7 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
     tokenFile: flags['token-file'],
     caFile: flags['ca-file'],
     stateDir: flags['state-dir'],
+    certDir: flags['cert-dir'] || undefined,
     adminAddr: flags['admin-addr'],
     metricsAddr: flags['metrics-addr'],
     healthAddr: flags['health-addr'],
@@ -73,10 +77,11 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
-  log.info('shutting down: draining connections', { signal, deadlineMs: DRAIN_DEADLINE_MS });
+  const deadlineMs = integerFlag('drain-deadline-ms', flags['drain-deadline-ms'], 0, 600_000);
+  log.info('shutting down: draining connections', { signal, deadlineMs });
   // Not ready any more, so the kubelet and load balancers stop sending new work.
   node.readiness.register('shutting down');
-  await node.drain(DRAIN_DEADLINE_MS);
+  await node.drain(deadlineMs);
   await node.stop();
   log.info('node agent stopped');
 }

@@ -9,7 +9,7 @@ import type { Logger } from '../core/log.ts';
 import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
 import { unmapIpv4 } from './authorization.ts';
-import { listen, openSockets, stopListening } from './listen.ts';
+import { listen, listeningFd, openSockets, stopListening } from './listen.ts';
 import type { ListenAt } from './listen.ts';
 
 export type DestinationOf = (socket: net.Socket) => SocketAddress | null;
@@ -50,6 +50,10 @@ export abstract class CapturedListener {
       if (!destination) return this.refuse(client, `connection was not redirected (dialled the ${this.name} port directly?)`, { sourceIp });
       this.onConnection({ client, sourceIp, destination });
     });
+  }
+
+  get fd(): number {
+    return listeningFd(this.#server);
   }
 
   get port(): number {

@@ -22,6 +22,7 @@ import { InboundListener } from './inbound.ts';
 import { createOutboundHttp } from './l7/outbound-http.ts';
 import { PodDialer } from './pod-dialer.ts';
 import { listenInNetns } from './pod-socket.ts';
+import { enableRequestMigration, waitForSuccessor } from './handover.ts';
 import { unmapIpv4 } from './authorization.ts';
 import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
@@ -33,6 +34,8 @@ import type { TapListener } from './connection-tracker.ts';
 import type { TapFilter } from './tap.ts';
 
 const log = logger('daemon');
+/** How long a draining daemon waits at most for its successor's listeners (a rolling update's new daemon is ready by then). */
+const SUCCESSOR_WAIT_MS = 5000;
 /** The listeners made in each in-pod-captured pod's namespace, in bindListeners' order. */
 const POD_LISTENERS = [[15001, 'outbound listener'], [15006, 'inbound plaintext listener'], [HBONE_PORT, 'inbound HBONE listener']] as const;
 
@@ -44,6 +47,12 @@ export interface DaemonOptions {
   bindHost?: string;
   /** Listener ports; defaults 15001, 15006, 15008; 0 picks a free port (tests). */
   ports?: { outbound?: number; inboundPlaintext?: number; inbound?: number };
+  /**
+   * Sets net.ipv4.tcp_migrate_req in the node's and each captured pod's namespace,
+   * so a listener closed during a handover passes its queued connections on (a
+   * node setting: the node agent sets it, tests in the machine's namespace do not).
+   */
+  migrateQueuedConnections?: boolean;
   /** Port dialled on peer pod IPs for HBONE; 15008 except in tests. */
   peerHbonePort?: number;
   /** Limits of the HBONE listener (15008); defaults in hbone-settings.ts. */
@@ -92,7 +101,7 @@ export interface Daemon {
   /** The pods served in their own namespace, by IP. */
   attachedPods(): Map<string, string>;
   /** Stops accepting, lets open connections finish until the deadline, then closes the rest. */
-  drain(deadlineMs: number): Promise<void>;
+  drain(deadlineMs: number, successorWaitMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -154,6 +163,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     pool.certsChanged();
     for (const set of everySet()) set.inbound.certsChanged();
   });
+  if (opts.migrateQueuedConnections) enableRequestMigration();
   const ports = { outbound: node.outbound.port, inboundPlaintext: node.inboundPlaintext.port, inbound: node.inbound.port };
   log.info('data plane listening', { host, ...ports });
 
@@ -183,14 +193,28 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         throw err;
       }
       const listeners = await bindListeners({ host: '0.0.0.0', outbound: 15001, inboundPlaintext: 15006, inbound: HBONE_PORT, fds });
+      if (opts.migrateQueuedConnections) enableRequestMigration(netnsPath);
       pods.set(podIp, { netns: netnsPath, listeners });
       dialer.register(podIp, netnsPath);
       log.info('serving a pod namespace', { podIp, netns: netnsPath });
     },
     detachPod,
     attachedPods: () => new Map([...pods].map(([ip, p]) => [ip, p.netns])),
-    async drain(deadlineMs: number) {
+    async drain(deadlineMs: number, successorWaitMs = Math.min(SUCCESSOR_WAIT_MS, deadlineMs / 4)) {
+      // Keep accepting until the daemon replacing this one listens beside every listener.
+      const held = [
+        ...node.all.map((l) => ({ port: l.port, fd: l.fd })),
+        ...[...pods.values()].flatMap((p) => p.listeners.all.map((l) => ({ port: l.port, fd: l.fd, netns: p.netns }))),
+      ];
+      const started = Date.now();
+      const handedOver = await waitForSuccessor(held, successorWaitMs);
+      log.info(handedOver ? 'another daemon serves every listener: stopping accepting' : 'no other daemon serves these listeners: stopping accepting', {
+        listeners: held.length, waitedMs: Date.now() - started,
+      });
       for (const set of everySet()) set.all.forEach((l) => l.stopAccepting());
+      // HTTP clients move on their next request; HBONE peers get GOAWAY (stopAccepting) and open sessions to the successor.
+      http.drain();
+      httpInbound.drain();
       pool.close();
       log.info('draining connections', { open: tracker.size, deadlineMs });
       let timer: NodeJS.Timeout | undefined;

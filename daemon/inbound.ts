@@ -25,7 +25,7 @@ import { unmapIpv4 } from './authorization.ts';
 import type { AuthorizationInput } from './authorization.ts';
 import type { Admission, AdmissionContext } from './admission.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
-import { listen, openSockets, stopListening } from './listen.ts';
+import { listen, listeningFd, openSockets, stopListening } from './listen.ts';
 import { relay } from './relay.ts';
 import { PodDialer } from './pod-dialer.ts';
 import { spiffeIdOf } from './peer-identity.ts';
@@ -113,6 +113,10 @@ export class InboundListener {
     const server = net.createServer({ noDelay: true });
     const port = await listen(server, 'inbound HBONE listener', opts);
     return new InboundListener(opts, server, port);
+  }
+
+  get fd(): number {
+    return listeningFd(this.#server);
   }
 
   /** Stops accepting and sends GOAWAY on every session: open tunnels finish, peers open new sessions elsewhere. */

@@ -16,7 +16,9 @@ export function listen(server: Server, what: string, at: ListenAt): Promise<numb
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(new BindError(what, fd === undefined ? `${host}:${port}` : `fd ${fd}`, err));
     server.once('error', onError);
-    server.listen(fd === undefined ? { host, port } : { fd }, () => {
+    // SO_REUSEPORT: during an upgrade the new daemon binds beside the old one and the
+    // kernel spreads new connections over both until the old one stops accepting.
+    server.listen(fd === undefined ? { host, port, reusePort: true } : { fd }, () => {
       server.off('error', onError);
       resolve((server.address() as AddressInfo).port);
     });
@@ -29,6 +31,11 @@ export function listen(server: Server, what: string, at: ListenAt): Promise<numb
  */
 export function stopListening(server: Server): void {
   if (server.listening) server.close();
+}
+
+/** The listening socket's fd (-1 once closed), to find it among the node's listeners (handover.ts). */
+export function listeningFd(server: Server): number {
+  return (server as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
 }
 
 /** The server's accepted sockets that are still open, so shutdown can reach ones not yet proxied. */

@@ -132,7 +132,11 @@ test('the node DaemonSet has the security settings and wiring the node needs, on
 
   assert.deepEqual(c.readinessProbe.httpGet, { path: '/healthz/ready', port: 15021 });
   assert.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
-  assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
+  // Surge: the new daemon serves beside the old one before it stops; hence no hostPorts either.
+  assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  assert.equal(c.ports, undefined, 'a hostNetwork pod\'s ports are hostPorts, which keep the surge pod off the node');
+  const certDir = volumeAt('/run/nodemesh/certs');
+  assert.deepEqual(certDir.volume.emptyDir, { medium: 'Memory', sizeLimit: '16Mi' }, 'keys never reach a disk');
   // The node drains for up to 20 s on SIGTERM (cli/node.ts); the grace period leaves room to stop after it.
   assert.equal(pod.terminationGracePeriodSeconds, 30);
   assert.equal(ds.spec.template.metadata.annotations['prometheus.io/scrape'], 'true');

@@ -20,6 +20,7 @@ import type { Tap } from '../tap.ts';
 import { modifyHeaders } from './filters.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
+import { Http1Connections } from './http1-drain.ts';
 import { recordSourceRequest } from './request-metrics.ts';
 import { LocalReply, replyHttp1 as reply } from './local-reply.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
@@ -65,12 +66,14 @@ export class H1Outbound {
   readonly #connections = new WeakMap<net.Socket, HttpClientConnection>();
   readonly #inFlight = new WeakMap<http.IncomingMessage, InFlight>();
   readonly #agents = new LRUCache<string, UpstreamAgent>({ max: 4096, dispose: (agent) => agent.destroy() });
+  readonly #clients: Http1Connections;
 
   constructor(opts: H1OutboundOptions) {
     this.#opts = opts;
     // Never listens: captured sockets are handed to it. No server-side timeouts: the
     // application's own client decides how long it waits.
     this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
+    this.#clients = new Http1Connections(this.#server);
     this.#server.on('request', (req, res) => {
       // A client that aborts while its body is read ends only its own request.
       this.#onRequest(req, res).catch((err: Error) => {
@@ -93,14 +96,21 @@ export class H1Outbound {
   /** Takes over a captured connection whose first bytes (`head`, already read) are HTTP/1. */
   handle(client: net.Socket, conn: HttpClientConnection, head: Buffer): void {
     this.#connections.set(client, conn);
+    this.#clients.add(client);
     this.#server.emit('connection', client);
     // The detector paused the socket; the parser reads the bytes it took first.
     client.unshift(head);
     client.resume();
   }
 
+  /** Clients move to the next daemon: `connection: close` on each response, idle connections ended. */
+  drain(): void {
+    this.#clients.drain();
+  }
+
   /** Closes pooled upstream connections. */
   close(): void {
+    this.#clients.stop();
     this.#agents.clear();
     this.#proxy.close();
   }
@@ -206,7 +216,7 @@ export class H1Outbound {
         target: { host: endpoint.ip, port: endpoint.port },
         agent: this.#agentFor(endpoint),
         buffer: body ? Readable.from(body.length ? [body] : []) : undefined,
-      }, (err: Error) => flight.settle({ kind: err instanceof UpstreamConnectError ? 'connect-failed' : 'failed', error: err }));
+      }, (err: Error) => flight.settle({ kind: err instanceof UpstreamConnectError || closedWhileReused(flight.proxyRequest, err) ? 'connect-failed' : 'failed', error: err }));
     });
   }
 
@@ -250,4 +260,15 @@ function forwardResponse(response: http.IncomingMessage, res: http.ServerRespons
     if (Object.keys(response.trailers).length) res.addTrailers(response.trailers as Record<string, string>);
     res.end();
   });
+}
+
+/**
+ * A kept-alive connection the other side closed as this request went out on it
+ * (a draining daemon ends idle connections; a server's keep-alive timeout): the
+ * request never reached a server, so it is retried like a failed connect, as
+ * node's documentation advises for `reusedSocket`.
+ */
+function closedWhileReused(request: http.ClientRequest | undefined, err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return request?.reusedSocket === true && (code === 'ECONNRESET' || code === 'EPIPE' || err.message === 'socket hang up');
 }

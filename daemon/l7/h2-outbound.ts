@@ -37,6 +37,9 @@ export class H2Outbound {
   readonly #server = http2.createServer();
   readonly #connections = new WeakMap<ServerHttp2Session, HttpClientConnection>();
   readonly #sessions = new Map<string, Promise<ClientHttp2Session>>();
+  /** The clients' sessions, for GOAWAY on drain. */
+  readonly #clientSessions = new Set<ServerHttp2Session>();
+  #draining = false;
   /** Set while a connection is handed to the server, which creates its session synchronously. */
   #handing: HttpClientConnection | undefined;
 
@@ -45,6 +48,10 @@ export class H2Outbound {
     this.#server.on('session', (session) => {
       if (this.#handing) this.#connections.set(session, this.#handing);
       session.on('error', (err) => log.debug('client HTTP/2 session error', { error: err.message }));
+      this.#clientSessions.add(session);
+      session.once('close', () => this.#clientSessions.delete(session));
+      // Opened during a drain: the client learns at once to go elsewhere.
+      if (this.#draining) session.once('connect', () => session.close());
     });
     this.#server.on('stream', (stream, headers) => {
       this.#onStream(stream, headers).catch((err: Error) => {
@@ -64,6 +71,12 @@ export class H2Outbound {
     } finally {
       this.#handing = undefined;
     }
+  }
+
+  /** GOAWAY to every client session: open streams finish, new ones go to the next daemon. */
+  drain(): void {
+    this.#draining = true;
+    for (const session of this.#clientSessions) session.close();
   }
 
   close(): void {

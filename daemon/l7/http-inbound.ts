@@ -17,6 +17,7 @@ import type { Admission } from '../admission.ts';
 import type { AuthorizationInput } from '../authorization.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { PodDialer } from '../pod-dialer.ts';
+import { Http1Connections } from './http1-drain.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
 import { publishRequest, requestLabels } from './request-metrics.ts';
 import type { TappedRequest } from './request-metrics.ts';
@@ -79,6 +80,9 @@ export class HttpInbound {
 
   readonly #dialer: PodDialer;
   readonly #tap: Tap | undefined;
+  readonly #http1: Http1Connections;
+  /** HTTP/2 sessions of tunnels and plaintext clients, for GOAWAY on drain. */
+  readonly #h2Sessions = new Set<ServerHttp2Session>();
 
   constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer(), tap?: Tap) {
     this.#tap = tap;
@@ -86,6 +90,7 @@ export class HttpInbound {
     this.#dialer = dialer;
     this.#metrics = metrics;
     this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
+    this.#http1 = new Http1Connections(this.#server);
     this.#server.on('request', (req, res) => this.#onRequest(req, res));
     this.#server.on('upgrade', (req, socket: Duplex, head: Buffer) => this.#onUpgrade(req, socket, head));
     this.#server.on('clientError', (err, socket) => {
@@ -95,6 +100,8 @@ export class HttpInbound {
     this.#h2Server.on('session', (session) => {
       if (this.#handing) this.#servedH2.set(session, this.#handing);
       session.on('error', (err) => log.debug('HTTP/2 session error in a tunnel', { error: err.message }));
+      this.#h2Sessions.add(session);
+      session.once('close', () => this.#h2Sessions.delete(session));
       const timer = setTimeout(() => {
         log.debug('HTTP/2 connection closed: no SETTINGS in time', { timeoutMs: this.headTimeoutMs });
         session.destroy();
@@ -103,6 +110,12 @@ export class HttpInbound {
       session.once('close', () => clearTimeout(timer));
     });
     this.#h2Server.on('stream', (stream, headers) => this.#onH2Stream(stream, headers));
+  }
+
+  /** Clients move to the next daemon: HTTP/1 `connection: close` and idle connections ended, HTTP/2 GOAWAY. */
+  drain(): void {
+    this.#http1.drain();
+    for (const session of this.#h2Sessions) session.close();
   }
 
   /** Serves HTTP/1 arriving on `downstream` (an accepted tunnel stream or socket), whose first bytes `head` were already read. */
@@ -114,6 +127,7 @@ export class HttpInbound {
     if (!(downstream instanceof net.Socket)) socketLike(downstream);
     const served: Served = { conn, agent, inFlight: 0 };
     this.#served.set(downstream, served);
+    this.#http1.add(downstream);
     this.#awaitHead(downstream, served);
     downstream.once('close', () => {
       clearTimeout(served.headTimer);

@@ -38,6 +38,8 @@ export interface OutboundHttpOptions {
 export interface OutboundHttp {
   http1: H1Outbound;
   http2: H2Outbound;
+  /** Clients move to the next daemon: HTTP/1 `connection: close`, HTTP/2 GOAWAY. */
+  drain(): void;
   /** Closes pooled upstream connections. */
   close(): void;
 }
@@ -53,6 +55,10 @@ export function createOutboundHttp(opts: OutboundHttpOptions): OutboundHttp {
   return {
     http1,
     http2,
+    drain() {
+      http1.drain();
+      http2.drain();
+    },
     close() {
       http2.close();
       http1.close();

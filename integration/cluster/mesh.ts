@@ -27,6 +27,8 @@ export interface MeshOptions {
   env?: Record<string, string>;
   /** Per process; default 30 s. */
   readyTimeoutMs?: number;
+  /** Extra flags for every `nodemesh node` (e.g. a short --drain-deadline-ms). */
+  nodeArgs?: string[];
 }
 
 export class MeshStartError extends NodemeshError {
@@ -100,8 +102,41 @@ export class Mesh {
 
   /** Starts (or restarts) the agent of one node and waits until /healthz/ready answers 200. */
   async startNode(name: string): Promise<ClusterProcess> {
-    const node = this.cluster.node(name);
     await this.nodes.get(name)?.stop();
+    const proc = await this.#spawnNode(name);
+    await this.#until(proc, `node ${name}`, `${READY_URL} to answer 200`, () => this.isReady(name));
+    return proc;
+  }
+
+  /**
+   * Starts a second agent on a node beside the running one, as a rolling update's
+   * surge pod does, and waits until it listens in the node's namespace and in
+   * every pod namespace the running one serves (SO_REUSEPORT: two listeners per
+   * port). The node's entry becomes the successor; the old process is returned,
+   * still running, for the caller to stop.
+   */
+  async startSuccessor(name: string): Promise<{ old: ClusterProcess; successor: ClusterProcess }> {
+    const old = this.nodes.get(name);
+    if (!old) throw new MeshStartError(`node ${name} runs no agent to succeed`);
+    const successor = await this.#spawnNode(name);
+    const node = this.cluster.node(name);
+    const namespaces = [node.netns, ...this.cluster.pods.filter((p) => p.node === name).map((p) => p.netns)];
+    const listeners = async (netns: string, port: number) => (await this.cluster.exec(netns, ['ss', '-Hltn', `sport = :${port}`])).stdout.split('\n').filter((l) => l.trim()).length;
+    await this.#until(successor, `node ${name}'s successor`, 'two listeners on 15001 and 15008 in each namespace the old one serves', async () => {
+      for (const netns of namespaces) {
+        for (const port of [15001, 15008]) {
+          const count = await listeners(netns, port);
+          // A pod the node does not capture has none: nothing to hand over there.
+          if (count === 1) return false;
+        }
+      }
+      return true;
+    });
+    return { old, successor };
+  }
+
+  async #spawnNode(name: string): Promise<ClusterProcess> {
+    const node = this.cluster.node(name);
     await mkdir(this.stateDir(name), { recursive: true });
     const proc = this.cluster.spawn(node.netns, [
       process.execPath, ...NODE_V8_FLAGS, await nodemeshBinary(), 'node',
@@ -110,11 +145,12 @@ export class Mesh {
       '--token-file', this.tokenFile(name),
       '--ca-file', this.caFile,
       '--state-dir', this.stateDir(name),
+      '--cert-dir', join(this.stateDir(name), 'certs'),
       '--admin-addr', ADMIN_ADDR,
       '--pod-netns-prefix', `${node.netns}-pod-`,
+      ...(this.#opts.nodeArgs ?? []),
     ], { env: this.#env(), logFile: this.logFile(`node-${name}`) });
     this.nodes.set(name, proc);
-    await this.#until(proc, `node ${name}`, `${READY_URL} to answer 200`, () => this.isReady(name));
     return proc;
   }
 

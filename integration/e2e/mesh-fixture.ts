@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCluster, type Cluster } from '../cluster/cluster.ts';
 import { generateConfigDir } from '../cluster/config-dir.ts';
-import { startMesh, ADMIN_ADDR, type Mesh } from '../cluster/mesh.ts';
+import { startMesh, ADMIN_ADDR, type Mesh, type MeshOptions } from '../cluster/mesh.ts';
 import { runPrefix, sweepStale } from '../cluster/netns.ts';
 import type { ClusterSpec, CniProfile } from '../cluster/plan.ts';
 import { CNI_PROFILES } from '../cluster/plan.ts';
@@ -46,7 +46,7 @@ export interface MeshFixture {
  * `tag` (lower-case letters) tells the clusters of different test files apart;
  * `prefix` the namespaces of different groups of tests.
  */
-export async function startMeshFixture(spec: ClusterSpec, tag: string, prefix = E2E_PREFIX): Promise<MeshFixture> {
+export async function startMeshFixture(spec: ClusterSpec, tag: string, prefix = E2E_PREFIX, meshOptions: Omit<MeshOptions, 'configDir'> = {}): Promise<MeshFixture> {
   // Leftovers of runs that were killed outright (their pid is gone).
   await sweepStale(prefix);
   const configDir = await mkdtemp(join(tmpdir(), `nodemesh-e2e-${tag}-`));
@@ -58,7 +58,7 @@ export async function startMeshFixture(spec: ClusterSpec, tag: string, prefix = 
   try {
     cluster = await createCluster({ ...spec, cni: spec.cni ?? E2E_CNI }, { prefix: runPrefix(prefix, tag) });
     await generateConfigDir(cluster, configDir);
-    const mesh = await startMesh(cluster, { configDir });
+    const mesh = await startMesh(cluster, { ...meshOptions, configDir });
     return { cluster, mesh, configDir, teardown };
   } catch (err) {
     await teardown();

@@ -1,0 +1,92 @@
+// Handing the node's listeners over to the daemon that replaces this one. Every
+// listener is bound with SO_REUSEPORT (on the node and inside each captured
+// pod), so during a rolling update the new daemon binds beside the old one and
+// the kernel spreads new connections over both. The old daemon stops accepting
+// only once another socket listens on each of its ports, in each namespace:
+// closing the last listener of a port would refuse every new connection to it.
+// With net.ipv4.tcp_migrate_req set, connections already queued on the closed
+// listener move to the remaining one instead of being reset.
+//
+// Who else listens is read from /proc/thread-self/net/tcp (inside a pod's
+// namespace for its listeners): LISTEN sockets on the port whose inode is not
+// one of ours.
+
+import { fstatSync, readFileSync, writeFileSync } from 'node:fs';
+import { logger } from '../core/log.ts';
+import { inNetns } from './netns.ts';
+
+const log = logger('daemon');
+const TCP_LISTEN = '0A';
+const POLL_MS = 50;
+
+/** One listening socket of ours: its port, its fd and the namespace it lives in (undefined: the node's). */
+export interface HeldListener {
+  port: number;
+  fd: number;
+  netns?: string;
+}
+
+/** Inodes of the IPv4 sockets listening on `port` in the calling thread's namespace. */
+function listeningInodes(port: number): Set<number> {
+  const inodes = new Set<number>();
+  const wanted = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const line of readFileSync('/proc/thread-self/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || f[3] !== TCP_LISTEN) continue;
+    if (f[1]!.split(':')[1] === wanted) inodes.add(Number(f[9]));
+  }
+  return inodes;
+}
+
+/** Whether a socket other than ours listens on the listener's port in its namespace. */
+function succeeded(held: HeldListener, ours: ReadonlySet<number>): boolean {
+  const read = () => listeningInodes(held.port);
+  const inodes = held.netns ? inNetns(held.netns, read) : read();
+  return [...inodes].some((inode) => !ours.has(inode));
+}
+
+/**
+ * Resolves true once another daemon listens beside every one of `held`, false
+ * when `timeoutMs` passes first (then we are the only one: stop at once).
+ */
+export async function waitForSuccessor(held: readonly HeldListener[], timeoutMs: number): Promise<boolean> {
+  const ours = new Set<number>();
+  for (const h of held) {
+    try {
+      ours.add(fstatSync(h.fd).ino);
+    } catch {
+      // Already closed.
+    }
+  }
+  const deadline = Date.now() + timeoutMs;
+  let pending = [...held];
+  for (;;) {
+    pending = pending.filter((h) => {
+      try {
+        return !succeeded(h, ours);
+      } catch (err) {
+        // A pod namespace that is gone needs no successor.
+        log.debug('cannot check a listener for a successor', { port: h.port, netns: h.netns, error: (err as Error).message });
+        return false;
+      }
+    });
+    if (pending.length === 0) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+/**
+ * Asks the kernel to move connections queued on a closed listener to another
+ * of its SO_REUSEPORT group (per namespace; needs /proc/sys writable, as it is
+ * in the node agent's pod only when the runtime allows it). Best effort.
+ */
+export function enableRequestMigration(netns?: string): void {
+  const write = () => writeFileSync('/proc/sys/net/ipv4/tcp_migrate_req', '1');
+  try {
+    if (netns) inNetns(netns, write);
+    else write();
+  } catch (err) {
+    log.debug('net.ipv4.tcp_migrate_req not set: queued connections of a closed listener are reset, not moved', { netns, error: (err as Error).message });
+  }
+}
