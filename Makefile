@@ -19,7 +19,7 @@ UNIT_TESTS := 'scripts/**/*.test.ts' 'core/**/*.test.ts' 'controlplane/**/*.test
 E2E_TESTS := 'integration/**/*.test.ts'
 # The meshed suites run again on the routed (Calico-like) profile; the first pass
 # is on bridge, and integration/capture-cni.test.ts covers eni and bypass too.
-E2E_PROFILE_TESTS := 'integration/l4-*.test.ts' 'integration/l7-*.test.ts'
+E2E_PROFILE_TESTS := 'integration/l4-*.test.ts' 'integration/l7-*.test.ts' 'integration/upgrade.test.ts'
 
 .PHONY: help deps system-deps build typecheck test test-unit test-e2e demo bench image clean
 
