@@ -1,11 +1,12 @@
 // The node admin API, on 127.0.0.1:15000 by default. JSON everywhere.
 //
-//   GET  /              this list
+//   GET  /              this node's name and this list
 //   GET  /config_dump   epoch, version, every resource, control-plane connection, rejected resources
 //   GET  /workloads     local enrolled workloads with identity and certificate expiry
 //   GET  /certs         workload certificates (identity, serial, validity, state) and trust bundle fingerprints
 //   GET  /connections   open data-plane connections ([] without a data plane)
 //   GET  /policies      authorization policies known to this node
+//   GET  /routes        HTTP and gRPC routes known to this node, as the data plane applies them
 //   GET  /explain       ?source=IP&destination=IP:PORT — what the data plane would do with that connection
 //   GET  /tap           WebSocket: a JSON event per connection open and close, refusal (with its reason) and
 //                       HTTP/gRPC request, as they happen; ?event=open,close,refusal,request &namespace=NS
@@ -88,7 +89,7 @@ export class AdminServer extends ListeningHttpServer {
 function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
   const endpoints = new Map<string, Endpoint>();
   const listing = () => listEndpoints(endpoints);
-  endpoints.set('/', { GET: () => ({ endpoints: listing() }) });
+  endpoints.set('/', { GET: () => ({ node: s.store.nodeName, endpoints: listing() }) });
   endpoints.set('/config_dump', {
     GET: () => {
       const snap = s.store.snapshot();
@@ -123,6 +124,7 @@ function adminEndpoints(s: AdminSources): Map<string, Endpoint> {
   });
   endpoints.set('/connections', { GET: () => s.connections?.() ?? [] });
   endpoints.set('/policies', { GET: () => s.store.policies() });
+  endpoints.set('/routes', { GET: () => s.store.routes() });
   endpoints.set('/explain', { GET: (_req, url) => explainQuery(s, url) });
   // Served on upgrade (serveTap); listed here so / and 404s name it.
   endpoints.set('/tap', { GET: () => { throw new HttpError(426, ErrorCode.ADMIN_WEBSOCKET, '/tap is a WebSocket: connect with a WebSocket client (Upgrade: websocket)'); } });

@@ -17,6 +17,8 @@ export interface FlagSpec {
   /** For strings: the value when the flag is absent. */
   default?: string;
   required?: boolean;
+  /** A one-letter alias (`-o` for `--output`). */
+  short?: string;
 }
 
 export type FlagValues<S extends Record<string, FlagSpec>> = {
@@ -25,7 +27,8 @@ export type FlagValues<S extends Record<string, FlagSpec>> = {
 
 export function usageOf(command: string, summary: string, spec: Record<string, FlagSpec>): string {
   const rows = Object.entries(spec).map(([name, f]) => {
-    const flag = f.type === 'string' ? `--${name} <value>` : `--${name}`;
+    const long = f.type === 'string' ? `--${name} <value>` : `--${name}`;
+    const flag = f.short ? `-${f.short}, ${long}` : long;
     const notes = [f.required ? 'required' : '', f.default !== undefined ? `default ${f.default}` : ''].filter(Boolean).join(', ');
     return `  ${flag.padEnd(28)} ${f.description}${notes ? ` (${notes})` : ''}`;
   });
@@ -39,8 +42,10 @@ export interface ParseOptions {
 
 /** Parses `argv` (without the subcommand); with --help (or `exemptsRequired`) set, required flags are not enforced. */
 export function parseFlags<S extends Record<string, FlagSpec>>(command: string, summary: string, argv: string[], spec: S, opts: ParseOptions = {}): FlagValues<S> {
-  const options: Record<string, { type: 'string' | 'boolean'; default?: string }> = { help: { type: 'boolean' } };
-  for (const [name, f] of Object.entries(spec)) options[name] = f.default !== undefined ? { type: f.type, default: f.default } : { type: f.type };
+  const options: Record<string, { type: 'string' | 'boolean'; default?: string; short?: string }> = { help: { type: 'boolean', short: 'h' } };
+  for (const [name, f] of Object.entries(spec)) {
+    options[name] = { type: f.type, ...(f.default !== undefined ? { default: f.default } : {}), ...(f.short ? { short: f.short } : {}) };
+  }
   let values: Record<string, string | boolean | undefined>;
   try {
     values = parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;

@@ -13,6 +13,18 @@ commands:
   controlplane   run the control plane: config source, CA, control API
   node           run the node agent and data plane (one per node)
   demo           run a two-node cluster in network namespaces with meshed traffic (root)
+
+operator commands (ask one node with --admin HOST:PORT, or nodes through the Kubernetes API):
+  status         every node: ready, config version, control plane connected, certificate expiry
+  workloads      enrolled workloads: identity, capture, mTLS mode, certificate
+  certs          workload certificates and the trust bundle
+  connections    open connections with both identities
+  policies       authorization policies
+  routes         HTTP and gRPC routes
+  explain        what the data plane would do with a connection, and the policy that decides
+  tap            live connection opens and closes, refusals and requests
+  logging        log level and debug tracers (and change them)
+
   version        print the version
   help           show this help
 
@@ -26,6 +38,12 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   controlplane: async () => (await import('./controlplane.ts')).runControlPlaneCommand,
   node: async () => (await import('./node.ts')).runNodeCommand,
   demo: async () => (await import('./demo.ts')).runDemoCommand,
+  ...Object.fromEntries(['status', 'workloads', 'certs', 'connections', 'policies', 'routes', 'explain', 'tap', 'logging'].map((name) => [
+    name, async () => {
+      const { runInspectCommand } = await import('./inspect.ts');
+      return (argv: string[]) => runInspectCommand(name, argv);
+    },
+  ])),
   version: async () => async () => {
     process.stdout.write(`nodemesh ${version()}\n`);
   },

@@ -92,6 +92,10 @@ export const ErrorCode = {
   USAGE: 'NM_USAGE',
   /** This build has no demo subcommand. */
   NO_DEMO: 'NM_NO_DEMO',
+  /** An operator command could not reach a node's admin API (directly, or through a Kubernetes port-forward). */
+  ADMIN_UNREACHABLE: 'NM_ADMIN_UNREACHABLE',
+  /** A node's admin API answered an operator command with an error, or with what is not JSON. */
+  ADMIN_ANSWER: 'NM_ADMIN_ANSWER',
 
   // Test harness: the network-namespace cluster, the demo, end-to-end tests, benchmarks.
   /** A command of the test cluster (ip, iptables, a process in a namespace) failed. */
