@@ -54,7 +54,8 @@ test('explain: names the DENY policy that refuses a connection', () => {
 test('explain: a non-mesh source goes as plaintext, captured where the destination is, and strict namespaces refuse it', () => {
   const toLocal = explain(store(), { sourceIp: outsider.ip, destinationIp: local.ip, port: 7000 });
   assert.match(toLocal.capture, /inbound plaintext \(15006\)/);
-  assert.equal(toLocal.targets[0]!.path, 'passthrough');
+  assert.deepEqual([toLocal.targets[0]!.path, toLocal.targets[0]!.security], ['plaintext', 'none'], 'captured and decided by the mesh: not passthrough');
+  assert.equal(toLocal.source.identity, null, 'a pod outside the mesh has no identity');
   const viaVip = explain(store(), { sourceIp: outsider.ip, destinationIp: '10.96.0.10', port: 80 });
   assert.match(viaVip.capture, /the Service has an enrolled endpoint on this node/);
   const toStrict = explain(store(), { sourceIp: outsider.ip, destinationIp: strict.ip, port: 443 });
@@ -67,4 +68,25 @@ test('explain: a destination outside the mesh passes through; a port the Service
   assert.deepEqual(out.targets.map((t) => [t.workload, t.path, t.authorization]), [[null, 'passthrough', null]]);
   assert.throws(() => explain(store(), { sourceIp: client.ip, destinationIp: '10.96.0.10', port: 81 }), (err: Error & { code?: string }) =>
     err.code === 'NM_BAD_EXPLAIN_QUERY' && /service demo\/server has no port 81; its ports are 80/.test(err.message));
+});
+
+test('explain: a plaintext pod to a meshed server is captured there and refused by the DENY policy that names it, with no identity', () => {
+  // On the destination's node, as `nodemesh explain --node node-2` asks it.
+  const s = new ConfigStore('node-2');
+  const denyPlaintext: AuthorizationPolicy = {
+    namespace: 'demo', name: 'deny-plaintext-7001', selector: null, action: 'DENY',
+    rules: [{ from: [{ principals: [], notPrincipals: ['*'], namespaces: [], notNamespaces: [], ipBlocks: [], notIpBlocks: [] }], to: [{ ports: [7001], notPorts: [], methods: [], notMethods: [], paths: [], notPaths: [] }] }],
+  };
+  s.apply({ epoch: 'e', version: 1, snapshot: true, removals: [], upserts: [
+    ...[client, outsider, serverA].map((w): Resource => ({ kind: 'workload', key: w.uid, version: 1, workload: w })),
+    { kind: 'policy', key: 'demo/deny-plaintext-7001', version: 1, policy: denyPlaintext },
+  ] });
+  const e = explain(s, { sourceIp: outsider.ip, destinationIp: serverA.ip, port: 7001 });
+  assert.equal(e.source.identity, null);
+  assert.match(e.capture, /captured on this node by inbound plaintext \(15006\)/);
+  assert.deepEqual(e.targets.map((t) => [t.path, t.security, t.authorization?.allowed, t.authorization?.policy]), [['plaintext', 'none', false, 'demo/deny-plaintext-7001']]);
+  // The meshed client from node-1, explained on node-2: HBONE with its own identity, which the policy does not deny.
+  const meshed = explain(s, { sourceIp: client.ip, destinationIp: serverA.ip, port: 7001 });
+  assert.equal(meshed.source.identity, 'spiffe://cluster.local/ns/demo/sa/client');
+  assert.deepEqual(meshed.targets.map((t) => [t.path, t.security, t.authorization?.allowed]), [['hbone', 'mutual_tls', true]]);
 });

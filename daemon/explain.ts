@@ -19,7 +19,13 @@ export interface ExplainedTarget {
   ip: string;
   port: number;
   workload: string | null;
-  path: 'hbone' | 'same-node' | 'passthrough';
+  /**
+   * hbone / same-node: meshed both ends, mTLS with both identities; plaintext: a source
+   * outside the mesh to a meshed destination, captured at the destination's node (15006),
+   * no identity, the destination's policies decide; passthrough: the destination is not
+   * in the mesh, the mesh neither captures nor decides.
+   */
+  path: 'hbone' | 'same-node' | 'plaintext' | 'passthrough';
   node: string | null;
   security: 'mutual_tls' | 'none';
   authorization: { allowed: boolean; policy?: string; reason: string } | null;
@@ -45,17 +51,18 @@ export function explain(config: ConfigStore, q: ExplainQuery): Explanation {
   const source = config.workloadByIp(q.sourceIp);
   const sourceLocal = source?.node === config.nodeName;
   const sourceMeshed = Boolean(source?.enrolled && sourceLocal);
+  // An enrolled source on any node reaches meshed destinations with its own identity (its node's outbound).
+  const sourceIdentity = source?.enrolled ? identity(source) : null;
   const service = config.serviceByVip(q.destinationIp);
 
   const targetOf = (ip: string, port: number, workload: Workload | undefined): ExplainedTarget => {
     const meshed = Boolean(workload?.enrolled);
-    const sameNode = workload?.node === config.nodeName;
-    const path = !sourceMeshed || !meshed ? 'passthrough' : sameNode ? 'same-node' : 'hbone';
+    const path = !meshed ? 'passthrough' : !sourceIdentity ? 'plaintext' : workload?.node === source?.node ? 'same-node' : 'hbone';
     // Authorization is decided on the destination's node; it is evaluated here from the same config.
     const authorization = workload && meshed
       ? decide(config, {
-          sourcePrincipal: sourceMeshed ? identity(source!) : null,
-          sourceNamespace: sourceMeshed ? source!.namespace : null,
+          sourcePrincipal: sourceIdentity,
+          sourceNamespace: sourceIdentity ? source!.namespace : null,
           sourceIp: q.sourceIp,
           destination: workload,
           port,
@@ -63,7 +70,7 @@ export function explain(config: ConfigStore, q: ExplainQuery): Explanation {
       : null;
     return {
       ip, port, workload: workload ? `${workload.namespace}/${workload.name}` : null, path,
-      node: workload?.node ?? null, security: path === 'passthrough' ? 'none' : 'mutual_tls', authorization,
+      node: workload?.node ?? null, security: path === 'hbone' || path === 'same-node' ? 'mutual_tls' : 'none', authorization,
     };
   };
 
@@ -90,7 +97,7 @@ export function explain(config: ConfigStore, q: ExplainQuery): Explanation {
         : 'not captured on this node';
   return {
     node: config.nodeName,
-    source: { ip: q.sourceIp, workload: source ? `${source.namespace}/${source.name}` : null, enrolled: Boolean(source?.enrolled), local: sourceLocal, identity: source ? identity(source) : null },
+    source: { ip: q.sourceIp, workload: source ? `${source.namespace}/${source.name}` : null, enrolled: Boolean(source?.enrolled), local: sourceLocal, identity: sourceIdentity },
     capture,
     service: service ? `${service.namespace}/${service.name}` : null,
     targets,
