@@ -14,14 +14,16 @@ export PATH := $(NODE_DIR):$(PATH)
 NODE_READY := $(NODE_DIR)/node
 endif
 
-DEBIAN_PACKAGES := iptables iproute2 tcpdump curl openssl nginx-light libnginx-mod-stream iperf3 wrk procps
+# podman, runc and mmdebstrap: integration/image.test.ts builds the image on a base
+# made from Debian packages and runs it in the test cluster.
+DEBIAN_PACKAGES := iptables iproute2 tcpdump curl openssl nginx-light libnginx-mod-stream iperf3 wrk procps podman runc mmdebstrap
 UNIT_TESTS := 'scripts/**/*.test.ts' 'core/**/*.test.ts' 'controlplane/**/*.test.ts' 'agent/**/*.test.ts' 'daemon/**/*.test.ts' 'cli/**/*.test.ts' 'manifests/**/*.test.ts'
 E2E_TESTS := 'integration/**/*.test.ts'
 # The meshed suites run again on the routed (Calico-like) profile; the first pass
 # is on bridge, and integration/capture-cni.test.ts covers eni and bypass too.
 E2E_PROFILE_TESTS := 'integration/l4-*.test.ts' 'integration/l7-*.test.ts' 'integration/upgrade.test.ts'
 
-.PHONY: help deps system-deps build typecheck test test-unit test-e2e demo bench image clean
+.PHONY: help deps system-deps build typecheck test test-unit test-e2e demo bench image image-base clean
 
 help:
 	@echo "make demo   - two-node cluster in network namespaces with meshed traffic (root)"
@@ -72,9 +74,24 @@ bench: deps system-deps
 # The image is tagged with package.json's version, the tag manifests/kustomization.yaml names.
 VERSION := $(shell sed -n 's/^  "version": "\([^"]*\)",$$/\1/p' package.json)
 
+# podman when installed (daemonless: installed means usable), else docker; ENGINE=docker picks.
+ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+# The Dockerfile's base (node:24-slim when unset); `make image-base` prints one made from Debian packages.
+BASE ?=
+IMAGE ?= nodemesh:$(VERSION)
+# CAs npm in the build must trust beyond Node's own (a TLS-inspecting proxy): by
+# default those this machine's Node is told to trust.
+NPM_CA ?= $(NODE_EXTRA_CA_CERTS)
+comma := ,
+
 image:
 	@test -n "$(VERSION)" || { echo "no version in package.json"; exit 1; }
-	docker build -t nodemesh:$(VERSION) .
+	$(ENGINE) build $(if $(BASE),--build-arg BASE=$(BASE) )$(if $(NPM_CA),--secret id=npm-ca$(comma)src=$(NPM_CA) )-t $(IMAGE) .
+
+# A base with Node 24 from Debian packages (mmdebstrap), for machines that cannot
+# pull node:24-slim; built once per recipe. Then: make image BASE=<the tag it prints>
+image-base: deps system-deps
+	@node scripts/image-base.ts
 
 clean:
 	rm -rf node_modules .tools dist
