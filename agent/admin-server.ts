@@ -235,8 +235,48 @@ function serve(endpoints: Map<string, Endpoint>, req: IncomingMessage, res: Serv
   }
 }
 
+/** Arrays longer than this (the whole body, or a top-level field of it) are written entry by entry. */
+const STREAMED_ENTRIES = 1000;
+
+/**
+ * Writes a JSON answer. A large one (a 10,000-pod /config_dump) never exists as
+ * one string: its long arrays go out an entry at a time, waiting for the socket
+ * to drain, so the node's memory does not grow with the size of the answer.
+ */
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 2) + '\n');
+  res.writeHead(status, { 'content-type': 'application/json' });
+  void (async () => {
+    for (const chunk of jsonChunks(body, true)) {
+      if (res.destroyed) return;
+      if (!res.write(chunk)) await new Promise((resolve) => {
+        res.once('drain', resolve);
+        res.once('close', resolve);
+      });
+    }
+    res.end('\n');
+  })();
+}
+
+function* jsonChunks(value: unknown, top: boolean): Generator<string> {
+  if (Array.isArray(value) && value.length > STREAMED_ENTRIES) {
+    yield '[';
+    for (let i = 0; i < value.length; i++) yield `${i ? ',' : ''}\n  ${JSON.stringify(value[i])}`;
+    yield '\n]';
+    return;
+  }
+  if (top && value !== null && typeof value === 'object' && !Array.isArray(value)
+    && Object.values(value).some((v) => Array.isArray(v) && v.length > STREAMED_ENTRIES)) {
+    const entries = Object.entries(value);
+    yield '{';
+    for (let i = 0; i < entries.length; i++) {
+      const [key, v] = entries[i]!;
+      yield `${i ? ',' : ''}\n${JSON.stringify(key)}: `;
+      yield* jsonChunks(v, false);
+    }
+    yield '\n}';
+    return;
+  }
+  yield JSON.stringify(value, null, 2);
 }
 
 /** 127.0.0.0/8, ::1, and their IPv4-mapped IPv6 form. */
