@@ -108,5 +108,5 @@ test(cniTitle('GRPCRoute method matching: CountTo takes the RegularExpression ru
 test(cniTitle('a call no GRPCRoute rule matches is answered UNIMPLEMENTED by the mesh, not passed to a backend'), async () => {
   const tally = await calls(3, 'Unknown');
   assert.deepEqual([tally.pods, tally.codes], [{ '': 3 }, { 12: 3 }], JSON.stringify(tally));
-  assert.match(tally.details[0] ?? '', /no rule of the routes attached to shop\/greeter matches POST \/nodemesh\.test\.Greeter\/Unknown/);
+  assert.match(tally.details[0] ?? '', /no rule of the GRPCRoutes attached to shop\/greeter matches POST \/nodemesh\.test\.Greeter\/Unknown/);
 });

@@ -101,7 +101,7 @@ export class RequestRouter {
     });
     if (decision.kind === 'unrouted') return new RequestPlan(this, req, conn, { service, port: conn.dstPort }, NO_TIMEOUTS, undefined);
     if (decision.kind === 'no-match') {
-      const what = `no rule of the routes attached to ${service.namespace}/${service.name} matches ${req.method} ${url.pathname}`;
+      const what = `no rule of the ${decision.grpc ? 'GRPCRoutes' : 'HTTPRoutes'} attached to ${service.namespace}/${service.name} matches ${req.method} ${url.pathname}`;
       // GRPCRoute: an unmatched call is UNIMPLEMENTED, as a gRPC server answers an unknown method.
       return decision.grpc ? grpcReply(GrpcStatus.UNIMPLEMENTED, what) : new LocalReply(404, what);
     }
