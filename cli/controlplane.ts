@@ -17,6 +17,7 @@ const FLAGS = {
   'node-tokens': { type: 'string', description: 'directory mode: file of "node-name: token" lines' },
   'trust-domain': { type: 'string', default: 'cluster.local', description: 'SPIFFE trust domain of workload identities' },
   'serving-hosts': { type: 'string', description: 'comma-separated names and IPs the nodes dial, for the serving certificate' },
+  'status-listen': { type: 'string', description: 'host:port of a read-only JSON endpoint with the routes\' status (GET /routes) and the refused objects (GET /rejected); for file mode above all' },
 } as const;
 const SUMMARY = 'Runs the control plane: watches the config source, signs workload certificates, streams config to the nodes.';
 
@@ -39,8 +40,10 @@ export async function runControlPlaneCommand(argv: string[]): Promise<void> {
     authenticator: backends.authenticator,
     trustDomain,
     servingHosts: hosts.length ? hosts : undefined,
+    routeStatus: backends.routeStatus,
+    statusListen: flags['status-listen'],
   });
-  log.info('control plane running', { address: cp.address, ca: backends.caStore.describe, source: flags.source });
+  log.info('control plane running', { address: cp.address, ca: backends.caStore.describe, source: flags.source, ...(cp.statusAddress ? { status: cp.statusAddress } : {}) });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);

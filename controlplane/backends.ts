@@ -13,6 +13,9 @@ import { FileTokenAuthenticator, type NodeAuthenticator } from './node-auth.ts';
 import { KubernetesSource } from './kubernetes-source.ts';
 import { TokenReviewAuthenticator } from './token-review-authenticator.ts';
 import { SecretCaStore } from './ca-secret-store.ts';
+import { KubeApi } from './kubernetes-api.ts';
+import { KubernetesRouteStatusWriter } from './route-status-writer.ts';
+import type { RouteStatus } from './route-status.ts';
 
 export type BackendOptions =
   | {
@@ -38,6 +41,8 @@ export interface Backends {
   authenticator: NodeAuthenticator;
   /** Names the nodes dial that the serving certificate must carry. */
   servingHosts: string[];
+  /** Where route status goes besides the log: the status subresource in Kubernetes. */
+  routeStatus?: (status: RouteStatus) => void;
 }
 
 /** The API server of the cluster this process runs in, else the one of the default kubeconfig ($KUBECONFIG, ~/.kube/config). */
@@ -52,11 +57,13 @@ export function createBackends(opts: BackendOptions): Backends {
   if (opts.kind === 'kubernetes') {
     const { kubeConfig, namespace } = opts;
     const service = `nodemesh-controlplane.${namespace}.svc`;
+    const statusWriter = new KubernetesRouteStatusWriter(new KubeApi(kubeConfig));
     return {
       source: new KubernetesSource(kubeConfig),
       caStore: Object.assign(new SecretCaStore(kubeConfig, { namespace }), { describe: `Secret ${namespace}/nodemesh-ca` }),
       authenticator: new TokenReviewAuthenticator(kubeConfig, { namespace }),
       servingHosts: [service, `${service}.cluster.local`, 'localhost', '127.0.0.1'],
+      routeStatus: (status) => statusWriter.write(status),
     };
   }
   const store = new DirCaStore(opts.caDir);

@@ -44,14 +44,19 @@ export class KubeApi {
     return this.request<T>('PUT', path, body);
   }
 
-  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  /** A JSON merge patch (RFC 7386), e.g. of a status subresource. */
+  mergePatch<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>('PATCH', path, body, undefined, 'application/merge-patch+json');
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal, contentType = 'application/json'): Promise<T> {
     const cluster = this.config.getCurrentCluster();
     if (!cluster) throw new NodemeshError(ErrorCode.KUBE_CONFIG, 'kubeconfig has no current cluster: check the current-context of the kubeconfig, or run inside a pod');
     const url = new URL(cluster.server.replace(/\/$/, '') + path);
     const options: https.RequestOptions = { method, headers: { accept: 'application/json' }, timeout: REQUEST_TIMEOUT_MS, signal };
     await this.config.applyToHTTPSOptions(options);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    if (payload) Object.assign(options.headers!, { 'content-type': 'application/json', 'content-length': String(payload.length) });
+    if (payload) Object.assign(options.headers!, { 'content-type': contentType, 'content-length': String(payload.length) });
     const send = url.protocol === 'https:' ? https.request : http.request;
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
       const req = send(url, options, (res) => {

@@ -20,6 +20,7 @@ import { toEndpointSlice, type MeshEndpointSlice } from './endpoint-slice.ts';
 import { toHttpRoute } from './httproute.ts';
 import { toGrpcRoute } from './grpcroute.ts';
 import { grantsRouteToService, toReferenceGrant, type MeshReferenceGrant } from './referencegrant.ts';
+import { routeStatusOf, sameConditions, type RouteStatus } from './route-status.ts';
 import { toAuthorizationPolicy } from './authorization-policy.ts';
 import { LabelIndex, SelectorIndex } from './label-index.ts';
 import { UpdateHistory } from './update-history.ts';
@@ -41,6 +42,8 @@ export interface MeshModelOptions {
 }
 
 export type UpdateListener = (delta: ConfigUpdate) => void;
+/** A route's status changed (not called again while it stays the same). */
+export type RouteStatusListener = (status: RouteStatus) => void;
 
 /** The kinds the model reads, by "group/Kind" ("" for the core group). */
 const KINDS = {
@@ -88,6 +91,11 @@ export class MeshModel implements SourceEvents {
   readonly #slices = new Map<string, MeshEndpointSlice>();
   readonly #sliceKeysByService = new Map<string, Set<string>>();
   readonly #routes = new Map<string, KubeObject>();
+  /** Routes whose latest version was refused, by route key: their status says why. */
+  readonly #refusedRoutes = new Map<string, { raw: KubeObject; field: string; reason: string }>();
+  readonly #routeStatus = new Map<string, RouteStatus>();
+  readonly #statusListeners = new Set<RouteStatusListener>();
+  #statusDirty = false;
   /** ReferenceGrants by "namespace/name": they decide cross-namespace backendRefs, so a change compiles every route again. */
   readonly #grants = new Map<string, MeshReferenceGrant>();
   readonly #policies = new Map<string, AuthorizationPolicy>();
@@ -139,6 +147,17 @@ export class MeshModel implements SourceEvents {
   deltasSince(epoch: string, version: number): ConfigUpdate[] | null {
     if (epoch !== this.epoch) return null;
     return this.#history.since(version, this.#version);
+  }
+
+  /** Calls `listener` with each route status that changes from now on; returns the unsubscribe function. */
+  onRouteStatus(listener: RouteStatusListener): () => void {
+    this.#statusListeners.add(listener);
+    return () => this.#statusListeners.delete(listener);
+  }
+
+  /** The status of every route with a Service parent, as its owner would read it. */
+  routeStatuses(): RouteStatus[] {
+    return [...this.#routeStatus.values()];
   }
 
   /** Objects that were refused, for status and the operator. */
@@ -195,6 +214,7 @@ export class MeshModel implements SourceEvents {
       case 'HTTPRoute':
       case 'GRPCRoute': {
         const routeKey = routeKeyOf(kind, key);
+        if (this.#refusedRoutes.delete(routeKey)) this.#statusDirty = true;
         if (this.#routes.delete(routeKey)) this.#markDirty('route', routeKey);
         break;
       }
@@ -256,14 +276,20 @@ export class MeshModel implements SourceEvents {
       case KINDS.service: return this.#setService(key, toService(obj));
       case KINDS.slice: return this.#setSlice(key, toEndpointSlice(obj));
       case KINDS.route:
-        // Validate now, so a bad route is refused here; it is compiled again at flush.
-        toHttpRoute(obj, () => true);
-        this.#routes.set(key, obj);
-        this.#markDirty('route', key);
-        return;
       case KINDS.grpcRoute: {
-        toGrpcRoute(obj, () => true);
-        const routeKey = routeKeyOf('GRPCRoute', key);
+        const routeKey = routeKeyOf(obj.kind, key);
+        try {
+          // Validate now, so a bad route is refused here; it is compiled again at flush.
+          if (obj.kind === 'GRPCRoute') toGrpcRoute(obj, () => true);
+          else toHttpRoute(obj, () => true);
+        } catch (err) {
+          const field = err instanceof InvalidObjectError ? err.field : '';
+          const reason = err instanceof InvalidObjectError ? reasonOf(err) : String((err as Error)?.message ?? err);
+          this.#refusedRoutes.set(routeKey, { raw: obj, field, reason });
+          this.#statusDirty = true;
+          throw err;
+        }
+        if (this.#refusedRoutes.delete(routeKey)) this.#statusDirty = true;
         this.#routes.set(routeKey, obj);
         this.#markDirty('route', routeKey);
         return;
@@ -413,6 +439,7 @@ export class MeshModel implements SourceEvents {
   // --- resolution and publishing --------------------------------------------
 
   #markDirty(kind: ResourceKind, key: string): void {
+    if (kind === 'route') this.#statusDirty = true;
     this.#dirty.add(`${kind}:${key}`);
     this.#scheduleFlush();
   }
@@ -428,6 +455,7 @@ export class MeshModel implements SourceEvents {
     this.#originsThisTick.clear();
     // Routes are few; the set of Services they may point at changed: compile all again.
     if (this.#routesDirty) {
+      this.#statusDirty = true;
       for (const key of this.#routes.keys()) this.#dirty.add(`route:${key}`);
       for (const key of this.#published.keys()) if (key.startsWith('route:')) this.#dirty.add(key);
       this.#routesDirty = false;
@@ -471,6 +499,7 @@ export class MeshModel implements SourceEvents {
         }
       }
     }
+    if (this.#statusDirty) this.#updateRouteStatus();
     if (this.#synced && !this.#syncPublished) {
       this.#syncPublished = true;
       for (const resolve of this.#syncWaiters.splice(0)) resolve();
@@ -495,6 +524,45 @@ export class MeshModel implements SourceEvents {
       case 'policy': {
         const policy = this.#policies.get(key);
         return policy && { kind, key, version, policy };
+      }
+    }
+  }
+
+  /** Every route's status again (routes are few); listeners hear of the ones that changed. */
+  #updateRouteStatus(): void {
+    this.#statusDirty = false;
+    const exists = (ns: string, name: string) => this.#services.has(namespacedKey(ns, name));
+    const keys = new Set([...this.#routes.keys(), ...this.#refusedRoutes.keys()]);
+    for (const key of [...this.#routeStatus.keys()]) if (!keys.has(key)) this.#routeStatus.delete(key);
+    for (const key of keys) {
+      const refused = this.#refusedRoutes.get(key);
+      const published = this.#published.get(`route:${key}`);
+      const raw = refused?.raw ?? this.#routes.get(key)!;
+      const previous = this.#routeStatus.get(key);
+      let next: RouteStatus;
+      try {
+        next = routeStatusOf({
+          raw, serviceExists: exists, previous,
+          compiled: refused ? undefined : published?.kind === 'route' ? published.route : undefined,
+          rejection: refused && { field: refused.field, reason: refused.reason },
+        });
+      } catch (err) {
+        log.error('computing a route status failed; its last status stays', { route: key, error: String((err as Error)?.stack ?? err) });
+        continue;
+      }
+      // No Service parent: nothing of ours to say.
+      if (!next.parents.length) {
+        this.#routeStatus.delete(key);
+        continue;
+      }
+      if (sameConditions(previous, next)) continue;
+      this.#routeStatus.set(key, next);
+      for (const listener of this.#statusListeners) {
+        try {
+          listener(next);
+        } catch (err) {
+          log.error('route status listener failed', { error: String((err as Error)?.stack ?? err) });
+        }
       }
     }
   }

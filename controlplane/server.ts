@@ -14,6 +14,8 @@ import type { ConfigSource } from './source.ts';
 import type { NodeAuthenticator } from './node-auth.ts';
 import type { CertificateAuthority } from './ca.ts';
 import { MeshModel } from './mesh-model.ts';
+import type { RouteStatus } from './route-status.ts';
+import { serveStatus } from './status-server.ts';
 
 const log = logger('control-api');
 // A node that falls this many updates behind is cut off; it reconnects and
@@ -31,6 +33,10 @@ export interface ControlPlaneOptions {
   trustDomain?: string;
   /** Names and IPs nodes dial; default: the listen host, or localhost and this host's name. */
   servingHosts?: string[];
+  /** Where each changed route status goes besides the log (the status subresource in Kubernetes). */
+  routeStatus?: (status: RouteStatus) => void;
+  /** "host:port" of the status endpoint (GET /routes, /rejected); unset: none. */
+  statusListen?: string;
 }
 
 export interface RunningControlPlane {
@@ -39,6 +45,8 @@ export interface RunningControlPlane {
   /** PEM the nodes pass as --ca-file. */
   caPem: string;
   model: MeshModel;
+  /** host:port of the status endpoint, when one was asked for. */
+  statusAddress?: string;
   stop(): Promise<void>;
 }
 
@@ -65,6 +73,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     throw new NodemeshError(ErrorCode.TRUST_DOMAIN, `trust domain ${JSON.stringify(trustDomain)} differs from the CA's ${JSON.stringify(opts.ca.trustDomain)}: create the CA with the same trust domain`);
   }
   const model = new MeshModel({ trustDomain });
+  model.onRouteStatus((status) => {
+    // Once per change: the model calls only when the conditions differ.
+    log.info('route status', { route: `${status.kind} ${status.namespace}/${status.name}`, generation: status.generation, parents: status.parents.map((p) => ({ parent: `${p.parentRef.namespace}/${p.parentRef.name}${p.parentRef.port ? `:${p.parentRef.port}` : ''}`, conditions: p.conditions.map((c) => `${c.type}=${c.status} ${c.reason}: ${c.message}`) })) });
+    opts.routeStatus?.(status);
+  });
+  const statusServer = opts.statusListen ? await serveStatus(opts.statusListen, model) : undefined;
   const { host } = splitHostPort(opts.listen);
   const serving = await opts.ca.issueServingCert([...new Set([...(opts.servingHosts ?? defaultServingHosts(host)), CONTROL_PLANE_TLS_NAME])]);
   const watches = new Set<grpc.ServerWritableStream<WatchRequest, unknown>>();
@@ -89,6 +103,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
   const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
 
   const stop = async () => {
+    statusServer?.server.close();
     for (const call of watches) call.end();
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
@@ -109,7 +124,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Runn
     throw err;
   }
   log.info('control API listening', { address, trustDomain });
-  return { address, caPem: opts.ca.rootPem, model, stop };
+  return { address, caPem: opts.ca.rootPem, model, statusAddress: statusServer?.address, stop };
 }
 
 async function authenticate(call: { metadata: grpc.Metadata }, authenticator: NodeAuthenticator): Promise<string> {

@@ -163,10 +163,12 @@ test('the control plane runs 2 non-root replicas with a read-only root, no capab
 test('RBAC: the control plane reads the mesh kinds and reviews tokens; the node ServiceAccount has no binding', () => {
   const rules = find(base, 'ClusterRole', 'nodemesh-controlplane').rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[];
   const allows = (group: string, resource: string, verb: string) => rules.some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
-  for (const [group, resource] of [['', 'namespaces'], ['', 'pods'], ['', 'services'], ['discovery.k8s.io', 'endpointslices'], ['gateway.networking.k8s.io', 'httproutes'], ['security.nodemesh.io', 'authorizationpolicies']] as const) {
+  for (const [group, resource] of [['', 'namespaces'], ['', 'pods'], ['', 'services'], ['discovery.k8s.io', 'endpointslices'], ['gateway.networking.k8s.io', 'httproutes'], ['gateway.networking.k8s.io', 'grpcroutes'], ['gateway.networking.k8s.io', 'referencegrants'], ['security.nodemesh.io', 'authorizationpolicies']] as const) {
     for (const verb of ['get', 'list', 'watch']) assert.ok(allows(group, resource, verb), `${verb} ${group}/${resource}`);
   }
   assert.ok(allows('authentication.k8s.io', 'tokenreviews', 'create'));
+  for (const resource of ['httproutes/status', 'grpcroutes/status']) assert.ok(allows('gateway.networking.k8s.io', resource, 'patch'), `patch ${resource}`);
+  assert.ok(!rules.some((r) => r.resources.some((x) => x === 'httproutes' || x === 'grpcroutes') && r.verbs.some((v) => v === 'patch' || v === 'update')), 'routes themselves are never written, only their status');
   assert.ok(!rules.some((r) => r.resources.includes('secrets')), 'no cluster-wide access to Secrets');
   const role = find(base, 'Role', 'nodemesh-controlplane').rules as { resources: string[]; resourceNames?: string[]; verbs: string[] }[];
   assert.deepEqual(role.find((r) => r.resources.includes('secrets') && r.verbs.includes('get'))?.resourceNames, ['nodemesh-ca']);

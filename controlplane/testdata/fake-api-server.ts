@@ -1,6 +1,8 @@
 // TEST SUPPORT — a FAKE Kubernetes API server. It speaks just enough of the real
 // protocol for the control plane's Kubernetes parts to be tested over real HTTPS:
 // list, watch from a resourceVersion (newline-delimited events), get/create/replace,
+// the status subresource of routes (GET, and PATCH as a JSON merge patch of
+// `status` alone, with metadata.generation kept as the real server keeps it),
 // and TokenReview. Tests steer it into the failures a real cluster produces:
 // compacted history (410 Gone), dropped watches, CRDs that are not installed.
 
@@ -16,6 +18,8 @@ interface ResourceDef {
   apiVersion: string;
   plural: string;
   namespaced: boolean;
+  /** Has a status subresource: writes to the object keep its status, /status writes only that. */
+  status?: boolean;
 }
 
 const RESOURCES: readonly ResourceDef[] = [
@@ -25,8 +29,8 @@ const RESOURCES: readonly ResourceDef[] = [
   { kind: 'Secret', apiVersion: 'v1', plural: 'secrets', namespaced: true },
   { kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps', namespaced: true },
   { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', plural: 'endpointslices', namespaced: true },
-  { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', plural: 'httproutes', namespaced: true },
-  { kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', plural: 'grpcroutes', namespaced: true },
+  { kind: 'HTTPRoute', apiVersion: 'gateway.networking.k8s.io/v1', plural: 'httproutes', namespaced: true, status: true },
+  { kind: 'GRPCRoute', apiVersion: 'gateway.networking.k8s.io/v1', plural: 'grpcroutes', namespaced: true, status: true },
   { kind: 'ReferenceGrant', apiVersion: 'gateway.networking.k8s.io/v1beta1', plural: 'referencegrants', namespaced: true },
   { kind: 'AuthorizationPolicy', apiVersion: 'security.nodemesh.io/v1alpha1', plural: 'authorizationpolicies', namespaced: true },
 ];
@@ -197,12 +201,16 @@ export class FakeApiServer {
   #store(def: ResourceDef, key: string, obj: FakeObject, existing: FakeObject | undefined): FakeObject {
     const rv = ++this.#rv;
     const oldMeta = existing?.metadata ?? {};
+    // The real server counts spec changes in metadata.generation; status writes leave it.
+    const generation = !existing ? 1 : Number(oldMeta.generation ?? 1) + (JSON.stringify(existing.spec) === JSON.stringify(obj.spec) ? 0 : 1);
     const stored: FakeObject = {
       ...obj,
       apiVersion: def.apiVersion,
       kind: def.kind,
+      ...(def.status && existing && existing.status !== undefined && obj.status === undefined ? { status: existing.status } : {}),
       metadata: {
         ...obj.metadata,
+        generation,
         uid: oldMeta.uid ?? obj.metadata.uid ?? randomUUID(),
         creationTimestamp: oldMeta.creationTimestamp ?? obj.metadata.creationTimestamp ?? new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
         resourceVersion: String(rv),
@@ -240,11 +248,11 @@ export class FakeApiServer {
         sendStatus(res, 400, 'BadRequest', 'request body is not JSON');
         return;
       }
-      this.#route(req.method ?? 'GET', url, watch, body, res);
+      this.#route(req.method ?? 'GET', url, watch, body, res, String(req.headers['content-type'] ?? ''));
     });
   }
 
-  #route(method: string, url: URL, watch: boolean, body: unknown, res: ServerResponse): void {
+  #route(method: string, url: URL, watch: boolean, body: unknown, res: ServerResponse, contentType = ''): void {
     if (method === 'POST' && url.pathname === '/apis/authentication.k8s.io/v1/tokenreviews') {
       sendJson(res, 201, this.#review(body as { spec?: { token?: string; audiences?: string[] } }));
       return;
@@ -254,12 +262,13 @@ export class FakeApiServer {
       sendStatus(res, 404, 'NotFound', `the server could not find the requested resource (${url.pathname})`);
       return;
     }
-    const { def, namespace, name } = target;
+    const { def, namespace, name, subresource } = target;
     if (this.#absent.has(def.kind)) {
       sendStatus(res, 404, 'NotFound', 'the server could not find the requested resource');
       return;
     }
     const objects = this.#objects.get(def)!;
+    if (subresource) return this.#status(def, method, contentType, keyOf(def, namespace, name), name, body, res);
     if (method === 'GET' && !name && watch) return this.#watch(def, namespace, url.searchParams.get('resourceVersion') ?? '', res);
     if (method === 'GET' && !name) {
       const items = [...objects.values()].filter((o) => matchesNamespace(o, namespace)).map(({ apiVersion: _a, kind: _k, ...rest }) => rest);
@@ -306,6 +315,25 @@ export class FakeApiServer {
       return;
     }
     sendStatus(res, 405, 'MethodNotAllowed', `${method} ${url.pathname} is not supported by the fake API server`);
+  }
+
+  /** GET or merge-PATCH of .../NAME/status: only `status` changes; a stale metadata.resourceVersion is a 409. */
+  #status(def: ResourceDef, method: string, contentType: string, key: string, name: string, body: unknown, res: ServerResponse): void {
+    const existing = this.#objects.get(def)!.get(key);
+    if (!def.status) return sendStatus(res, 404, 'NotFound', `${def.plural} has no status subresource`);
+    if (!existing) return sendStatus(res, 404, 'NotFound', `${def.plural} "${name}" not found`);
+    if (method === 'GET') return sendJson(res, 200, existing);
+    if (method !== 'PATCH') return sendStatus(res, 405, 'MethodNotAllowed', `${method} of a status subresource is not supported by the fake API server`);
+    if (!contentType.startsWith('application/merge-patch+json')) {
+      return sendStatus(res, 415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/merge-patch+json (got ${contentType || 'none'})`);
+    }
+    const patch = (body ?? {}) as { metadata?: { resourceVersion?: string }; status?: unknown };
+    const wantRv = patch.metadata?.resourceVersion;
+    if (wantRv !== undefined && wantRv !== existing.metadata.resourceVersion) {
+      return sendStatus(res, 409, 'Conflict', `Operation cannot be fulfilled on ${def.plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+    }
+    const status = mergePatch(existing.status, patch.status);
+    sendJson(res, 200, this.#store(def, key, { ...existing, status } as FakeObject, existing));
   }
 
   #watch(def: ResourceDef, namespace: string, fromRv: string, res: ServerResponse): void {
@@ -368,8 +396,19 @@ function matchesNamespace(obj: FakeObject, namespace: string): boolean {
   return !namespace || obj.metadata.namespace === namespace;
 }
 
-/** /api/v1[/namespaces/NS]/PLURAL[/NAME] and /apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME]. */
-function parsePath(pathname: string): { def: ResourceDef; namespace: string; name: string } | undefined {
+/** RFC 7386: objects merge key by key, null deletes, anything else replaces (lists whole). */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return patch;
+  const out: Record<string, unknown> = typeof target === 'object' && target !== null && !Array.isArray(target) ? { ...target as Record<string, unknown> } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
+}
+
+/** /api/v1[/namespaces/NS]/PLURAL[/NAME[/status]] and /apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME[/status]]. */
+function parsePath(pathname: string): { def: ResourceDef; namespace: string; name: string; subresource: string } | undefined {
   const parts = pathname.split('/').filter(Boolean);
   let apiVersion: string;
   let rest: string[];
@@ -388,8 +427,8 @@ function parsePath(pathname: string): { def: ResourceDef; namespace: string; nam
     rest = rest.slice(2);
   }
   const def = RESOURCES.find((d) => d.apiVersion === apiVersion && d.plural === rest[0]);
-  if (!def || rest.length > 2) return undefined;
-  return { def, namespace, name: rest[1] ?? '' };
+  if (!def || rest.length > 3 || (rest.length === 3 && rest[2] !== 'status')) return undefined;
+  return { def, namespace, name: rest[1] ?? '', subresource: rest[2] ?? '' };
 }
 
 function writeEvent(res: ServerResponse, type: string, object: unknown): void {
