@@ -20,6 +20,8 @@ import { attempt, startLoggedGreeter } from './e2e/pod-apps.ts';
 import { startCapture, tcpPackets } from './e2e/pcap.ts';
 
 const LOAD = fileURLToPath(new URL('./e2e/upgrade-load.ts', import.meta.url));
+const SLOW_STREAM = fileURLToPath(new URL('./e2e/slow-stream.ts', import.meta.url));
+const STREAM_REPLIES = 20;
 const DRAIN_DEADLINE_MS = 3000;
 
 const SPEC: ClusterSpec = {
@@ -29,10 +31,12 @@ const SPEC: ClusterSpec = {
     { name: 'client', namespace: 'shop', node: 'n1', serviceAccount: 'client' },
     { name: 'web', namespace: 'shop', node: 'n2', serviceAccount: 'web', labels: { app: 'web' } },
     { name: 'echo', namespace: 'shop', node: 'n2', serviceAccount: 'echo', labels: { app: 'echo' } },
+    { name: 'stream', namespace: 'shop', node: 'n2', serviceAccount: 'stream', labels: { app: 'stream' } },
   ],
   services: [
     { name: 'web', namespace: 'shop', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
     { name: 'echo', namespace: 'shop', selector: { app: 'echo' }, ports: [{ name: 'tcp', port: 7000, appProtocol: 'tcp' }] },
+    { name: 'stream', namespace: 'shop', selector: { app: 'stream' }, ports: [{ name: 'grpc', port: 9000, appProtocol: 'grpc' }] },
   ],
 };
 
@@ -41,6 +45,8 @@ before(async () => {
   fx = await startMeshFixture(SPEC, 'upgrade', undefined, { nodeArgs: ['--drain-deadline-ms', String(DRAIN_DEADLINE_MS)] });
   await startServer(fx.cluster, 'shop/web', 'http', 8080, 'web');
   await startLoggedGreeter(fx.cluster, 'shop/echo', 7000);
+  const stream = fx.cluster.spawn(fx.cluster.pod('shop/stream').netns, [process.execPath, SLOW_STREAM, 'serve', '9000']);
+  await stream.waitForOutput('listening');
 });
 after(() => fx?.teardown());
 
@@ -61,6 +67,9 @@ test(cniTitle('a rolling upgrade of both nodes\' daemons fails no HTTP request a
   const load: ClusterProcess = fx.cluster.spawn(fx.cluster.pod('shop/client').netns, [process.execPath, LOAD, `${web}:80`, `${echo}:7000`]);
   t.after(() => load.stop());
   await load.waitForOutput('running', 15_000);
+  // A server stream running while n1's daemon is replaced: it must complete (or be moved by GOAWAY).
+  const stream = fx.cluster.spawn(fx.cluster.pod('shop/client').netns, [process.execPath, SLOW_STREAM, 'call', `${fx.cluster.service('shop/stream').clusterIP}:9000`, String(STREAM_REPLIES), '100']);
+  t.after(() => stream.stop());
   await sleep(500);
   const replaced: ClusterProcess[] = [];
   for (const node of ['n1', 'n2']) {
@@ -73,6 +82,10 @@ test(cniTitle('a rolling upgrade of both nodes\' daemons fails no HTTP request a
     await sleep(300);
   }
   await sleep(500);
+  await stream.exited;
+  const streamed = JSON.parse(stream.stdout.trim()) as { code: number; details: string; replies: number };
+  t.diagnostic(`gRPC server stream through the upgrade: status ${streamed.code}, ${streamed.replies} of ${STREAM_REPLIES} replies`);
+  assert.deepEqual(streamed, { code: 0, details: 'OK', replies: STREAM_REPLIES }, 'the gRPC stream completed');
   load.signal('SIGTERM');
   await load.exited;
   const summary = JSON.parse(load.stdout.trim().split('\n').at(-1)!) as LoadSummary;
