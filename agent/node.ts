@@ -28,6 +28,7 @@ import { InPodCapture } from './in-pod-capture.ts';
 import { PodNetnsFinder } from './pod-netns.ts';
 import { startDaemon } from '../daemon/daemon.ts';
 import type { Daemon, DaemonOptions } from '../daemon/daemon.ts';
+import { Tracing } from '../daemon/tracing.ts';
 
 const log = logger('node');
 
@@ -52,6 +53,8 @@ export interface NodeOptions {
   hbone?: DaemonOptions['hbone'];
   /** Per source pod limits of the outbound side. */
   sourceLimits?: DaemonOptions['sourceLimits'];
+  /** OTLP/HTTP export of request spans, and a JSON access-log line per request (daemon/tracing.ts). */
+  tracing?: { otlpEndpoint?: string; accessLogRequests?: boolean };
 }
 
 export interface RunningNode {
@@ -114,7 +117,9 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const health = await HealthServer.listen(opts.healthAddr ?? '0.0.0.0:15021', readiness);
     closers.push(() => health.close());
     if (opts.dataPlane) {
-      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone, sourceLimits: opts.sourceLimits, migrateQueuedConnections: true });
+      const tracing = await Tracing.create({ nodeName: opts.nodeName, ...opts.tracing });
+      closers.push(() => tracing.shutdown());
+      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone, sourceLimits: opts.sourceLimits, migrateQueuedConnections: true, tracing });
       daemon = running;
       closers.push(() => running.stop());
       // Capture only once the listeners it redirects to are bound.

@@ -9,6 +9,7 @@ import { logger } from '../core/log.ts';
 import { startNode } from '../agent/node.ts';
 import { uninstallCapture } from '../agent/enrollment.ts';
 import { parseFlags, usageOf, UsageError } from './args.ts';
+import { parseOtlpEndpoint } from '../daemon/tracing.ts';
 
 const log = logger('node');
 // Below the Kubernetes default termination grace period (30 s), with room to stop after it.
@@ -34,6 +35,8 @@ const FLAGS = {
   'pod-netns-prefix': { type: 'string', default: '', description: 'only namespaces whose names start with this are searched for pods' },
   'max-connections-per-pod': { type: 'string', default: '10000', description: 'open outbound connections one local pod may hold through this node (a Pod\'s nodemesh.io/max-connections overrides it); past it, resets' },
   'max-requests-per-pod': { type: 'string', default: '1000', description: 'concurrent outbound HTTP requests of one local pod (a Pod\'s nodemesh.io/max-concurrent-requests overrides it); past it, 503' },
+  'otlp-endpoint': { type: 'string', description: 'OpenTelemetry collector, OTLP/HTTP base URL (http://collector:4318): a span per proxied request, source and destination side (none without it)' },
+  'access-log-requests': { type: 'boolean', description: 'a JSON access-log line per HTTP/gRPC request, with its trace id' },
   'hbone-handshake-timeout-ms': { type: 'string', default: '10000', description: 'how long a peer at 15008 may take from connecting to its first HTTP/2 SETTINGS (TLS included) before it is closed' },
 } as const;
 const SUMMARY = 'Runs the node agent and data plane: one per Kubernetes node.';
@@ -72,6 +75,7 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
       maxConcurrentRequests: integerFlag('max-requests-per-pod', flags['max-requests-per-pod'], 1, 1_000_000),
     },
     hbone: { handshakeTimeoutMs: integerFlag('hbone-handshake-timeout-ms', flags['hbone-handshake-timeout-ms'], 100, 120_000) },
+    tracing: { otlpEndpoint: otlpEndpointFlag(flags['otlp-endpoint']), accessLogRequests: flags['access-log-requests'] },
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);
@@ -84,6 +88,16 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
   await node.drain(deadlineMs);
   await node.stop();
   log.info('node agent stopped');
+}
+
+/** --otlp-endpoint checked at start: a bad URL is a usage error, not a node that silently exports nothing. */
+function otlpEndpointFlag(value: string | undefined): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  try {
+    return parseOtlpEndpoint(value);
+  } catch (err) {
+    throw new UsageError(`node: ${(err as Error).message}`);
+  }
 }
 
 function integerFlag(name: string, value: string, min: number, max: number): number {

@@ -132,3 +132,11 @@ test('cli: controlplane and node processes: the node gets its certificates, both
   assert.equal(await stopProcess(node.child), 0);
   assert.equal(await stopProcess(cp.child), 0);
 });
+
+test('cli: node --otlp-endpoint that is not an http(s) URL is a usage error (exit 2) before anything starts', async () => {
+  for (const bad of ['file:///etc/passwd', 'http://user:pw@collector:4318', 'collector:4318']) {
+    const r = await run(['node', '--node-name', 'n1', '--controlplane', '127.0.0.1:1', '--token-file', 't', '--ca-file', 'c', '--otlp-endpoint', bad]);
+    assert.equal(r.code, 2, `${bad}: ${r.stderr}`);
+    assert.match(r.stderr, /--otlp-endpoint: /);
+  }
+});

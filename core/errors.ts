@@ -84,6 +84,8 @@ export const ErrorCode = {
   POD_SOCKET: 'NM_POD_SOCKET',
   /** An explain query names something the config does not have, or is malformed. */
   BAD_EXPLAIN_QUERY: 'NM_BAD_EXPLAIN_QUERY',
+  /** --otlp-endpoint is not an http(s) URL the exporter can use. */
+  BAD_TRACING: 'NM_BAD_TRACING',
   /** A /tap filter (event, namespace, workload) is malformed or unknown. */
   BAD_TAP_FILTER: 'NM_BAD_TAP_FILTER',
 

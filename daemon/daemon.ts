@@ -32,6 +32,7 @@ import { FairShare } from './fair-share.ts';
 import type { ExplainQuery, Explanation } from './explain.ts';
 import type { TapListener } from './connection-tracker.ts';
 import type { TapFilter } from './tap.ts';
+import type { Tracing } from './tracing.ts';
 
 const log = logger('daemon');
 /** How long a draining daemon waits at most for its successor's listeners (a rolling update's new daemon is ready by then). */
@@ -71,6 +72,8 @@ export interface DaemonOptions {
     /** Concurrent HTTP requests per source pod (default 1,000). */
     maxConcurrentRequests?: number;
   };
+  /** Trace context, x-request-id and request spans (tracing.ts); none without it. */
+  tracing?: Tracing;
   /** HTTP handling knobs; defaults suit most meshes. */
   http?: {
     /** How long an undeclared port waits for the client's first bytes (default 100 ms, see l7/detect.ts). */
@@ -118,8 +121,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const limits = new SourceLimits(metrics, logger('outbound'), opts.sourceLimits);
   const fairShare = new FairShare();
   fairShare.start();
-  const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
-  const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap);
+  const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
+  const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap, opts.tracing);
   const shared = { config, tracker, admission, dialer };
 
   /** The three listeners, on host ports or on sockets made inside a pod's namespace. */

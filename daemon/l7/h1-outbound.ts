@@ -17,11 +17,12 @@ import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import type { Tap } from '../tap.ts';
+import type { Tracing } from '../tracing.ts';
 import { modifyHeaders } from './filters.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { Http1Connections } from './http1-drain.ts';
-import { recordSourceRequest } from './request-metrics.ts';
+import { pathOf, recordSourceRequest } from './request-metrics.ts';
 import { LocalReply, replyHttp1 as reply } from './local-reply.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 import type { SourceLimits } from '../source-limits.ts';
@@ -44,6 +45,8 @@ export interface H1OutboundOptions {
   maxAttempts: number;
   /** The node's tap: a `request` event per request while someone listens. */
   tap?: Tap;
+  /** traceparent, x-request-id and a span per request (tracing.ts). */
+  tracing?: Tracing;
   /** Concurrent requests per source pod; over it, 503. */
   limits?: SourceLimits;
 }
@@ -134,9 +137,10 @@ export class H1Outbound {
     if (slot) res.once('close', slot);
     const { config, metrics, router, budget, retryStatuses, maxAttempts } = this.#opts;
     const started = performance.now();
+    const trace = this.#opts.tracing?.start('source', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
     const plan = router.plan(req, conn);
     res.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started,
-      { tap: this.#opts.tap, method: req.method, url: req.url, protocol: 'http1' }));
+      { tap: this.#opts.tap, trace, method: req.method, url: req.url, protocol: 'http1' }));
     if (plan instanceof LocalReply) return reply(res, plan);
     budget.request();
     const body = await replayableBody(req);

@@ -12,8 +12,9 @@ import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
-import { recordSourceRequest } from './request-metrics.ts';
+import { pathOf, recordSourceRequest } from './request-metrics.ts';
 import type { Tap } from '../tap.ts';
+import type { Tracing } from '../tracing.ts';
 import { LocalReply, replyHttp2 as reply } from './local-reply.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 import type { SourceLimits } from '../source-limits.ts';
@@ -28,6 +29,8 @@ export interface H2OutboundOptions {
   router: RequestRouter;
   /** The node's tap: a `request` event per stream while someone listens. */
   tap?: Tap;
+  /** traceparent, x-request-id and a span per stream (tracing.ts). */
+  tracing?: Tracing;
   /** Concurrent streams per source pod; over it, 503. */
   limits?: SourceLimits;
 }
@@ -93,10 +96,11 @@ export class H2Outbound {
     if (slot) stream.once('close', slot);
     const { config, metrics, router } = this.#opts;
     const started = performance.now();
+    const trace = this.#opts.tracing?.start('source', headers, { method: headers[':method'] ?? 'GET', path: pathOf(headers[':path']) });
     const request = { url: headers[':path'], method: headers[':method'], headers: headers as Record<string, string | string[] | undefined> };
     const plan = router.plan(request, conn);
     stream.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
-      tap: this.#opts.tap, method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
+      tap: this.#opts.tap, trace, method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
       grpcStatus: () => grpcStatusOf(stream),
     }));
     if (plan instanceof LocalReply) return reply(stream, plan);

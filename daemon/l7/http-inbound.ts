@@ -19,7 +19,8 @@ import type { DaemonMetrics } from '../metrics.ts';
 import { PodDialer } from '../pod-dialer.ts';
 import { Http1Connections } from './http1-drain.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
-import { publishRequest, requestLabels } from './request-metrics.ts';
+import { endTrace, pathOf, publishRequest, requestLabels } from './request-metrics.ts';
+import type { Tracing } from '../tracing.ts';
 import type { TappedRequest } from './request-metrics.ts';
 import type { Tap } from '../tap.ts';
 import { serviceRef, workloadRef } from '../tap.ts';
@@ -80,12 +81,14 @@ export class HttpInbound {
 
   readonly #dialer: PodDialer;
   readonly #tap: Tap | undefined;
+  readonly #tracing: Tracing | undefined;
   readonly #http1: Http1Connections;
   /** HTTP/2 sessions of tunnels and plaintext clients, for GOAWAY on drain. */
   readonly #h2Sessions = new Set<ServerHttp2Session>();
 
-  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer(), tap?: Tap) {
+  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer(), tap?: Tap, tracing?: Tracing) {
     this.#tap = tap;
+    this.#tracing = tracing;
     this.#admission = admission;
     this.#dialer = dialer;
     this.#metrics = metrics;
@@ -160,8 +163,9 @@ export class HttpInbound {
     if (!served) return void stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     const { conn } = served;
     const started = performance.now();
+    const trace = this.#tracing?.start('destination', headers, { method: headers[':method'] ?? 'GET', path: pathOf(headers[':path']) });
     stream.once('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
-      method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
+      trace, method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
       grpcStatus: () => {
         const status = stream.sentTrailers?.['grpc-status'] ?? stream.sentHeaders?.['grpc-status'];
         return status === undefined ? undefined : String(status);
@@ -229,7 +233,8 @@ export class HttpInbound {
     });
     const { conn, agent } = served;
     const started = performance.now();
-    res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started, { method: req.method, url: req.url, protocol: 'http1' }));
+    const trace = this.#tracing?.start('destination', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
+    res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started, { trace, method: req.method, url: req.url, protocol: 'http1' }));
     const denied = this.#deny(req, conn);
     if (denied) return replyHttp1(res, denied);
     const { destination, port } = conn.authorization;
@@ -265,12 +270,14 @@ export class HttpInbound {
     const seconds = (performance.now() - started) / 1000;
     this.#metrics.requests.inc(labels);
     this.#metrics.requestDuration.observe(labels, seconds);
-    if (this.#tap?.active) {
+    if (this.#tap?.active || tapped.trace) {
       const { sourceIp, sourcePrincipal, destination, port } = conn.authorization;
-      publishRequest({ ...tapped, tap: this.#tap }, 'destination', responseCode, seconds, {
+      const ends = {
         source: { ip: sourceIp, workload: workloadRef(conn.sourceWorkload), identity: sourcePrincipal },
         destination: { ip: destination.ip, port, workload: workloadRef(destination), identity: conn.destinationPrincipal, service: serviceRef(conn.service) },
-      }, conn.security);
+      };
+      if (this.#tap?.active) publishRequest({ ...tapped, tap: this.#tap }, 'destination', responseCode, seconds, ends, conn.security);
+      if (tapped.trace) endTrace(tapped.trace, responseCode, ends);
     }
   }
 }

@@ -8,6 +8,7 @@ import type { Admission } from '../admission.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import type { HbonePool } from '../hbone-pool.ts';
 import type { Tap } from '../tap.ts';
+import type { Tracing } from '../tracing.ts';
 import { PodDialer } from '../pod-dialer.ts';
 import { PeakEwmaBalancer } from './peak-ewma.ts';
 import { RetryBudget } from './retry-budget.ts';
@@ -31,6 +32,8 @@ export interface OutboundHttpOptions {
   dialer?: PodDialer;
   /** The node's tap, for `request` events. */
   tap?: Tap;
+  /** Trace context and spans per request. */
+  tracing?: Tracing;
   /** Concurrent requests per source pod; without it, unbounded. */
   limits?: SourceLimits;
 }
@@ -49,9 +52,9 @@ export function createOutboundHttp(opts: OutboundHttpOptions): OutboundHttp {
   const router = new RequestRouter(config, opts.pool, opts.admission, opts.balancer ?? new PeakEwmaBalancer(), opts.dialer ?? new PodDialer());
   const http1 = new H1Outbound({
     config, metrics, router, budget: opts.budget ?? new RetryBudget(),
-    retryStatuses: new Set(opts.retryStatuses ?? [503]), maxAttempts: opts.maxAttempts ?? 3, tap: opts.tap, limits: opts.limits,
+    retryStatuses: new Set(opts.retryStatuses ?? [503]), maxAttempts: opts.maxAttempts ?? 3, tap: opts.tap, tracing: opts.tracing, limits: opts.limits,
   });
-  const http2 = new H2Outbound({ config, metrics, router, tap: opts.tap, limits: opts.limits });
+  const http2 = new H2Outbound({ config, metrics, router, tap: opts.tap, tracing: opts.tracing, limits: opts.limits });
   return {
     http1,
     http2,

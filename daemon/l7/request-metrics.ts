@@ -6,6 +6,7 @@ import type { ConfigStore } from '../config-store.ts';
 import { peerLabels } from '../metrics.ts';
 import type { DaemonMetrics, PeerReport, RequestLabel } from '../metrics.ts';
 import type { Tap, TapEnd } from '../tap.ts';
+import type { RequestTrace } from '../tracing.ts';
 import { serviceRef, workloadRef } from '../tap.ts';
 import type { HttpClientConnection, Upstream } from './request-router.ts';
 
@@ -23,6 +24,8 @@ export interface TappedRequest {
   contentType?: string | string[];
   /** gRPC: the grpc-status the response carried (trailers, or headers of a trailers-only answer). */
   grpcStatus?: () => string | undefined;
+  /** The request's trace (tracing.ts): ended here, with the same facts as the metrics. */
+  trace?: RequestTrace;
 }
 
 export function requestLabels(r: RequestReport): Record<RequestLabel, string> {
@@ -48,12 +51,22 @@ export function recordSourceRequest(
   const seconds = (performance.now() - started) / 1000;
   metrics.requests.inc(labels);
   metrics.requestDuration.observe(labels, seconds);
-  if (tapped?.tap?.active) {
-    publishRequest(tapped, 'source', responseCode, seconds, {
-      source: { ip: conn.sourceIp, workload: workloadRef(conn.source), identity: conn.sourceIdentity },
-      destination: { ip: upstream?.ip ?? conn.dstIp, port: upstream?.port ?? conn.dstPort, workload: workloadRef(w), identity: destinationPrincipal, service: serviceRef(service) },
-    }, w?.enrolled ? 'mutual_tls' : 'none');
-  }
+  const ends = (): { source: TapEnd; destination: TapEnd } => ({
+    source: { ip: conn.sourceIp, workload: workloadRef(conn.source), identity: conn.sourceIdentity },
+    destination: { ip: upstream?.ip ?? conn.dstIp, port: upstream?.port ?? conn.dstPort, workload: workloadRef(w), identity: destinationPrincipal, service: serviceRef(service) },
+  });
+  if (tapped?.tap?.active) publishRequest(tapped, 'source', responseCode, seconds, ends(), w?.enrolled ? 'mutual_tls' : 'none');
+  if (tapped?.trace) endTrace(tapped.trace, responseCode, ends());
+}
+
+/** Ends a request's trace with both ends as the tap names them. */
+export function endTrace(trace: RequestTrace, status: number, ends: { source: TapEnd; destination: TapEnd }): void {
+  const { source, destination } = ends;
+  trace.end(status, {
+    sourceIp: source.ip, sourceWorkload: source.workload, sourceIdentity: source.identity,
+    destination: `${destination.ip}${destination.port ? `:${destination.port}` : ''}`, destinationWorkload: destination.workload,
+    destinationIdentity: destination.identity, service: destination.service ?? null,
+  });
 }
 
 /** The tap's `request` event: method, path or gRPC method, status, latency, both ends. */
@@ -70,7 +83,7 @@ export function publishRequest(
   });
 }
 
-function pathOf(url: string | undefined): string {
+export function pathOf(url: string | undefined): string {
   const target = url ?? '/';
   const q = target.indexOf('?');
   return (q === -1 ? target : target.slice(0, q)).slice(0, 2048);
