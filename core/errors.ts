@@ -114,6 +114,8 @@ export const ErrorCode = {
   CLUSTER_SETUP: 'NM_CLUSTER_SETUP',
   /** The mesh (control plane and node agents) did not start on the test cluster. */
   MESH_START: 'NM_MESH_START',
+  /** The image could not be built, or a container of it run, by the image tests. */
+  IMAGE_TEST: 'NM_IMAGE_TEST',
   /** The demo config (examples/demo) lacks what the demo needs. */
   DEMO_CONFIG: 'NM_DEMO_CONFIG',
   /** A demo node did not capture its enrolled pods in time. */

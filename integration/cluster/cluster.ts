@@ -88,6 +88,16 @@ export class Cluster implements ClusterPlan {
     return this.#processes.spawn(['ip', 'netns', 'exec', netns, ...argv], opts);
   }
 
+  /**
+   * Starts a long-running process in the host's namespaces, for one that puts
+   * itself into the cluster's (a container engine given `--network ns:...`);
+   * teardown stops it.
+   */
+  spawnOnHost(argv: string[], opts?: SpawnOptions): ClusterProcess {
+    if (this.#teardown) throw new NodemeshError(ErrorCode.CLUSTER_GONE, `cluster ${this.prefix} is torn down; cannot start ${argv.join(' ')}`);
+    return this.#processes.spawn(argv, opts);
+  }
+
   /** Runs a command to completion in one of the cluster's namespaces. */
   async exec(netns: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const proc = this.spawn(netns, argv, { env: opts.env });

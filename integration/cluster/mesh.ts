@@ -29,7 +29,36 @@ export interface MeshOptions {
   readyTimeoutMs?: number;
   /** Extra flags for every `nodemesh node` (e.g. a short --drain-deadline-ms). */
   nodeArgs?: string[];
+  /** How to start the control plane or a node instead of `node dist/nodemesh.mjs` in its namespace (e.g. from the image). */
+  launchers?: { controlPlane?: Launcher<ControlPlaneLaunch>; nodes?: Record<string, Launcher<NodeLaunch>> };
 }
+
+/** What a process of the mesh is started with: the CLI's arguments after `nodemesh`, the files they name, where it logs. */
+interface Launch {
+  netns: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  logFile: string;
+}
+
+export interface ControlPlaneLaunch extends Launch {
+  listen: string;
+  configDir: string;
+  caDir: string;
+  nodeTokens: string;
+}
+
+export interface NodeLaunch extends Launch {
+  name: string;
+  controlPlane: string;
+  tokenFile: string;
+  caFile: string;
+  stateDir: string;
+  adminAddr: string;
+  podNetnsPrefix: string;
+}
+
+export type Launcher<L extends Launch> = (launch: L) => ClusterProcess | Promise<ClusterProcess>;
 
 export class MeshStartError extends NodemeshError {
   constructor(message: string) {
@@ -88,13 +117,14 @@ export class Mesh {
   }
 
   async startControlPlane(): Promise<ClusterProcess> {
-    const cp = this.cluster.spawn(this.cluster.controlPlane.netns, [
-      process.execPath, await nodemeshBinary(), 'controlplane',
-      '--source', this.#opts.configDir,
-      '--listen', this.controlPlaneAddress,
-      '--ca-dir', this.caDir,
-      '--node-tokens', join(this.workDir, 'node-tokens'),
-    ], { env: this.#env(), logFile: this.logFile('controlplane') });
+    const nodeTokens = join(this.workDir, 'node-tokens');
+    const launch: ControlPlaneLaunch = {
+      netns: this.cluster.controlPlane.netns, listen: this.controlPlaneAddress, configDir: this.#opts.configDir, caDir: this.caDir, nodeTokens,
+      args: ['controlplane', '--source', this.#opts.configDir, '--listen', this.controlPlaneAddress, '--ca-dir', this.caDir, '--node-tokens', nodeTokens],
+      env: this.#env(), logFile: this.logFile('controlplane'),
+    };
+    const launcher = this.#opts.launchers?.controlPlane;
+    const cp = launcher ? await launcher(launch) : this.cluster.spawn(launch.netns, [process.execPath, await nodemeshBinary(), ...launch.args], { env: launch.env, logFile: launch.logFile });
     this.controlPlane = cp;
     await this.#until(cp, 'controlplane', 'its CA file ' + this.caFile, async () => existsSync(this.caFile));
     return cp;
@@ -138,8 +168,10 @@ export class Mesh {
   async #spawnNode(name: string): Promise<ClusterProcess> {
     const node = this.cluster.node(name);
     await mkdir(this.stateDir(name), { recursive: true });
-    const proc = this.cluster.spawn(node.netns, [
-      process.execPath, ...NODE_V8_FLAGS, await nodemeshBinary(), 'node',
+    const launch: NodeLaunch = {
+      name, netns: node.netns, controlPlane: this.controlPlaneAddress, tokenFile: this.tokenFile(name), caFile: this.caFile,
+      stateDir: this.stateDir(name), adminAddr: ADMIN_ADDR, podNetnsPrefix: `${node.netns}-pod-`,
+      env: this.#env(), logFile: this.logFile(`node-${name}`), args: ['node',
       '--node-name', name,
       '--controlplane', this.controlPlaneAddress,
       '--token-file', this.tokenFile(name),
@@ -149,7 +181,10 @@ export class Mesh {
       '--admin-addr', ADMIN_ADDR,
       '--pod-netns-prefix', `${node.netns}-pod-`,
       ...(this.#opts.nodeArgs ?? []),
-    ], { env: this.#env(), logFile: this.logFile(`node-${name}`) });
+      ],
+    };
+    const launcher = this.#opts.launchers?.nodes?.[name];
+    const proc = launcher ? await launcher(launch) : this.cluster.spawn(node.netns, [process.execPath, ...NODE_V8_FLAGS, await nodemeshBinary(), ...launch.args], { env: launch.env, logFile: launch.logFile });
     this.nodes.set(name, proc);
     return proc;
   }
