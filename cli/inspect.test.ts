@@ -264,3 +264,123 @@ test('cli output: tables escape control characters a peer could send, so no answ
   assert.doesNotMatch(line, /\u001b/);
   assert.match(line, /^22:00:00\.123 +n2 +request +demo\/client +demo\/server:80 +GET \/\\x1b\[31mred 200 1\.5ms http1 \(destination\) +\[spiffe:\/\/cluster\.local\/ns\/demo\/sa\/client → no identity\]$/);
 });
+
+/**
+ * A Kubernetes API server as far as the commands use it: the node pods' list
+ * (label and field selectors honoured) and each pod's portforward WebSocket in
+ * the v4.channel.k8s.io framing (a channel byte before every frame, the port
+ * number first on each channel), each stream connected to that pod's admin API.
+ */
+async function fakeKubeApi(t: import('node:test').TestContext, pods: { name: string; node: string; admin: string }[]): Promise<{ kubeconfig: string; forwards: string[] }> {
+  const { WebSocketServer } = await import('ws');
+  const { connect } = await import('node:net');
+  const forwards: string[] = [];
+  const server = createServer((req, res) => {
+    const url = new URL(req.url!, 'http://api');
+    if (url.pathname !== '/api/v1/namespaces/nodemesh-system/pods' || url.searchParams.get('labelSelector') !== 'app.kubernetes.io/name=nodemesh-node') {
+      return void res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'Status', status: 'Failure', code: 404 }));
+    }
+    const node = /^spec\.nodeName=(.+)$/.exec(url.searchParams.get('fieldSelector') ?? '')?.[1];
+    const items = pods.filter((p) => !node || p.node === node).map((p) => ({
+      metadata: { name: p.name, namespace: 'nodemesh-system' }, spec: { nodeName: p.node, containers: [{ name: 'node', image: 'nodemesh' }] }, status: { phase: 'Running' },
+    }));
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', metadata: {}, items }));
+  });
+  const wss = new WebSocketServer({ noServer: true, handleProtocols: (protocols) => (protocols.has('v4.channel.k8s.io') ? 'v4.channel.k8s.io' : false) });
+  server.on('upgrade', (req, socket, head) => {
+    const m = /^\/api\/v1\/namespaces\/nodemesh-system\/pods\/([^/]+)\/portforward\?ports=15000$/.exec(req.url ?? '');
+    const pod = pods.find((p) => p.name === m?.[1]);
+    if (!pod) return void socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      forwards.push(pod.name);
+      const [host, port] = pod.admin.split(':');
+      const upstream = connect(Number(port), host);
+      const portBytes = Buffer.from([15000 & 0xff, 15000 >> 8]);
+      ws.send(Buffer.concat([Buffer.from([0]), portBytes]));
+      ws.send(Buffer.concat([Buffer.from([1]), portBytes]));
+      upstream.on('data', (d: Buffer) => ws.send(Buffer.concat([Buffer.from([0]), d])));
+      upstream.on('close', () => ws.close());
+      upstream.on('error', () => ws.close());
+      ws.on('message', (data: Buffer) => {
+        if (data[0] === 0) upstream.write(data.subarray(1));
+      });
+      ws.on('close', () => upstream.destroy());
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    wss.clients.forEach((c) => c.terminate());
+    server.closeAllConnections();
+    server.close();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'nodemesh-inspect-kube-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const kubeconfig = join(dir, 'kubeconfig');
+  writeFileSync(kubeconfig, `apiVersion: v1
+kind: Config
+clusters: [{ name: fake, cluster: { server: "http://127.0.0.1:${(server.address() as AddressInfo).port}", insecure-skip-tls-verify: true } }]
+users: [{ name: operator, user: {} }]
+contexts: [{ name: fake, context: { cluster: fake, user: operator } }]
+current-context: fake
+`);
+  return { kubeconfig, forwards };
+}
+
+test('cli operator commands in a cluster: every node, or --node NAME, through a Kubernetes port-forward to its nodemesh-node pod, the tap included', async (t) => {
+  const { AdminServer } = await import('../agent/admin-server.ts');
+  const { ConfigStore } = await import('../daemon/config-store.ts');
+  const { ConnectionTracker } = await import('../daemon/connection-tracker.ts');
+  const { createMetrics } = await import('../daemon/metrics.ts');
+  const trackers: InstanceType<typeof ConnectionTracker>[] = [];
+  const admin = async (node: string) => {
+    const store = new ConfigStore(node);
+    store.apply({ epoch: 'e', version: 3, snapshot: true, upserts: [], removals: [] });
+    const tracker = new ConnectionTracker(createMetrics(new (await import('prom-client')).Registry()));
+    trackers.push(tracker);
+    const server = await AdminServer.listen('127.0.0.1:0', {
+      store, certs: { status: () => [], trustBundleFingerprints: () => [] },
+      control: { status: () => ({ address: 'cp:15010', connected: true, lastError: null, lastConnected: null, lastUpdate: null, reconnects: 0 }), rejected: () => [] },
+      connections: () => tracker.list(), tap: (listener, filter) => tracker.subscribe(listener, filter),
+    });
+    t.after(() => server.close());
+    return server.address;
+  };
+  const pods = [
+    { name: 'nodemesh-node-b7x2k', node: 'node-b', admin: await admin('node-b') },
+    { name: 'nodemesh-node-a91qz', node: 'node-a', admin: await admin('node-a') },
+  ];
+  const { kubeconfig, forwards } = await fakeKubeApi(t, pods);
+
+  const all = await run(['status', '--kubeconfig', kubeconfig]);
+  assert.equal(all.code, 0, all.stderr);
+  assert.match(all.stdout, /^NODE +READY/);
+  assert.deepEqual(all.stdout.trimEnd().split('\n').slice(1).map((l) => l.split(/ +/).slice(0, 3)), [['node-a', 'yes', 'v3'], ['node-b', 'yes', 'v3']], 'every node, in name order');
+  assert.ok(forwards.includes('nodemesh-node-a91qz') && forwards.includes('nodemesh-node-b7x2k'));
+
+  const one = JSON.parse((await run(['status', '--kubeconfig', kubeconfig, '--node', 'node-b', '-o', 'json'])).stdout) as { node: string }[];
+  assert.deepEqual(one.map((s) => s.node), ['node-b']);
+  const missing = await run(['status', '--kubeconfig', kubeconfig, '--node', 'node-z']);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /no running nodemesh-node pod on node node-z \(namespace nodemesh-system, app\.kubernetes\.io\/name=nodemesh-node\)/);
+
+  // The tap's WebSocket through the port-forward.
+  const child = spawn(process.execPath, [CLI, 'tap', '--kubeconfig', kubeconfig, '--node', 'node-a', '-o', 'json', '--count', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const nodeA = trackers[1]!;
+  const deadline = Date.now() + 20_000;
+  while (!nodeA.tap.active) {
+    if (Date.now() > deadline) assert.fail('the tap never subscribed through the port-forward');
+    await sleep(50);
+  }
+  nodeA.open({
+    listener: 'inbound', reporter: 'destination', sourceIp: '10.1.0.7', sourcePrincipal: 'spiffe://cluster.local/ns/demo/sa/client',
+    destinationIp: '10.2.0.9', destinationPort: 7000, destinationPrincipal: 'spiffe://cluster.local/ns/demo/sa/server', security: 'mutual_tls',
+    bytes: () => ({ received: 0, sent: 0 }), destroy: () => {},
+  });
+  assert.equal(await exited, 0);
+  const event = JSON.parse(out.trim()) as { node: string; event: string; source: { identity: string } };
+  assert.deepEqual([event.node, event.event, event.source.identity], ['node-a', 'open', 'spiffe://cluster.local/ns/demo/sa/client']);
+});
