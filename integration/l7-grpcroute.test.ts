@@ -4,7 +4,7 @@
 // split (without a route, a same-node endpoint took 70-79% of the calls). Every
 // call is real gRPC over HTTP/2, routed per stream by the client's node and
 // carried in HBONE. Header modifiers on a rule and on a backendRef, weights,
-// method matches, and the mesh's own UNIMPLEMENTED for a call no rule matches.
+// method matches, a mirror, and the mesh's own UNIMPLEMENTED for a call no rule matches.
 // Needs root; fails (never skips) when the cluster cannot be set up.
 
 import { after, before, test } from 'node:test';
@@ -12,8 +12,10 @@ import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { writeObject } from './cluster/config-dir.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
+import type { ClusterProcess } from './cluster/processes.ts';
 import { startMeshFixture, type MeshFixture, cniTitle } from './e2e/mesh-fixture.ts';
 import { grpcRoute, waitForRoute } from './e2e/route-config.ts';
+import { waitUntil } from './e2e/wait-until.ts';
 
 const PREFIX = 'nmk';
 const PORT = 50051;
@@ -47,7 +49,11 @@ const ROUTE = grpcRoute('shop', 'greeter', 'greeter', PORT, [
       { name: 'greeter-b', port: PORT, weight: 30 },
     ],
   },
-  { matches: [{ method: { type: 'RegularExpression', service: 'nodemesh\\.test\\..+', method: 'Count.*' } }], backendRefs: [{ name: 'greeter-b', port: PORT }] },
+  {
+    matches: [{ method: { type: 'RegularExpression', service: 'nodemesh\\.test\\..+', method: 'Count.*' } }],
+    filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'greeter-a', port: PORT } } }],
+    backendRefs: [{ name: 'greeter-b', port: PORT }],
+  },
 ]);
 
 interface Tally {
@@ -59,11 +65,14 @@ interface Tally {
 }
 
 let fx: MeshFixture;
+let greeterA: ClusterProcess;
 
 before(async () => {
   fx = await startMeshFixture(SPEC, 'grpcroute', PREFIX);
   await writeObject(fx.configDir, ROUTE);
-  await Promise.all(['greeter-a', 'greeter-b'].map((pod) => fx.cluster.spawn(fx.cluster.pod(`shop/${pod}`).netns, [process.execPath, script, 'serve', String(PORT), pod]).waitForOutput('listening')));
+  const servers = ['greeter-a', 'greeter-b'].map((pod) => fx.cluster.spawn(fx.cluster.pod(`shop/${pod}`).netns, [process.execPath, script, 'serve', String(PORT), pod]));
+  greeterA = servers[0]!;
+  await Promise.all(servers.map((s) => s.waitForOutput('listening')));
   await waitForRoute(fx.cluster, 'n1', 'shop', 'greeter', 'as a GRPCRoute with its three rules', (r) => r.kind === 'GRPCRoute' && r.rules.length === 3);
 });
 after(() => fx?.teardown());
@@ -103,6 +112,13 @@ test(cniTitle('filters on a backendRef apply only to the calls sent to that back
 test(cniTitle('GRPCRoute method matching: CountTo takes the RegularExpression rule to greeter-b only'), async () => {
   const tally = await calls(20, 'CountTo');
   assert.deepEqual([tally.pods, tally.codes], [{ 'greeter-b': 20 }, { 0: 20 }], JSON.stringify(tally));
+});
+
+test(cniTitle('a GRPCRoute RequestMirror copies each streaming call to greeter-a while the client gets greeter-b\'s answers'), async () => {
+  // The CountTo calls of the test above (and these) were mirrored: greeter-a served them too, unseen by the client.
+  const tally = await calls(5, 'CountTo');
+  assert.deepEqual(tally.pods, { 'greeter-b': 5 });
+  await waitUntil('greeter-a to have served the 25 mirrored CountTo calls', () => greeterA.stdout.split('served CountTo to=2').length - 1 >= 25);
 });
 
 test(cniTitle('a call no GRPCRoute rule matches is answered UNIMPLEMENTED by the mesh, not passed to a backend'), async () => {

@@ -23,6 +23,7 @@ import type { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { Http1Connections } from './http1-drain.ts';
 import { pathOf, recordSourceRequest } from './request-metrics.ts';
+import { mirrorHttp1 } from './mirror.ts';
 import { LocalReply, replyHttp1 as reply } from './local-reply.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 import type { SourceLimits } from '../source-limits.ts';
@@ -144,6 +145,8 @@ export class H1Outbound {
     if (plan instanceof LocalReply) return reply(res, plan);
     budget.request();
     const body = await replayableBody(req);
+    // RequestMirror copies: fire-and-forget, they never delay or fail this request.
+    mirrorHttp1(router, conn, plan, req, body);
     let overallTimedOut = false;
     let current: InFlight | undefined;
     const overall = plan.timeouts.request

@@ -13,6 +13,7 @@ import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
 import { pathOf, recordSourceRequest } from './request-metrics.ts';
+import { mirrorHttp2 } from './mirror.ts';
 import type { Tap } from '../tap.ts';
 import type { Tracing } from '../tracing.ts';
 import { LocalReply, replyHttp2 as reply } from './local-reply.ts';
@@ -106,6 +107,8 @@ export class H2Outbound {
     if (plan instanceof LocalReply) return reply(stream, plan);
     const endpoint = plan.next();
     if (endpoint instanceof LocalReply) return reply(stream, endpoint);
+    // RequestMirror copies: fire-and-forget, they never delay or fail this stream.
+    mirrorHttp2(router, conn, plan, request, forwardedHeaders(request, conn), stream, (e) => this.#session(e));
     const done = router.balancer.start(endpoint.ip);
     let session: ClientHttp2Session;
     try {

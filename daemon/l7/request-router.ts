@@ -139,10 +139,11 @@ export class RequestRouter {
     return plan;
   }
 
-  /** A copy of a request for a mirror: its own endpoint, never retried, its answer discarded. */
-  mirrorEndpoint(conn: HttpClientConnection, mirror: { service: Service; port: number }): Endpoint | undefined {
+  /** A copy of a request for a mirror: its own endpoint, authorized like any attempt, never retried. */
+  mirrorEndpoint(req: RoutableRequest, conn: HttpClientConnection, mirror: { service: Service; port: number }): Endpoint | undefined {
     const chosen = this.choose(mirror, new Set());
-    return chosen instanceof LocalReply ? undefined : this.endpoint(conn, chosen);
+    if (chosen instanceof LocalReply || this.authorizeLocal(req, conn, chosen)) return undefined;
+    return this.endpoint(conn, chosen);
   }
 
   /** One endpoint of the target, avoiding those in `tried` when others are ready. */

@@ -8,9 +8,10 @@
 //                                     prints the tally of pods, codes, and what
 //                                     each pod saw of the x- request metadata
 // SayHello answers "hello NAME from POD" with trailers x-served-by and x-seen (the
-// x- request metadata it got, as JSON), or NOT_FOUND (with trailer x-detail) for
+// test headers of the request, as JSON), or NOT_FOUND (with trailer x-detail) for
 // the name "missing". CountTo streams 1..to with trailer x-count (and x-served-by),
-// or fails with RESOURCE_EXHAUSTED after fail_after replies.
+// or fails with RESOURCE_EXHAUSTED after fail_after replies; the server prints
+// "served CountTo to=N" for each, so a test sees calls whose answers nobody reads.
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -33,10 +34,13 @@ function metadata(pairs: Record<string, string>): grpc.Metadata {
   return m;
 }
 
-/** The x- request metadata a call carried (but the mesh's x-forwarded-for), each name's values joined with ",". */
+/** The request metadata the tests set or have routes set, as a call carried it. */
+const SEEN = ['x-test', 'x-set', 'x-add', 'x-remove', 'x-backend'];
+
+/** The metadata of SEEN a call carried, each name's values joined with ",". */
 function seen(md: grpc.Metadata): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [name, values] of Object.entries(md.toJSON())) if (name.startsWith('x-') && name !== 'x-forwarded-for') out[name] = values.map(String).join(',');
+  for (const [name, values] of Object.entries(md.toJSON())) if (SEEN.includes(name)) out[name] = values.map(String).join(',');
   return out;
 }
 
@@ -51,6 +55,7 @@ function serve(port: number): void {
     },
     CountTo(call: grpc.ServerWritableStream<{ to: number; fail_after: number }, CountReply>) {
       const { to, fail_after: failAfter } = call.request;
+      console.log(`served CountTo to=${to}`);
       for (let n = 1; n <= to; n++) {
         if (failAfter > 0 && n > failAfter) {
           return call.emit('error', { code: grpc.status.RESOURCE_EXHAUSTED, details: `stopped after ${failAfter}`, metadata: metadata({ 'x-stopped': String(failAfter) }) });

@@ -12,10 +12,10 @@ import type { ClusterProcess } from '../cluster/processes.ts';
 const HTTP_CLIENT = fileURLToPath(new URL('./http-client.ts', import.meta.url));
 const HTTP_APP = fileURLToPath(new URL('./http-app.ts', import.meta.url));
 
-/** Starts http-app.ts in a pod, answering as the pod's name. */
-export async function startHttpApp(cluster: Cluster, podRef: string, port: number): Promise<ClusterProcess> {
+/** Starts http-app.ts in a pod, answering as the pod's name; `log`: it prints a line per request it serves. */
+export async function startHttpApp(cluster: Cluster, podRef: string, port: number, opts: { log?: boolean } = {}): Promise<ClusterProcess> {
   const pod = cluster.pod(podRef);
-  const proc = cluster.spawn(pod.netns, [process.execPath, HTTP_APP, String(port), pod.name]);
+  const proc = cluster.spawn(pod.netns, [process.execPath, HTTP_APP, String(port), pod.name, ...(opts.log ? ['log'] : [])]);
   await proc.waitForOutput('listening');
   return proc;
 }
