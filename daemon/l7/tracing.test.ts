@@ -224,3 +224,26 @@ test('tracing: --otlp-endpoint accepts an http(s) base URL only, naming what is 
     assert.throws(() => parseOtlpEndpoint(bad), (err: unknown) => err instanceof TracingConfigError && err.code === 'NM_BAD_TRACING' && /--otlp-endpoint: /.test(err.message), bad);
   }
 });
+
+test('tracing: --access-log-requests writes one JSON access line per request, with its trace and request ids', async () => {
+  const tracing = await Tracing.create({ nodeName: 'n1', accessLogRequests: true });
+  const lines: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    const headers: http.IncomingHttpHeaders = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' };
+    const trace = tracing.start('destination', headers, { method: 'POST', path: '/orders' });
+    trace.end(201, { sourceIdentity: 'spiffe://cluster.local/ns/web/sa/frontend', destinationWorkload: 'shop/cart-v1' });
+    trace.end(500, {});
+  } finally {
+    process.stderr.write = write;
+  }
+  const logged = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.scope === 'access' && l.msg === 'request');
+  assert.equal(logged.length, 1, 'end is idempotent');
+  assert.equal(logged[0]!.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
+  assert.match(String(logged[0]!.requestId), /^[0-9a-f-]{36}$/);
+  assert.deepEqual([logged[0]!.reporter, logged[0]!.method, logged[0]!.path, logged[0]!.status, logged[0]!.sourceIdentity], ['destination', 'POST', '/orders', 201, 'spiffe://cluster.local/ns/web/sa/frontend']);
+});
