@@ -17,7 +17,7 @@ import { generateConfigDir } from './cluster/config-dir.ts';
 import { startMesh, type Mesh, type MeshOptions } from './cluster/mesh.ts';
 import { runPrefix, sweepStale } from './cluster/netns.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
-import { cniTitle, E2E_CNI, scrapeMetrics } from './e2e/mesh-fixture.ts';
+import { adminGet, cniTitle, E2E_CNI, scrapeMetrics } from './e2e/mesh-fixture.ts';
 import { attempt, expectAnswer, startLoggedGreeter } from './e2e/pod-apps.ts';
 import { sumOf } from './e2e/prometheus.ts';
 import { buildImage, checkPodman, controlPlaneFromImage, nodeFromImage, podman, removeContainer, removeImage, type BuiltImage } from './image/podman.ts';
@@ -117,13 +117,19 @@ describe('the image', { timeout: 30 * 60_000 }, () => {
     assert.equal(user.stdout.trim(), '65532:65532 ["node","/app/dist/nodemesh.mjs"]');
   });
 
-  test(cniTitle('a node agent from the image, run as the DaemonSet runs it, meshes traffic both ways with a node outside it'), async () => {
+  test(cniTitle('a node agent from the image, run as the DaemonSet runs it, captures its pods in their namespaces and meshes traffic both ways with a node outside it'), async () => {
     const container = `nodemesh-test-${process.pid}-node-n2`;
     const fx = await meshWith('node', [container], (cluster) => ({ nodes: { n2: nodeFromImage(cluster, TAG, container) } }));
     try {
       // NET_ADMIN (12), NET_RAW (13), SYS_ADMIN (21) and nothing else, as uid 0, no privilege escalation.
       assert.deepEqual(await runsAs(container), { uid: '0', capEff: (1n << 12n | 1n << 13n | 1n << 21n).toString(16).padStart(16, '0'), noNewPrivs: '1', readOnlyRoot: true });
       await meshedBothWays(fx.cluster, fx.mesh);
+      // It entered its pods' namespaces (setns, /var/run/netns) and ran iptables-restore and ip there.
+      const workloads = await adminGet<{ name: string; capture: string | null }[]>(fx.cluster, 'n2', '/workloads');
+      assert.deepEqual(workloads.map((w) => `${w.name}: ${w.capture}`).sort(), ['client-2: in-pod', 'server-2: in-pod']);
+      const inPod = fx.cluster.pod('shop/client-2').netns;
+      assert.match((await fx.cluster.exec(inPod, ['iptables-save', '-t', 'nat'])).stdout, /NODEMESH/);
+      assert.match((await fx.cluster.exec(inPod, ['ip', 'rule', 'show'])).stdout, /lookup 133/);
     } finally {
       await fx.teardown();
     }

@@ -94,6 +94,9 @@ export async function ensureBase(log: (line: string) => void = () => {}): Promis
     await rm(work, { recursive: true, force: true });
   }
   log(`built ${tag} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  // Bases of earlier recipes are no longer what this checkout builds on.
+  const older = (await run(engine, ['images', '--format', '{{.Repository}}:{{.Tag}}'])).stdout.split('\n').filter((t) => /(^|\/)nodemesh-base:/.test(t) && !t.endsWith(tag.slice(tag.indexOf(':'))));
+  for (const old of older) await run(engine, ['rmi', old]).catch(() => {});
   return tag;
 }
 
