@@ -120,6 +120,22 @@ test('filters on a backendRef and mirrors compile; a mirror to another namespace
   assert.deepEqual(rl!.filters.map((x) => [x.mirror?.name, x.mirror?.invalidReason.split(':')[0]]), [['server-b', ''], ['x', 'RefNotPermitted']]);
 });
 
+test('a rule\'s retry compiles (codes, attempts, backoff); hostile ones are refused naming the field', () => {
+  const withRetry = (retry: unknown) => rule({ retry });
+  assert.deepEqual(toHttpRoute(withRetry({ codes: [500, 503, 500], attempts: 2, backoff: '100ms' }), exists).route.rules[0]!.retry, { codes: [500, 503], attempts: 2, backoffMs: 100 });
+  assert.deepEqual(toHttpRoute(withRetry({}), exists).route.rules[0]!.retry, { codes: [], attempts: 1, backoffMs: 0 });
+  assert.equal(toHttpRoute(rule({}), exists).route.rules[0]!.retry, undefined, 'no retry: the node\'s settings');
+  invalid(withRetry({ codes: [200] }), 'spec.rules[0].retry.codes[0]', /400/);
+  invalid(withRetry({ codes: ['503'] }), 'spec.rules[0].retry.codes[0]', /./);
+  invalid(withRetry({ codes: Array.from({ length: 33 }, () => 500) }), 'spec.rules[0].retry.codes', /./);
+  invalid(withRetry({ attempts: -1 }), 'spec.rules[0].retry.attempts', /./);
+  invalid(withRetry({ attempts: 1e9 }), 'spec.rules[0].retry.attempts', /./);
+  invalid(withRetry({ backoff: 'soon' }), 'spec.rules[0].retry.backoff', /duration/);
+  invalid(withRetry({ backoff: '2h' }), 'spec.rules[0].retry.backoff', /longer than 1m/);
+  invalid(withRetry({ perTryTimeout: '1s' }), 'spec.rules[0].retry.perTryTimeout', /unknown field/);
+  invalid(withRetry('always'), 'spec.rules[0].retry', /./);
+});
+
 test('invalid filters are errors naming the field path', () => {
   const fl = (...filters: unknown[]) => rule({ filters });
   invalid(fl({ type: 'ExtensionRef', extensionRef: {} }), 'spec.rules[0].filters[0].type', /"ExtensionRef" is not supported/);

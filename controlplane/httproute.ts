@@ -4,7 +4,7 @@
 // spec asks of implementations, rather than being silently dropped.
 
 import type {
-  BackendRef, HeaderModifier, HeaderValue, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule, NameMatch, ParentRef, PathModifier, StringMatch,
+  BackendRef, HeaderModifier, HeaderValue, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRetry, HttpRouteRule, NameMatch, ParentRef, PathModifier, StringMatch,
 } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
 import { FieldReader, describeObject, quote, type Fields } from './fields.ts';
@@ -103,9 +103,7 @@ export function parentRef(f: FieldReader, value: unknown, path: string, routeNam
 
 function rule(f: FieldReader, value: unknown, path: string, refs: RefContext): HttpRouteRule {
   const r = f.record(value, path) ?? {};
-  for (const unsupported of ['sessionPersistence', 'retry']) {
-    if (r[unsupported] !== undefined) f.fail(`${path}.${unsupported}`, 'not supported by nodemesh');
-  }
+  if (r.sessionPersistence !== undefined) f.fail(`${path}.sessionPersistence`, 'not supported by nodemesh');
   const rawMatches = f.array(r.matches, `${path}.matches`, 64);
   const matches = rawMatches.length
     ? rawMatches.map((m, i) => match(f, m, `${path}.matches[${i}]`))
@@ -134,7 +132,26 @@ function rule(f: FieldReader, value: unknown, path: string, refs: RefContext): H
   if (requestTimeoutMs && backendRequestTimeoutMs > requestTimeoutMs) {
     f.fail(`${path}.timeouts.backendRequest`, 'must not be longer than timeouts.request');
   }
-  return { matches, filters, backendRefs, requestTimeoutMs, backendRequestTimeoutMs };
+  const out: HttpRouteRule = { matches, filters, backendRefs, requestTimeoutMs, backendRequestTimeoutMs };
+  if (r.retry !== undefined) out.retry = retry(f, r.retry, `${path}.retry`);
+  return out;
+}
+
+/** HTTPRouteRetry: codes 400-599, attempts, backoff as a Gateway API duration. */
+function retry(f: FieldReader, value: unknown, path: string): HttpRouteRetry {
+  const r = f.record(value, path) ?? {};
+  f.knownOnly(r, path, ['codes', 'attempts', 'backoff']);
+  const seen = new Set<number>();
+  const codes = f.array(r.codes, `${path}.codes`, 32).flatMap((c, i) => {
+    const code = f.integer(c, `${path}.codes[${i}]`, 400, 599)!;
+    if (seen.has(code)) return [];
+    seen.add(code);
+    return [code];
+  });
+  const attempts = f.integer(r.attempts, `${path}.attempts`, 0, 10) ?? 1;
+  const backoffMs = timeout(f, r.backoff, `${path}.backoff`);
+  if (backoffMs > 60_000) f.fail(`${path}.backoff`, 'longer than 1m: a retry that late outlives most clients');
+  return { codes, attempts, backoffMs };
 }
 
 function match(f: FieldReader, value: unknown, path: string): HttpRouteMatch {

@@ -104,12 +104,24 @@ export interface BackendRef {
   filters?: HttpRouteFilter[];
 }
 
+/** An HTTPRoute rule's `retry`: replaces the node's retried statuses and attempts; the retry budget still bounds it. */
+export interface HttpRouteRetry {
+  /** Statuses retried; empty: the node's (--http-retry-statuses). */
+  codes: number[];
+  /** Retries after the first attempt. */
+  attempts: number;
+  /** Wait before each retry; 0: none. */
+  backoffMs: number;
+}
+
 export interface HttpRouteRule {
   matches: HttpRouteMatch[];
   filters: HttpRouteFilter[];
   backendRefs: BackendRef[];
   requestTimeoutMs: number;
   backendRequestTimeoutMs: number;
+  /** Absent (or null from the wire): the node's retry settings. */
+  retry?: HttpRouteRetry | null;
 }
 
 export interface ParentRef {

@@ -71,3 +71,29 @@ test('wire: a pod\'s limit annotations travel to the node; a pod without them ge
   assert.equal('maxConnections' in b!, false);
   assert.equal('maxConcurrentRequests' in b!, false);
 });
+
+test('wire: a GRPCRoute\'s kind, a backendRef\'s filters, a mirror and a rule\'s retry travel to the node; a retry out of bounds is rejected alone', () => {
+  const backend = { namespace: 'shop', name: 'cart-a', port: 80, weight: 70, invalidReason: '' };
+  const route = (name: string, attempts: number): Resource => ({
+    kind: 'route', key: `GRPCRoute/shop/${name}`, version: 1,
+    route: {
+      kind: 'GRPCRoute', namespace: 'shop', name, parents: [{ namespace: 'shop', name: 'cart', port: 0 }], hostnames: [], creationTimestamp: '',
+      rules: [{
+        matches: [{ path: { type: 'Exact', value: '/pkg.Svc/Get' }, headers: [], queryParams: [], method: '' }],
+        filters: [{ type: 'RequestMirror', scheme: '', hostname: '', port: 0, statusCode: 0, mirror: { ...backend, name: 'shadow', weight: 1 } }],
+        backendRefs: [{ ...backend, filters: [{ type: 'RequestHeaderModifier', scheme: '', hostname: '', port: 0, statusCode: 0, headerModifier: { set: [{ name: 'x-to', value: 'a' }], add: [], remove: [] } }] }],
+        requestTimeoutMs: 0, backendRequestTimeoutMs: 0, retry: { codes: [500], attempts, backoffMs: 25 },
+      }],
+    },
+  });
+  const [message] = updateToMessages({ epoch: 'e', version: 1, snapshot: true, upserts: [route('good', 2), route('greedy', 1_000_000)], removals: [] });
+  const { update, rejected } = updateFromWire(overTheWire(message!));
+  assert.deepEqual(rejected.map((e) => e.field), ['route.rules[0].retry.attempts']);
+  const got = update.upserts[0]!;
+  assert.ok(got.kind === 'route');
+  assert.equal(got.route.kind, 'GRPCRoute');
+  const [rule] = got.route.rules;
+  assert.deepEqual(rule!.retry, { codes: [500], attempts: 2, backoffMs: 25 });
+  assert.equal(rule!.filters[0]!.mirror?.name, 'shadow');
+  assert.deepEqual(rule!.backendRefs[0]!.filters?.[0]?.headerModifier?.set, [{ name: 'x-to', value: 'a' }]);
+});

@@ -142,6 +142,7 @@ export function resourceFromWire(w: WireResource): Resource {
       return { kind, key, version, service: w.service! };
     case 'route':
       checkRouteRegexes(name, w.route!);
+      checkRouteRetries(name, w.route!);
       return { kind, key, version, route: w.route! };
     case 'settings':
       return { kind, key, version, settings: w.settings! };
@@ -166,6 +167,19 @@ function checkRouteRegexes(name: string, route: HttpRoute): void {
     (m.headers ?? []).forEach((h, j) => h.type === 'RegularExpression' && check(`${at}.headers[${j}].value`, h.value));
     (m.queryParams ?? []).forEach((q, j) => q.type === 'RegularExpression' && check(`${at}.queryParams[${j}].value`, q.value));
   }));
+}
+
+/** A rule's retry within what the control plane accepts: a hostile or broken one must not multiply a node's work. */
+function checkRouteRetries(name: string, route: HttpRoute): void {
+  (route.rules ?? []).forEach((rule, r) => {
+    const retry = rule.retry;
+    if (!retry) return;
+    const at = `route.rules[${r}].retry`;
+    if (retry.attempts > 10) throw new InvalidObjectError(name, `${at}.attempts`, `at most 10, got ${retry.attempts}`);
+    if (retry.backoffMs > 60_000) throw new InvalidObjectError(name, `${at}.backoffMs`, `at most 60000, got ${retry.backoffMs}`);
+    const bad = (retry.codes ?? []).findIndex((c) => c < 400 || c > 599);
+    if (bad >= 0) throw new InvalidObjectError(name, `${at}.codes[${bad}]`, `not a status from 400 to 599: ${retry.codes[bad]}`);
+  });
 }
 
 /** Converts an update; bad resources are dropped and returned in `rejected`. */

@@ -10,6 +10,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import httpProxy from './http-proxy.ts';
 import { LRUCache } from 'lru-cache';
 import type { HeaderModifier } from '../../core/types.ts';
@@ -136,13 +137,17 @@ export class H1Outbound {
     // Refused before any routing work; counted and logged by the limits.
     if (typeof slot === 'string') return reply(res, new LocalReply(503, slot, { [REASON_HEADER]: 'source_limit' }));
     if (slot) res.once('close', slot);
-    const { config, metrics, router, budget, retryStatuses, maxAttempts } = this.#opts;
+    const { config, metrics, router, budget } = this.#opts;
     const started = performance.now();
     const trace = this.#opts.tracing?.start('source', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
     const plan = router.plan(req, conn);
     res.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started,
       { tap: this.#opts.tap, trace, method: req.method, url: req.url, protocol: 'http1' }));
     if (plan instanceof LocalReply) return reply(res, plan);
+    // An HTTPRoute rule's `retry` replaces the node's statuses and attempts; the budget bounds both.
+    const retryStatuses = plan.retry?.codes.length ? new Set(plan.retry.codes) : this.#opts.retryStatuses;
+    const maxAttempts = plan.retry ? plan.retry.attempts + 1 : this.#opts.maxAttempts;
+    const backoff = () => (plan.retry?.backoffMs ? delay(plan.retry.backoffMs) : undefined);
     budget.request();
     const body = await replayableBody(req);
     // RequestMirror copies: fire-and-forget, they never delay or fail this request.
@@ -174,10 +179,14 @@ export class H1Outbound {
         return reply(res, new LocalReply(504, `request timeout (${plan.timeouts.request} ms) reached`));
       }
       const canRetry = body !== undefined && attempt < maxAttempts;
-      if (outcome.kind === 'connect-failed' && canRetry && budget.tryRetry()) continue;
+      if (outcome.kind === 'connect-failed' && canRetry && budget.tryRetry()) {
+        await backoff();
+        continue;
+      }
       if (outcome.kind === 'response' && retryStatuses.has(outcome.response.statusCode ?? 0) && canRetry && budget.tryRetry()) {
         // Read the refused response to its end so its connection goes back to the pool.
         outcome.response.resume();
+        await backoff();
         continue;
       }
       clearTimeout(overall);

@@ -506,3 +506,23 @@ test('a path pathological for a backtracking regex costs only its own match: a q
   assert.deepEqual(quiet, { status: 200, servedBy: 'cart-v2' });
   assert.equal(pathological.status, 404, 'matched to the end, and no rule matches');
 });
+
+test('an HTTPRoute rule\'s retry replaces the node\'s retried statuses and attempts, and waits its backoff', async (t) => {
+  const retried = route([{ backendRefs: [backend('cart-v1')], retry: { codes: [500], attempts: 3, backoffMs: 50 } }], 'cart');
+  const { request, pods } = await setup(t, { routes: [retried] });
+  pods.a.failWith = [500, 500, 500];
+  const started = performance.now();
+  const answer = await request(CART, '/r');
+  const took = performance.now() - started;
+  assert.equal(answer.status, 200, `three 500s retried within 1 + 3 attempts: ${answer.body}`);
+  assert.equal(pods.a.hits, 4);
+  assert.ok(took >= 150, `three backoffs of 50 ms, took ${took.toFixed(0)} ms`);
+  pods.a.hits = 0;
+  pods.a.failWith = [503];
+  assert.equal((await request(CART, '/r')).status, 503, 'the rule\'s codes replace the node\'s 503');
+  assert.equal(pods.a.hits, 1);
+  pods.a.hits = 0;
+  pods.a.failWith = [500, 500, 500, 500];
+  assert.equal((await request(CART, '/r')).status, 500, 'no more than the rule\'s attempts');
+  assert.equal(pods.a.hits, 4);
+});

@@ -9,7 +9,7 @@
 
 import type { Duplex } from 'node:stream';
 import { debug } from '../../core/log.ts';
-import type { HeaderModifier, Service, Workload } from '../../core/types.ts';
+import type { HeaderModifier, HttpRouteRetry, Service, Workload } from '../../core/types.ts';
 import type { ConfigStore } from '../config-store.ts';
 import type { Admission } from '../admission.ts';
 import type { HbonePool } from '../hbone-pool.ts';
@@ -129,8 +129,10 @@ export class RequestRouter {
     }
     const mirrors = [...rule.filters, ...ref.filters ?? []].flatMap((x) => (x.type === 'RequestMirror' && x.mirror && !x.mirror.invalidReason ? [x.mirror] : []));
     const timeouts = { request: rule.requestTimeoutMs, backend: rule.backendRequestTimeoutMs };
+    const retry = rule.retry ?? undefined;
     trace('routed', { method: req.method, path: url.pathname, route: `${route.namespace}/${route.name}`, backend: `${ref.namespace}/${ref.name}:${ref.port}` });
     const plan = new RequestPlan(this, req, conn, { service: backend, port: ref.port }, timeouts, responseHeaders);
+    plan.retry = retry;
     plan.route = { kind: route.kind || 'HTTPRoute', namespace: route.namespace, name: route.name, rule: route.rules.indexOf(rule), backend: `${ref.namespace}/${ref.name}:${ref.port}` };
     plan.mirrors = mirrors.flatMap((m) => {
       const svc = config.serviceByKey(m.namespace, m.name);
@@ -209,6 +211,8 @@ export class RequestPlan {
   readonly timeouts: { request: number; backend: number };
   /** The route and rule that decided, when one did. */
   route: RouteTaken | undefined;
+  /** The matched rule's `retry`, replacing the node's retried statuses and attempts. */
+  retry: HttpRouteRetry | undefined;
   /** RequestMirror targets: each gets a copy, whose answer is discarded. */
   mirrors: { service: Service; port: number }[] = [];
   /** The matched rule's ResponseHeaderModifier. */
