@@ -119,7 +119,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const dialer = new PodDialer();
   // Shared by every listener set: a pod's count is the same whichever set accepted it.
   const limits = new SourceLimits(metrics, logger('outbound'), opts.sourceLimits);
-  const fairShare = new FairShare();
+  const fairShare = new FairShare({ registry: opts.registry });
   fairShare.start();
   const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
   const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap, opts.tracing);

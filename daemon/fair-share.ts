@@ -1,35 +1,45 @@
 // A fair share of the node proxy's work under contention. The proxy is one event
 // loop for every pod of its node: a pod flooding it (thousands of connections
 // ping-ponging small messages) fills every loop iteration, and a quiet pod's
-// request waits behind all of it (measured: 3.6 → 110.8 ms p50). So when the loop
-// lags, the sources reading more than their share are read less.
+// request waits behind all of it. So when the loop lags, the sources reading
+// more than their share are read less.
 //
 // Shaped to cost nothing without contention: no per-chunk work and no per-socket
 // timers. Each outbound client socket is registered under its source pod once, at
-// accept (a Map lookup and a 'close' listener). One timer every TICK_MS measures
-// its own drift: how late it fired is how long a request waited for the loop.
-// Below LAG_MS and with nobody throttled the tick returns at once. Past it, the
-// tick reads each source's bytes read since the last tick (socket.bytesRead, kept
-// by libuv; closed sockets' counts are added as they close), and every source
-// reading more than the fair share (the total over the active sources) goes up a
-// level: its sockets stop reading (readStop on the libuv handle) for 1 - 2^-level
-// of each tick (50 %, 75 %, … up to 15/16), one timer per source restarting them.
-// A calm tick (lag below LAG_MS / 2) takes throttled sources down a level every
-// CALM_TICKS_PER_LEVEL ticks, so a flood that stops returns to full speed in
-// about a second and one that goes on is not let back in at once. With one
-// active source nothing is paused: there is nobody to be fair to.
+// accept (a Map lookup and a 'close' listener). One timer every TICK_MS (50 ms)
+// measures its own drift: how late it fired is how long work waited for the loop.
+// Below LAG_MS (5 ms) and with nobody throttled the tick returns at once. Past
+// it, the tick reads each source's bytes read since the previous tick
+// (socket.bytesRead, kept by libuv; closed sockets' counts are added as they
+// close), scaled up by the capacity a throttled source was given (its demand),
+// and every source whose demand is over the fair share (the total over the
+// sources that read anything) goes up a level, to at most 12. A throttled
+// source reads at 2^-level of its capacity: the square root of that as a share
+// of its sockets (a different window of them each tick, the rest stopped at the
+// libuv handle with readStop) and the same as a share of each tick (#throttle
+// says why both). A calm tick (lag under LAG_MS / 2), or one where the source read no more
+// than its share, counts toward a level down, one per CALM_TICKS_PER_LEVEL (10),
+// so a flood that stops is back to full speed within 6 s and one that goes
+// on is not let back in at once. With one active source nothing is throttled:
+// there is nobody to be fair to.
 //
-// Pausing at the handle leaves the stream's own flow control alone: a socket that
+// Stopping at the handle leaves the stream's own flow control alone: a socket that
 // its reader paused meanwhile (backpressure in the splice, HTTP pipelining) is not
 // restarted by us; its own resume() restarts the read, as it would have.
 
 import type net from 'node:net';
+import { Counter } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { logger } from '../core/log.ts';
+
+const log = logger('outbound');
 
 export const FAIR_TICK_MS = 50;
 /** A tick this late means the loop is contended. */
-export const FAIR_LAG_MS = 10;
-const MAX_LEVEL = 4;
-const CALM_TICKS_PER_LEVEL = 4;
+export const FAIR_LAG_MS = 5;
+/** At most 2^-12 of a source's capacity: 1/64 of its sockets for 1/64 of each tick. */
+const MAX_LEVEL = 12;
+const CALM_TICKS_PER_LEVEL = 10;
 
 interface Handle {
   reading: boolean;
@@ -46,6 +56,8 @@ interface Source {
   lastTick: number;
   level: number;
   calmTicks: number;
+  /** Where the window of sockets allowed to read starts; moves every tick. */
+  offset: number;
   resumeTimer?: NodeJS.Timeout;
   /** Sockets this source's pause stopped, with whether their stream was paused then. */
   stopped: Map<net.Socket, boolean>;
@@ -56,7 +68,11 @@ export interface FairShareOptions {
   lagMs?: number;
   /** Called with the sources paused at a tick (tests, debugging). */
   onThrottle?: (throttled: { key: string; level: number }[]) => void;
+  /** Where `nodemesh_fair_share_throttled_seconds_total` is registered. */
+  registry?: Registry;
 }
+
+const THROTTLED_METRIC = 'nodemesh_fair_share_throttled_seconds_total';
 
 export class FairShare {
   readonly #tickMs: number;
@@ -69,11 +85,16 @@ export class FairShare {
   #throttled = 0;
   /** Times a source was paused (tests, metrics). */
   pauses = 0;
+  readonly #throttledSeconds?: Counter;
 
   constructor(opts: FairShareOptions = {}) {
     this.#tickMs = opts.tickMs ?? FAIR_TICK_MS;
     this.#lagMs = opts.lagMs ?? FAIR_LAG_MS;
     this.#onThrottle = opts.onThrottle;
+    if (opts.registry) {
+      this.#throttledSeconds = (opts.registry.getSingleMetric(THROTTLED_METRIC) as Counter | undefined) ??
+        new Counter({ name: THROTTLED_METRIC, help: 'Seconds during which the node proxy read less from a source pod over its fair share because the event loop lagged (summed over sources).', registers: [opts.registry] });
+    }
   }
 
   start(): void {
@@ -93,7 +114,7 @@ export class FairShare {
   register(key: string, socket: net.Socket): void {
     let source = this.#sources.get(key);
     if (!source) {
-      source = { sockets: new Set(), closedBytes: 0, lastBytes: 0, lastTick: -1, level: 0, calmTicks: 0, stopped: new Map() };
+      source = { sockets: new Set(), closedBytes: 0, lastBytes: 0, lastTick: -1, level: 0, calmTicks: 0, offset: 0, stopped: new Map() };
       this.#sources.set(key, source);
     }
     const s = source;
@@ -127,7 +148,10 @@ export class FairShare {
   #rebalance(lag: number): void {
     const contended = lag >= this.#lagMs;
     const calm = lag < this.#lagMs / 2;
-    // Bytes each source read since the previous contended tick; a source first seen
+    // What each source would have read since the previous tick had it not been
+    // throttled: the bytes it read, scaled up by the capacity it was given. Shares
+    // are of that demand, not of what was read, or a quiet source would become the
+    // heavy one as soon as the noisy one is slowed below it. A source first seen
     // now has no baseline yet and is measured from the next tick.
     const used = new Map<Source, number>();
     let total = 0;
@@ -135,7 +159,7 @@ export class FairShare {
       let bytes = source.closedBytes;
       for (const socket of source.sockets) bytes += socket.bytesRead;
       const measured = source.lastTick === this.#tick - 1;
-      const delta = measured ? bytes - source.lastBytes : 0;
+      const delta = measured ? (bytes - source.lastBytes) * 2 ** source.level : 0;
       source.lastBytes = bytes;
       source.lastTick = this.#tick;
       if (delta > 0) {
@@ -149,6 +173,7 @@ export class FairShare {
     for (const [key, source] of this.#sources) {
       const delta = used.get(source) ?? 0;
       if (contended && delta > share) {
+        if (source.level === 0) log.info('reading less from a source pod over its fair share: the event loop lags', { source: key, lagMs: Math.round(lag), sources: used.size });
         source.level = Math.min(MAX_LEVEL, source.level + 1);
         source.calmTicks = 0;
       } else if (source.level > 0 && (calm || delta <= share) && ++source.calmTicks >= CALM_TICKS_PER_LEVEL) {
@@ -156,43 +181,89 @@ export class FairShare {
         source.calmTicks = 0;
       }
       if (source.level === 0) {
+        if (source.stopped.size) {
+          this.#resume(source);
+          log.info('reading from a source pod at full speed again', { source: key });
+        }
         if (source.sockets.size === 0) this.#sources.delete(key);
         continue;
       }
       throttled++;
-      this.#pause(source, this.#tickMs * (1 - 2 ** -source.level));
+      this.#throttledSeconds?.inc(this.#tickMs / 1000);
+      this.#throttle(source);
       paused.push({ key, level: source.level });
     }
     this.#throttled = throttled;
     if (paused.length) this.#onThrottle?.(paused);
   }
 
-  /** Stops reading on the source's sockets for `ms`. */
-  #pause(source: Source, ms: number): void {
+  /**
+   * Lets the source read for 2^-level of its capacity during the next tick: the
+   * square root of that as a share of its sockets (a different window of them each
+   * tick, the rest stopped), and the same as a share of the tick, after which the
+   * window stops too. Both, because neither alone slows a ping-pong flood: stopping
+   * every socket for most of the tick and restarting them together only moves the
+   * burst (each connection needs one read per round trip), and a few sockets
+   * reading all the time still run thousands of round trips a second.
+   */
+  #throttle(source: Source): void {
     clearTimeout(source.resumeTimer);
-    for (const socket of source.sockets) {
-      const handle = handleOf(socket);
-      if (!handle?.reading || source.stopped.has(socket)) continue;
-      handle.reading = false;
-      handle.readStop();
-      source.stopped.set(socket, socket.isPaused());
+    source.resumeTimer = undefined;
+    const sockets = [...source.sockets];
+    const n = sockets.length;
+    if (n === 0) return;
+    const root = Math.sqrt(2 ** -source.level);
+    const window = Math.max(1, Math.round(n * root));
+    source.offset = (source.offset + window) % n;
+    const reading: net.Socket[] = [];
+    for (let i = 0; i < n; i++) {
+      const socket = sockets[(source.offset + i) % n]!;
+      if (i < window) {
+        this.#start(source, socket);
+        reading.push(socket);
+      } else {
+        this.#stop(source, socket);
+      }
     }
     this.pauses++;
-    source.resumeTimer = setTimeout(() => this.#resume(source), ms);
-    source.resumeTimer.unref();
+    // The window's share of the tick; a window of one socket takes the rest of the cut.
+    const timeShare = window === 1 ? Math.min(1, n * 2 ** -source.level) : root;
+    if (timeShare < 1) {
+      source.resumeTimer = setTimeout(() => {
+        for (const socket of reading) this.#stop(source, socket);
+      }, this.#tickMs * timeShare);
+      source.resumeTimer.unref();
+    }
+  }
+
+  /**
+   * Stops reading on `socket`. Its reader may have restarted it since we last
+   * stopped it (the splice resumes a socket when its upstream drains, and a
+   * resume restarts the read), so the handle is checked, not our record.
+   */
+  #stop(source: Source, socket: net.Socket): void {
+    const handle = handleOf(socket);
+    if (!handle?.reading) return;
+    handle.reading = false;
+    handle.readStop();
+    if (!source.stopped.has(socket)) source.stopped.set(socket, socket.isPaused());
+  }
+
+  #start(source: Source, socket: net.Socket): void {
+    const wasPaused = source.stopped.get(socket);
+    if (wasPaused === undefined) return;
+    source.stopped.delete(socket);
+    const handle = handleOf(socket);
+    // Paused by its own reader since: its resume() restarts the read.
+    if (!handle || handle.reading || socket.destroyed || socket.isPaused() !== wasPaused) return;
+    handle.reading = true;
+    handle.readStart();
   }
 
   #resume(source: Source): void {
     clearTimeout(source.resumeTimer);
     source.resumeTimer = undefined;
-    for (const [socket, wasPaused] of source.stopped) {
-      const handle = handleOf(socket);
-      // Paused by its own reader since: its resume() restarts the read.
-      if (!handle || handle.reading || socket.destroyed || socket.isPaused() !== wasPaused) continue;
-      handle.reading = true;
-      handle.readStart();
-    }
-    source.stopped.clear();
+    for (const socket of [...source.stopped.keys()]) this.#start(source, socket);
   }
 }
 

@@ -94,7 +94,7 @@ export class OutboundListener extends CapturedListener {
     const sourceIdentity = config.identityOf(source);
     // Counted and logged (at most once per interval) where it is decided.
     if (this.#opts.limits && !this.#opts.limits.admitConnection(source, sourceIdentity, client)) return this.refuseSilently(client);
-    this.#opts.fairShare?.register(source.uid, client);
+    this.#opts.fairShare?.register(`${source.namespace}/${source.name}`, client);
     const { http } = this.#opts;
     const inMesh = config.serviceByVip(dst.ip) !== undefined || config.workloadByIp(dst.ip) !== undefined;
     const declared = http && inMesh ? destinationProtocol(config, dst.ip, dst.port) : 'opaque';

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import http from 'node:http';
 import { Registry } from 'prom-client';
 import { ConfigStore } from './config-store.ts';
 import { createMetrics } from './metrics.ts';
@@ -17,9 +18,10 @@ import { Admission } from './admission.ts';
 import { OutboundListener } from './outbound.ts';
 import { SourceLimits } from './source-limits.ts';
 import { FairShare } from './fair-share.ts';
+import { createOutboundHttp } from './l7/outbound-http.ts';
 import { applyConfig, echoServer, MemoryCertSource, workload } from './testdata/mesh-fixture.ts';
 import { logger } from '../core/log.ts';
-import type { Workload } from '../core/types.ts';
+import type { Service, Workload } from '../core/types.ts';
 
 const ECHO_IP = '127.0.0.9';
 
@@ -110,6 +112,66 @@ test('concurrent requests of a pod past its cap are refused with the reason; a r
   limits.close();
 });
 
+test('an HTTP request past its pod\'s concurrent-request cap gets 503 with the reason; another pod\'s request on the same node goes through', async (t) => {
+  const noisy = workload('noisy', '127.0.0.2', 'n1', { maxConcurrentRequests: 2 });
+  const quiet = workload('quiet', '127.0.0.6', 'n1');
+  const api = workload('api', '127.0.0.7', 'n1');
+  const held: http.ServerResponse[] = [];
+  const server = http.createServer((req, res) => (req.url === '/hold' ? held.push(res) : res.end('fast')));
+  await new Promise<void>((r) => server.listen(0, api.ip, () => r()));
+  t.after(() => {
+    held.forEach((r) => r.end());
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  const svc: Service = {
+    namespace: 'shop', name: 'api', vips: ['10.96.0.50'], ports: [{ name: 'http', port: 80, targetPort: port, targetPortName: '', appProtocol: 'http' }],
+    endpoints: [{ workloadUid: api.uid, ip: api.ip, ready: true }], opaquePorts: [],
+  };
+  const config = new ConfigStore('n1');
+  applyConfig(config, { workloads: [noisy, quiet, api], services: [svc] });
+  const registry = new Registry();
+  const metrics = createMetrics(registry);
+  const limits = new SourceLimits(metrics, logger('outbound'));
+  t.after(() => limits.close());
+  const admission = new Admission(config, metrics);
+  const pool = new HbonePool({ certs: new MemoryCertSource('') });
+  const outboundHttp = createOutboundHttp({ config, pool, admission, metrics, limits });
+  t.after(() => outboundHttp.close());
+  const outbound = await OutboundListener.bind({
+    config, tracker: new ConnectionTracker(metrics), admission, pool, balancer: new LoadBalancer(), http: outboundHttp,
+    host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: '10.96.0.50', port: 80 }), limits,
+  });
+  t.after(() => outbound.close());
+  const get = (from: string, path: string) => new Promise<{ status: number; reason: string; body: string }>((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: outbound.port, path, localAddress: from, agent: false, headers: { host: 'api' } }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, reason: String(res.headers['nodemesh-reason'] ?? ''), body }));
+    });
+    req.on('error', reject);
+    t.after(() => req.destroy());
+  });
+  const first = get(noisy.ip, '/hold');
+  const second = get(noisy.ip, '/hold');
+  while (held.length < 2) await new Promise((r) => setTimeout(r, 10));
+  const third = await get(noisy.ip, '/hold');
+  assert.equal(third.status, 503);
+  assert.equal(third.reason, 'source_limit');
+  assert.match(third.body, /source pod shop\/noisy has 2 HTTP requests in flight \(limit 2\)/);
+  const other = await get(quiet.ip, '/');
+  assert.equal(other.status, 200);
+  assert.equal(other.body, 'fast');
+  held.forEach((r) => r.end('done'));
+  assert.equal((await first).status, 200);
+  assert.equal((await second).status, 200);
+  // Slots come back with the responses.
+  assert.equal((await get(noisy.ip, '/')).status, 200);
+  const denied = (await registry.getSingleMetric('nodemesh_tcp_connections_denied_total')!.get()).values.filter((v) => v.labels.reason === 'source_limit');
+  assert.equal(denied.reduce((n, v) => n + v.value, 0), 1);
+});
+
 test('refusals are logged at most once per pod per interval, with the count refused since', async () => {
   const lines: { msg: string; fields?: Record<string, unknown> }[] = [];
   const log = { ...logger('outbound'), warn: (msg: string, fields?: Record<string, unknown>) => lines.push({ msg, fields }) };
@@ -144,25 +206,54 @@ async function socketPair(t: TestContext): Promise<{ proxySide: net.Socket; app:
 
 const reading = (s: net.Socket) => (s as unknown as { _handle: { reading: boolean } })._handle.reading;
 
-test('under event-loop lag the source reading over its share is paused and resumed; the quiet one keeps reading', async (t) => {
+test('under event-loop lag fewer of the heaviest source\'s sockets read each lagging tick; the quiet source keeps reading', async (t) => {
   const throttled: string[][] = [];
   const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
+  const noisy = await Promise.all([1, 2, 3, 4].map(() => socketPair(t)));
+  const quiet = await socketPair(t);
+  for (const pair of noisy) fair.register('noisy', pair.proxySide);
+  fair.register('quiet', quiet.proxySide);
+  const sent = (pair: { app: net.Socket }, bytes: number) => new Promise<void>((r) => pair.app.write(Buffer.alloc(bytes), () => r()));
+  const flood = async () => {
+    await Promise.all([...noisy.map((p) => sent(p, 64 * 1024)), sent(quiet, 100)]);
+    await new Promise((r) => setTimeout(r, 30));
+  };
+  const readingNoisy = () => noisy.filter((p) => reading(p.proxySide)).length;
+  fair.rebalance(50); // the baseline
+  await flood();
+  fair.rebalance(50);
+  assert.deepEqual(throttled, [['noisy']]);
+  // Level 1: half its capacity, as 1/√2 of its sockets (3 of 4) for 1/√2 of the tick.
+  assert.equal(readingNoisy(), 3);
+  assert.equal(reading(quiet.proxySide), true);
+  await flood();
+  fair.rebalance(50);
+  // Level 2: half of its sockets.
+  assert.equal(readingNoisy(), 2);
+  assert.equal(reading(quiet.proxySide), true);
+  // Stopping lets every socket read again.
+  fair.stop();
+  assert.equal(readingNoisy(), 4);
+});
+
+test('a throttled source with one socket reads for its fraction of each tick', async (t) => {
+  const fair = new FairShare({ tickMs: 40 });
   const noisy = await socketPair(t);
   const quiet = await socketPair(t);
   fair.register('noisy', noisy.proxySide);
   fair.register('quiet', quiet.proxySide);
-  const sent = (pair: { app: net.Socket }, bytes: number) => new Promise<void>((r) => pair.app.write(Buffer.alloc(bytes), () => r()));
-  fair.rebalance(50); // the baseline
-  await Promise.all([sent(noisy, 256 * 1024), sent(quiet, 100)]);
+  fair.rebalance(50);
+  noisy.app.write(Buffer.alloc(64 * 1024));
+  quiet.app.write(Buffer.alloc(10));
   await new Promise((r) => setTimeout(r, 30));
   fair.rebalance(50);
-  assert.deepEqual(throttled, [['noisy']]);
+  assert.equal(reading(noisy.proxySide), true);
+  // Level 1: half of the 40 ms tick.
+  await new Promise((r) => setTimeout(r, 35));
   assert.equal(reading(noisy.proxySide), false);
   assert.equal(reading(quiet.proxySide), true);
-  // Level 1 pauses half a tick.
-  await new Promise((r) => setTimeout(r, 40));
-  assert.equal(reading(noisy.proxySide), true);
   fair.stop();
+  assert.equal(reading(noisy.proxySide), true);
 });
 
 test('without lag, or with one active source, nothing is paused', async (t) => {

@@ -1,4 +1,5 @@
-// The benchmark cluster: two nodes; on node n1 one client pod per path, on node n2
+// The benchmark cluster: two nodes; on node n1 one client pod per path (and the
+// fairness row's noisy pod), on node n2
 // a plain server pod (direct and nginx-mtls) and an enrolled one (the mesh paths),
 // each running nginx with a 1 KiB body and an iperf3 server; plus idle enrolled pods
 // so the node daemons carry a realistic number of local workloads.
@@ -10,6 +11,8 @@ export const IPERF_PORT = 5201;
 export const MESH = { 'nodemesh.io/mesh': 'enabled' };
 /** Enrolled pods besides the benchmark's own, spread over both nodes (the RSS target names 100). */
 export const IDLE_ENROLLED_PODS = 100;
+/** The fairness row's noisy pod may hold this many connections (its `nodemesh.io/max-connections`). */
+export const NOISY_MAX_CONNECTIONS = 2000;
 
 export type PathName = 'direct' | 'nginx-mtls' | 'nodemesh-l4' | 'nodemesh-l7';
 export const PATHS: PathName[] = ['direct', 'nginx-mtls', 'nodemesh-l4', 'nodemesh-l7'];
@@ -37,6 +40,8 @@ export function benchClusterSpec(): ClusterSpec {
       { name: 'client-direct', node: 'n1' },
       { name: 'client-nginx', node: 'n1' },
       { name: 'client-mesh', node: 'n1', serviceAccount: 'client', annotations: MESH },
+      // The fairness row's flood, beside client-mesh on n1.
+      { name: 'client-noisy', node: 'n1', serviceAccount: 'noisy', annotations: { ...MESH, 'nodemesh.io/max-connections': String(NOISY_MAX_CONNECTIONS) } },
       { name: 'server-plain', node: 'n2', labels: { app: 'origin-plain' } },
       { name: 'server-mesh', node: 'n2', labels: { app: 'origin-mesh' }, serviceAccount: 'origin', annotations: MESH },
       ...idle,

@@ -7,6 +7,7 @@ import { PATHS } from './bench-topology.ts';
 import type { Durations } from './path-bench.ts';
 import type { ScaleResult } from './scale.ts';
 import type { TunnelMemory } from './tunnel-memory.ts';
+import type { FairnessResult } from './fairness.ts';
 
 export interface PathResult {
   rps: number | null;
@@ -33,6 +34,8 @@ export interface BenchResults {
   commands: Partial<Record<PathName, Record<string, string[]>>>;
   tunnel_memory: TunnelMemory | null;
   scale: ScaleResult | null;
+  /** A quiet pod's latency alone and beside a flooding pod on its node; absent in results written before it existed. */
+  fairness?: FairnessResult | null;
   /** Failed requests or connections over all measured rounds. */
   errors: number;
   duration_s?: number;
@@ -82,6 +85,11 @@ function targets(r: BenchResults): [string, string, boolean | null][] {
     const worst = Math.max(...Object.values(r.tunnel_memory.nodes).map((n) => n.rss_mib));
     out.push(check(worst <= 80, `${worst.toFixed(1)} MiB (max over nodes, ${r.tunnel_memory.enrolled_pods} enrolled pods, ${r.tunnel_memory.connections} open tunnelled connections)`, 'RSS <= 80 MiB'));
   }
+  if (r.fairness) {
+    const f = r.fairness;
+    out.push(check(f.p99_ratio <= 2, `${f.p99_ratio}x (${f.alone.p99_ms} -> ${f.under_flood.p99_ms} ms)`, 'fairness: quiet pod p99 beside a flood <= 2x alone'));
+    out.push(check(f.refused_source_limit > 0, `${f.refused_source_limit} refused (source_limit) of ${f.flood.attempted} tried, cap ${f.flood.max_connections}`, 'fairness: the flood\'s excess connections refused'));
+  }
   if (r.scale) {
     out.push(check(r.scale.first_sync_s <= 2, `${r.scale.first_sync_s} s`, 'scale: first sync <= 2 s'));
     out.push(check(r.scale.change_to_all_nodes_ms <= 100, `${r.scale.change_to_all_nodes_ms} ms`, 'scale: one change to all nodes <= 100 ms'));
@@ -104,6 +112,12 @@ export function renderReport(r: BenchResults): string {
   if (r.tunnel_memory) {
     const nodes = Object.entries(r.tunnel_memory.nodes).map(([n, m]) => `${n} ${m.idle_rss_mib.toFixed(1)} -> ${m.rss_mib.toFixed(1)} MiB (peak ${m.peak_rss_mib.toFixed(1)}; of which anonymous ${m.anon_mib.toFixed(1)}, file-backed ${m.file_mib.toFixed(1)})`);
     lines.push('', `Node RSS idle -> with ${r.tunnel_memory.connections} open tunnelled connections: ${nodes.join('; ')}.`);
+  }
+  if (r.fairness) {
+    const f = r.fairness;
+    const l = (x: FairnessResult['alone']) => `p50 ${x.p50_ms} / p90 ${x.p90_ms} / p99 ${x.p99_ms} / max ${x.max_ms} ms (${x.completed} requests, ${x.errors} errors)`;
+    lines.push('', `Fairness (quiet pod at ${f.rate} req/s over ${f.connections} keep-alive connections, opaque TCP to n2): alone ${l(f.alone)}; beside a pod on its node flooding on ${f.flood.held} connections (${f.flood.attempted} tried, ${f.flood.refused} refused, cap ${f.flood.max_connections}; ${f.flood.requests_per_s} req/s) ${l(f.under_flood)}. n1 counted ${f.refused_source_limit} source_limit refusals and read less from a source over its fair share for ${f.throttled_s ?? 0} s.`);
+    lines.push('', `- fairness quiet: \`${f.commands.quiet.map(shellWord).join(' ')}\``, `- fairness flood: \`${f.commands.flood.map(shellWord).join(' ')}\``);
   }
   if (r.scale) {
     lines.push('', `Scale (${r.scale.pods} pods, ${r.scale.services} services, ${r.scale.nodes_watching} node agents watching): first sync ${r.scale.first_sync_s} s (${r.scale.first_sync_from_spawn_s} s from process start), one pod change to all nodes ${r.scale.change_to_all_nodes_ms} ms (median of ${r.scale.changes}; samples ${r.scale.change_samples_ms.join(', ')}), node RSS ${r.scale.node_rss_mib} MiB (${r.scale.node_empty_rss_mib} MiB with an empty mesh, so the config costs ${r.scale.node_config_mib} MiB), control plane RSS ${r.scale.controlplane_rss_mib} MiB, control plane start ${r.scale.controlplane_start_s} s.`);

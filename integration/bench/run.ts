@@ -1,9 +1,10 @@
 // `make bench`: builds the two-node namespace cluster and measures, under the same
 // CPU pinning, each path from a client pod on n1 to an origin pod on n2 (direct,
-// nginx-mtls, nodemesh-l4, nodemesh-l7), then the control plane at scale. Writes
+// nginx-mtls, nodemesh-l4, nodemesh-l7), a quiet pod beside a flooding one
+// (fairness), then the control plane at scale. Writes
 // results/<date>.json (medians of the rounds) and results/<date>.md (the table).
 //
-//   node integration/bench/run.ts [--quick] [--rounds N] [--paths a,b] [--skip-paths] [--skip-scale] [--cpu-prof DIR]
+//   node integration/bench/run.ts [--quick] [--rounds N] [--paths a,b] [--skip-paths] [--skip-fairness] [--skip-scale] [--cpu-prof DIR]
 
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -24,6 +25,7 @@ import type { BenchResults, PathResult } from './report.ts';
 import { runScaleBench } from './scale.ts';
 import { median, round } from './stats.ts';
 import { measureTunnelMemory } from './tunnel-memory.ts';
+import { measureFairness } from './fairness.ts';
 
 const log = logger('bench');
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
@@ -35,6 +37,8 @@ const { values: flags } = parseArgs({
     rounds: { type: 'string' },
     'skip-paths': { type: 'boolean', default: false },
     'skip-scale': { type: 'boolean', default: false },
+    // The fairness row runs in the paths' cluster, after them; alone with --skip-paths.
+    'skip-fairness': { type: 'boolean', default: false },
     // Comma-separated subset of the paths, for profiling one of them.
     paths: { type: 'string' },
     // Writes a V8 CPU profile of every nodemesh process into this directory.
@@ -64,9 +68,10 @@ async function l7Active(env: BenchEnv): Promise<boolean> {
   return res.stdout.split('\n').some((line) => line.startsWith('nodemesh_requests_total{') && line.includes(`destination_service="${service}.`) && !line.endsWith(' 0'));
 }
 
-async function benchPaths(prefix: string): Promise<Pick<BenchResults, 'paths' | 'notes' | 'commands' | 'tunnel_memory' | 'errors'>> {
+async function benchPaths(prefix: string): Promise<Partial<Pick<BenchResults, 'paths' | 'notes' | 'commands' | 'tunnel_memory' | 'errors' | 'fairness'>>> {
   const env = await startBenchEnv(prefix, nodeEnv);
   try {
+    if (flags['skip-paths']) return { fairness: await benchFairness(env) };
     // Memory first, on fresh daemons: once HTTP handling has run, the V8 heap it grew
     // stays resident and would be charged to the held connections.
     const enrolled = env.cluster.pods.filter((p) => p.annotations['nodemesh.io/mesh'] === 'enabled').length;
@@ -104,10 +109,18 @@ async function benchPaths(prefix: string): Promise<Pick<BenchResults, 'paths' | 
       if (path === 'nodemesh-l7' && active) notes[path] = 'bulk_gbps is null: iperf3 is not HTTP, and the Service port is appProtocol http';
     }
     const commands = Object.fromEntries(PATHS.map((p) => [p, Object.fromEntries(Object.entries(pathCommands(env, p, durations)).map(([k, argv]) => [k, portable(argv)]))]));
-    return { paths, notes, commands, tunnel_memory: memory, errors };
+    const fairness = flags['skip-fairness'] ? null : await benchFairness(env);
+    return { paths, notes, commands, tunnel_memory: memory, errors, fairness };
   } finally {
     await env.teardown();
   }
+}
+
+/** Last: a flood leaves the daemons warm and their heaps grown. */
+async function benchFairness(env: BenchEnv): Promise<BenchResults['fairness']> {
+  const result = await measureFairness(env, durations);
+  log.info('measured', { row: 'fairness', ...result, commands: undefined });
+  return { ...result, commands: { quiet: portable(result.commands.quiet), flood: portable(result.commands.flood) } };
 }
 
 async function main(): Promise<void> {
@@ -129,10 +142,11 @@ async function main(): Promise<void> {
     notes: {},
     commands: {},
     tunnel_memory: null,
+    fairness: null,
     scale: null,
     errors: 0,
   };
-  if (!flags['skip-paths']) {
+  if (!flags['skip-paths'] || !flags['skip-fairness']) {
     Object.assign(results, await benchPaths(runPrefix('nmb')));
   }
   if (!flags['skip-scale']) results.scale = await runScaleBench(runPrefix('nmb', 's'), { quick: flags.quick, env: nodeEnv });
