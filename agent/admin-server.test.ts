@@ -219,6 +219,38 @@ test('admin: /explain answers from the data plane and rejects a malformed query 
   assert.equal(badBody.code, 'NM_BAD_EXPLAIN_QUERY');
 });
 
+test('admin: /explain takes the request\'s method, path and headers, and refuses hostile ones naming the parameter', async (t) => {
+  const store = new ConfigStore('node-1');
+  store.apply({ epoch: 'e', version: 1, snapshot: true, removals: [], upserts: [{ kind: 'workload', key: 'u1', version: 1, workload: web }] });
+  const asked: unknown[] = [];
+  const admin = await AdminServer.listen('127.0.0.1:0', {
+    store, certs: { status: () => [], trustBundleFingerprints: () => [] }, control: { status: () => ({ connected: false }) as never, rejected: () => [] },
+    explain: (q) => {
+      asked.push(q.http);
+      return explain(store, q);
+    },
+  });
+  t.after(() => admin.close());
+  const base = `http://${admin.address}/explain?source=10.1.0.99&destination=10.1.0.5:8080`;
+  assert.equal((await fetch(`${base}&method=POST&path=${encodeURIComponent('/api/x?y=1')}&header=X-Canary:%20yes&header=x-b:1:2`)).status, 200);
+  assert.deepEqual(asked, [{ method: 'POST', path: '/api/x?y=1', headers: { 'x-canary': 'yes', 'x-b': '1:2' } }]);
+  for (const [query, reason] of [
+    ['&method=get', /method: "get" is not an HTTP method/],
+    ['&method=' + 'A'.repeat(17), /not an HTTP method/],
+    ['&path=api', /path: must start with/],
+    ['&path=/' + 'a'.repeat(5000), /path: must start with/],
+    ['&header=nocolon', /header: "nocolon" is not name:value/],
+    ['&header=bad%20name:x', /is not name:value/],
+    [Array.from({ length: 33 }, (_, i) => `&header=h${i}:v`).join(''), /at most 32 headers/],
+  ] as const) {
+    const res = await fetch(`${base}${query}`);
+    assert.equal(res.status, 400, query.slice(0, 40));
+    const body = await res.json() as { error: string; code: string };
+    assert.match(body.error, reason);
+    assert.equal(body.code, 'NM_BAD_EXPLAIN_QUERY');
+  }
+});
+
 test('admin: /tap streams connection open and close events over a WebSocket', async (t) => {
   const store = new ConfigStore('node-1');
   const tracker = new ConnectionTracker(createMetrics(new Registry()));

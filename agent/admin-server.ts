@@ -136,6 +136,26 @@ function listEndpoints(endpoints: Map<string, Endpoint>): string[] {
   return [...endpoints.entries()].flatMap(([path, e]) => Object.keys(e).map((method) => `${method} ${path}`));
 }
 
+/** ?method=GET&path=/x&header=name:value (repeatable): the request whose route /explain names; none given: GET /. */
+function explainRequest(params: URLSearchParams): ExplainQuery['http'] {
+  const method = params.get('method');
+  const path = params.get('path');
+  const headerParams = params.getAll('header');
+  if (method === null && path === null && !headerParams.length) return undefined;
+  const bad = (what: string) => new HttpError(400, ErrorCode.BAD_EXPLAIN_QUERY, `explain: ${what} (?method=GET&path=/x&header=name:value)`);
+  if (method !== null && !/^[A-Z]{1,16}$/.test(method)) throw bad(`method: ${JSON.stringify(method.slice(0, 32))} is not an HTTP method`);
+  if (path !== null && (!path.startsWith('/') || path.length > 4096)) throw bad(`path: must start with "/" and be at most 4096 characters`);
+  if (headerParams.length > 32) throw bad(`at most 32 headers, got ${headerParams.length}`);
+  const headers: Record<string, string> = {};
+  for (const h of headerParams) {
+    const colon = h.indexOf(':');
+    const name = colon > 0 ? h.slice(0, colon).trim().toLowerCase() : '';
+    if (!/^[a-z0-9!#$%&'*+\-.^_`|~]{1,256}$/.test(name) || h.length > 4096) throw bad(`header: ${JSON.stringify(h.slice(0, 64))} is not name:value`);
+    headers[name] = h.slice(colon + 1).trim();
+  }
+  return { method: method ?? 'GET', path: path ?? '/', headers };
+}
+
 function explainQuery(s: AdminSources, url: URL): Explanation {
   if (!s.explain) throw new HttpError(404, ErrorCode.NO_DATAPLANE, 'explain: this node runs no data plane (--no-dataplane)');
   const source = url.searchParams.get('source') ?? '';
@@ -145,8 +165,9 @@ function explainQuery(s: AdminSources, url: URL): Explanation {
   if (!m || isIP(m[1]!) !== 4 || Number(m[2]) < 1 || Number(m[2]) > 65535) {
     throw new HttpError(400, ErrorCode.BAD_EXPLAIN_QUERY, `explain: destination: ${JSON.stringify(destination)} is not IPv4:PORT (?source=IP&destination=IP:PORT)`);
   }
+  const http = explainRequest(url.searchParams);
   try {
-    return s.explain({ sourceIp: source, destinationIp: m[1]!, port: Number(m[2]) });
+    return s.explain({ sourceIp: source, destinationIp: m[1]!, port: Number(m[2]), ...(http ? { http } : {}) });
   } catch (err) {
     if ((err as { code?: string }).code === ErrorCode.BAD_EXPLAIN_QUERY) throw new HttpError(400, ErrorCode.BAD_EXPLAIN_QUERY, `explain: ${(err as Error).message}`);
     throw err;

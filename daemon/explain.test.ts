@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigStore } from './config-store.ts';
-import type { AuthorizationPolicy, Resource, Service, Workload } from '../core/types.ts';
+import type { AuthorizationPolicy, HttpRoute, Resource, Service, Workload } from '../core/types.ts';
 import { explain } from './explain.ts';
 
 function workload(name: string, ns: string, node: string, ip: string, enrolled = true, mtlsMode: 'strict' | 'permissive' = 'permissive'): Workload {
@@ -89,4 +89,33 @@ test('explain: a plaintext pod to a meshed server is captured there and refused 
   const meshed = explain(s, { sourceIp: client.ip, destinationIp: serverA.ip, port: 7001 });
   assert.equal(meshed.source.identity, 'spiffe://cluster.local/ns/demo/sa/client');
   assert.deepEqual(meshed.targets.map((t) => [t.path, t.security, t.authorization?.allowed]), [['hbone', 'mutual_tls', true]]);
+});
+
+test('explain: for a Service with routes it names the route and rule the given request takes, with the rule\'s backends and filters', () => {
+  const s = store();
+  const ref = (name: string, weight: number) => ({ namespace: 'demo', name, port: 80, weight, invalidReason: name === 'gone' ? 'BackendNotFound: Service demo/gone does not exist' : '' });
+  const route: HttpRoute = {
+    namespace: 'demo', name: 'split', parents: [{ namespace: 'demo', name: 'server', port: 0 }], hostnames: [], creationTimestamp: '2025-01-01T00:00:00Z',
+    rules: [
+      { matches: [{ path: { type: 'PathPrefix', value: '/api' }, headers: [{ type: 'Exact', name: 'x-canary', value: 'yes' }], queryParams: [], method: '' }], filters: [], backendRefs: [ref('gone', 1)], requestTimeoutMs: 0, backendRequestTimeoutMs: 0 },
+      {
+        matches: [{ path: { type: 'PathPrefix', value: '/api' }, headers: [], queryParams: [], method: 'GET' }],
+        filters: [{ type: 'RequestHeaderModifier', scheme: '', hostname: '', port: 0, statusCode: 0, headerModifier: { set: [], add: [], remove: [] } }],
+        backendRefs: [{ ...ref('server', 70), filters: [{ type: 'ResponseHeaderModifier', scheme: '', hostname: '', port: 0, statusCode: 0 }] }, ref('server-b', 30)],
+        requestTimeoutMs: 0, backendRequestTimeoutMs: 0,
+      },
+    ],
+  };
+  s.apply({ epoch: 'e', version: 2, snapshot: false, removals: [], upserts: [{ kind: 'route', key: 'demo/split', version: 2, route }] });
+  const q = (http?: { method: string; path: string; headers: Record<string, string> }) => explain(s, { sourceIp: client.ip, destinationIp: '10.96.0.10', port: 80, ...(http ? { http } : {}) }).route;
+  const get = q({ method: 'GET', path: '/api/items?x=1', headers: {} })!;
+  assert.deepEqual([get.decision, get.route, get.rule, get.match, get.filters], ['matched', 'HTTPRoute demo/split', 1, 0, ['RequestHeaderModifier']]);
+  assert.deepEqual(get.backends, [
+    { service: 'demo/server', port: 80, weight: 70, invalidReason: '', filters: ['ResponseHeaderModifier'] },
+    { service: 'demo/server-b', port: 80, weight: 30, invalidReason: '', filters: [] },
+  ]);
+  const canary = q({ method: 'POST', path: '/api', headers: { 'X-Canary': 'yes' } })!;
+  assert.deepEqual([canary.rule, canary.backends?.[0]?.invalidReason], [0, 'BackendNotFound: Service demo/gone does not exist']);
+  assert.equal(q()!.decision, 'no-match', 'GET / matches no rule: the request would get 404');
+  assert.equal(explain(s, { sourceIp: client.ip, destinationIp: serverA.ip, port: 7000 }).route, undefined, 'a pod IP is not routed');
 });

@@ -1,18 +1,40 @@
 // `/explain`: what this node's data plane would do with a connection, without
 // making it. Answers the operator's first question when traffic misbehaves —
 // was it captured, where would it go, over what, and which policy decides —
-// from the same config and decision functions the listeners use.
+// from the same config and decision functions the listeners use. For a Service
+// with routes it also names the route and rule a request would take (the
+// request's method, path and headers may be given; GET / otherwise), decided
+// by the same route table the HTTP plan uses.
 
 import type { ConfigStore } from './config-store.ts';
 import type { Workload } from '../core/types.ts';
 import { ErrorCode, NodemeshError } from '../core/errors.ts';
 import { decide } from './admission.ts';
 import { targetPort } from './destination.ts';
+import { RouteTable } from './l7/route-table.ts';
 
 export interface ExplainQuery {
   sourceIp: string;
   destinationIp: string;
   port: number;
+  /** The HTTP request to route; absent: GET / without headers. */
+  http?: { method: string; path: string; headers: Record<string, string> };
+}
+
+/** The route decision for one request on a Service port that has routes. */
+export interface ExplainedRoute {
+  request: { method: string; path: string; headers: Record<string, string> };
+  /** unrouted: no route applies to this client; no-match: routes apply, no rule matches (404, UNIMPLEMENTED for gRPC). */
+  decision: 'unrouted' | 'no-match' | 'matched';
+  /** "HTTPRoute ns/name" or "GRPCRoute ns/name". */
+  route?: string;
+  /** Index of the rule in spec.rules, and of the match in its matches. */
+  rule?: number;
+  match?: number;
+  /** The rule's backends by weight, each with why it is unusable, if it is. */
+  backends?: { service: string; port: number; weight: number; invalidReason: string; filters: string[] }[];
+  /** The rule's own filters, by type. */
+  filters?: string[];
 }
 
 export interface ExplainedTarget {
@@ -38,6 +60,8 @@ export interface Explanation {
   service: string | null;
   /** One entry per candidate endpoint (a Service VIP), or the single destination. */
   targets: ExplainedTarget[];
+  /** Present when routes attach to the Service: the route and rule the request would take. */
+  route?: ExplainedRoute;
 }
 
 export class ExplainQueryError extends NodemeshError {
@@ -95,11 +119,32 @@ export function explain(config: ConfigStore, q: ExplainQuery): Explanation {
       : vipCaptured
         ? 'captured on this node by inbound plaintext (15006): the Service has an enrolled endpoint on this node'
         : 'not captured on this node';
-  return {
+  const explanation: Explanation = {
     node: config.nodeName,
     source: { ip: q.sourceIp, workload: source ? `${source.namespace}/${source.name}` : null, enrolled: Boolean(source?.enrolled), local: sourceLocal, identity: sourceIdentity },
     capture,
     service: service ? `${service.namespace}/${service.name}` : null,
     targets,
+  };
+  if (service) {
+    const route = explainRoute(new RouteTable(config.routes()), service, q, source?.namespace ?? '');
+    if (route) explanation.route = route;
+  }
+  return explanation;
+}
+
+function explainRoute(table: RouteTable, service: { namespace: string; name: string }, q: ExplainQuery, clientNamespace: string): ExplainedRoute | undefined {
+  if (!table.hasRoutes(service)) return undefined;
+  const request = q.http ?? { method: 'GET', path: '/', headers: {} };
+  const url = new URL(request.path, 'http://explain.invalid');
+  const headers = Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k.toLowerCase(), v]));
+  const d = table.decide(service, q.port, clientNamespace, { method: request.method, path: url.pathname, query: url.searchParams, headers });
+  if (d.kind !== 'matched') return { request, decision: d.kind };
+  return {
+    request, decision: 'matched',
+    route: `${d.route.kind || 'HTTPRoute'} ${d.route.namespace}/${d.route.name}`,
+    rule: d.route.rules.indexOf(d.rule), match: d.rule.matches.indexOf(d.match),
+    filters: d.rule.filters.map((f) => f.type),
+    backends: d.rule.backendRefs.map((b) => ({ service: `${b.namespace}/${b.name}`, port: b.port, weight: b.weight, invalidReason: b.invalidReason, filters: (b.filters ?? []).map((f) => f.type) })),
   };
 }
