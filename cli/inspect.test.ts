@@ -249,6 +249,11 @@ test('cli operator commands: without --admin, nodes are found through the Kubern
   const r = await run(['status', '--kubeconfig', join(dir, 'empty')]);
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, /no cluster in the kubeconfig: give --admin HOST:PORT to ask a node directly, or --kubeconfig FILE/);
+  for (const bad of [join(dir, 'absent'), dir, '/dev/null']) {
+    const b = await run(['workloads', '--kubeconfig', bad]);
+    assert.equal(b.code, 1, `${bad}: ${b.stderr}`);
+    assert.match(b.stderr, /nodemesh workloads: (cannot load the kubeconfig|no cluster in the kubeconfig)/, bad);
+  }
 });
 
 test('cli output: tables escape control characters a peer could send, so no answer moves the cursor or forges a line', () => {
