@@ -21,6 +21,8 @@ import { toService } from './service.ts';
 import { toNamespace } from './namespace.ts';
 import { toEndpointSlice } from './endpoint-slice.ts';
 import { toHttpRoute } from './httproute.ts';
+import { toGrpcRoute } from './grpcroute.ts';
+import { toReferenceGrant } from './referencegrant.ts';
 import { toAuthorizationPolicy } from './authorization-policy.ts';
 import { FileSource } from './file-source.ts';
 import { MeshModel } from './mesh-model.ts';
@@ -84,6 +86,30 @@ const KINDS: Kind[] = [
       },
     }),
     convert: (obj) => toHttpRoute(obj, () => true),
+  },
+  {
+    kind: 'GRPCRoute',
+    valid: () => ({
+      apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute',
+      metadata: { name: 'split', namespace: 'demo', creationTimestamp: '2025-01-01T00:00:00Z' },
+      spec: {
+        parentRefs: [{ group: '', kind: 'Service', name: 'greeter', port: 50051 }],
+        rules: [{
+          matches: [{ method: { type: 'RegularExpression', service: 'pkg\\..+', method: 'Say.*' }, headers: [{ name: 'x-tier', value: 'gold' }] }],
+          filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'shadow', port: 50051 } } }],
+          backendRefs: [{ name: 'a', port: 50051, weight: 70, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-to', value: 'a' }] } }] }, { name: 'b', namespace: 'other', port: 50051, weight: 30 }],
+        }],
+      },
+    }),
+    convert: (obj) => toGrpcRoute(obj, () => true, () => true),
+  },
+  {
+    kind: 'ReferenceGrant',
+    valid: () => ({
+      apiVersion: 'gateway.networking.k8s.io/v1beta1', kind: 'ReferenceGrant', metadata: { name: 'front', namespace: 'demo' },
+      spec: { from: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', namespace: 'front' }], to: [{ group: '', kind: 'Service', name: 'web' }] },
+    }),
+    convert: toReferenceGrant,
   },
   {
     kind: 'AuthorizationPolicy',
