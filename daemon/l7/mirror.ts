@@ -80,9 +80,16 @@ export function mirrorHttp2(
       else chunks.push(chunk);
     };
     client.on('data', onData);
+    // A 'data' listener alone would start the flow before the primary's relay pipes
+    // the stream upstream, and the primary would miss those chunks: stay paused
+    // until that pipe resumes the stream, then both see every chunk.
+    client.pause();
     client.once('end', () => {
       ended = true;
       copy?.end();
+    });
+    client.once('close', () => {
+      if (!ended) abandon('the client stream closed first');
     });
     session(endpoint).then((s) => {
       if (abandoned) return;

@@ -526,3 +526,40 @@ test('an HTTPRoute rule\'s retry replaces the node\'s retried statuses and attem
   assert.equal((await request(CART, '/r')).status, 500, 'no more than the rule\'s attempts');
   assert.equal(pods.a.hits, 4);
 });
+
+test('an HTTP/2 RequestMirror never costs the primary a byte: each stream\'s body reaches the primary whole, also on a new session and with the mirror down', async (t) => {
+  const mirror = (name: string) => ({ type: 'RequestMirror' as const, scheme: '', hostname: '', port: 0, statusCode: 0, mirror: backend(name) });
+  const dead = workload('grpc-dead', '127.0.0.7', 'n2', { labels: { app: 'dead' } });
+  const mirrored = { ...route([{ filters: [mirror('grpc-v2'), mirror('grpc-dead')], backendRefs: [backend('grpc-v1')] }], 'grpc'), parents: [{ namespace: 'shop', name: 'grpc', port: 0 }] };
+  const { setTarget, outbound, sourceConfig } = await setup(t, { routes: [mirrored] });
+  sourceConfig.apply({
+    epoch: 't', version: 2, snapshot: false, removals: [],
+    upserts: [
+      { kind: 'workload', key: dead.uid, version: 2, workload: dead },
+      { kind: 'service', key: 'shop/grpc-dead', version: 2, service: { ...service('grpc-dead', '10.96.0.33', [dead], 1), ports: [{ name: 'api', port: 80, targetPort: 1, targetPortName: '', appProtocol: 'kubernetes.io/h2c' }] } },
+    ],
+  });
+  setTarget({ ip: '10.96.0.30', port: 80 });
+  for (let round = 0; round < 3; round++) {
+    // A new client session each round: the primary's upstream session may still be opening when the body arrives.
+    const session = http2.connect(`http://127.0.0.1:${outbound.port}`, {
+      createConnection: () => net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip }),
+    });
+    t.after(() => session.destroy());
+    const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => new Promise<string>((resolve, reject) => {
+      const stream = session.request({ ':method': 'POST', ':path': `/shop.Cart/Get${i}`, 'content-type': 'application/grpc' });
+      let body = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (c: string) => (body += c));
+      stream.on('end', () => resolve(body));
+      stream.on('error', reject);
+      stream.write(`part-1-${i}|`);
+      setImmediate(() => stream.end(`part-2-${i}`));
+    })));
+    answers.forEach((body, i) => {
+      const seen = JSON.parse(body) as { name: string; body: string };
+      assert.deepEqual([seen.name, seen.body], ['cart-v1', `part-1-${i}|part-2-${i}`]);
+    });
+    session.destroy();
+  }
+});
