@@ -195,6 +195,7 @@ export class FairShare {
     }
     this.#throttled = throttled;
     if (paused.length) this.#onThrottle?.(paused);
+
   }
 
   /**
@@ -237,16 +238,20 @@ export class FairShare {
   }
 
   /**
-   * Stops reading on `socket`. Its reader may have restarted it since we last
-   * stopped it (the splice resumes a socket when its upstream drains, and a
-   * resume restarts the read), so the handle is checked, not our record.
+   * Stops reading on `socket` until #start. Its reader may restart the handle
+   * behind our back (node's HTTP server calls readStart itself when it resumes
+   * a socket), so the handle's readStart is held off too, on the instance.
    */
   #stop(source: Source, socket: net.Socket): void {
     const handle = handleOf(socket);
-    if (!handle?.reading) return;
-    handle.reading = false;
-    handle.readStop();
-    if (!source.stopped.has(socket)) source.stopped.set(socket, socket.isPaused());
+    if (!handle || socket.destroyed) return;
+    if (handle.reading) {
+      handle.reading = false;
+      handle.readStop();
+    }
+    if (source.stopped.has(socket)) return;
+    source.stopped.set(socket, socket.isPaused());
+    handle.readStart = heldReadStart;
   }
 
   #start(source: Source, socket: net.Socket): void {
@@ -254,8 +259,11 @@ export class FairShare {
     if (wasPaused === undefined) return;
     source.stopped.delete(socket);
     const handle = handleOf(socket);
+    if (!handle) return;
+    // The prototype's readStart again.
+    delete (handle as Partial<Handle>).readStart;
     // Paused by its own reader since: its resume() restarts the read.
-    if (!handle || handle.reading || socket.destroyed || socket.isPaused() !== wasPaused) return;
+    if (handle.reading || socket.destroyed || socket.isPaused() !== wasPaused) return;
     handle.reading = true;
     handle.readStart();
   }
@@ -265,6 +273,12 @@ export class FairShare {
     source.resumeTimer = undefined;
     for (const socket of [...source.stopped.keys()]) this.#start(source, socket);
   }
+}
+
+/** A held socket's handle.readStart while it is stopped: the read stays stopped, and says so. */
+function heldReadStart(this: Handle): number {
+  this.reading = false;
+  return 0;
 }
 
 function handleOf(socket: net.Socket): Handle | undefined {

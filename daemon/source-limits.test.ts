@@ -206,6 +206,11 @@ async function socketPair(t: TestContext): Promise<{ proxySide: net.Socket; app:
 
 const reading = (s: net.Socket) => (s as unknown as { _handle: { reading: boolean } })._handle.reading;
 
+/** Until each socket has read at least its count of bytes. */
+async function arrived(...expected: [net.Socket, number][]): Promise<void> {
+  while (expected.some(([socket, bytes]) => socket.bytesRead < bytes)) await new Promise((r) => setTimeout(r, 5));
+}
+
 test('under event-loop lag fewer of the heaviest source\'s sockets read each lagging tick; the quiet source keeps reading', async (t) => {
   const throttled: string[][] = [];
   const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
@@ -215,8 +220,10 @@ test('under event-loop lag fewer of the heaviest source\'s sockets read each lag
   fair.register('quiet', quiet.proxySide);
   const sent = (pair: { app: net.Socket }, bytes: number) => new Promise<void>((r) => pair.app.write(Buffer.alloc(bytes), () => r()));
   const flood = async () => {
+    // Only the sockets reading now can read what is sent.
+    const expected = [...noisy.filter((p) => reading(p.proxySide)), quiet].map((p): [net.Socket, number] => [p.proxySide, p.proxySide.bytesRead + (p === quiet ? 100 : 64 * 1024)]);
     await Promise.all([...noisy.map((p) => sent(p, 64 * 1024)), sent(quiet, 100)]);
-    await new Promise((r) => setTimeout(r, 30));
+    await arrived(...expected);
   };
   const readingNoisy = () => noisy.filter((p) => reading(p.proxySide)).length;
   fair.rebalance(50); // the baseline
@@ -236,6 +243,34 @@ test('under event-loop lag fewer of the heaviest source\'s sockets read each lag
   assert.equal(readingNoisy(), 4);
 });
 
+test('a socket the fair share stopped stays stopped when its reader restarts its handle (the HTTP server on resume), until the fair share starts it', async (t) => {
+  const fair = new FairShare({ tickMs: 40 });
+  const noisy = await Promise.all([1, 2, 3, 4].map(() => socketPair(t)));
+  const quiet = await socketPair(t);
+  for (const pair of noisy) fair.register('noisy', pair.proxySide);
+  fair.register('quiet', quiet.proxySide);
+  fair.rebalance(50);
+  await Promise.all(noisy.map((p) => new Promise<void>((r) => p.app.write(Buffer.alloc(64 * 1024), () => r()))));
+  quiet.app.write('q');
+  await arrived(...noisy.map((p): [net.Socket, number] => [p.proxySide, 64 * 1024]), [quiet.proxySide, 1]);
+  fair.rebalance(50);
+  const stopped = noisy.find((p) => !reading(p.proxySide))!;
+  assert.ok(stopped, 'one of the four sockets is stopped at level 1');
+  let received = 0;
+  stopped.proxySide.on('data', (chunk: Buffer) => (received += chunk.length));
+  // What node's HTTP server does when it resumes a socket it paused: the handle, directly.
+  const handle = (stopped.proxySide as unknown as { _handle: { reading: boolean; readStart(): number } })._handle;
+  handle.reading = true;
+  handle.readStart();
+  stopped.app.write('held back');
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(received, 0);
+  assert.equal(reading(stopped.proxySide), false);
+  fair.stop();
+  while (received === 0) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(received, 'held back'.length);
+});
+
 test('a throttled source with one socket reads for its fraction of each tick', async (t) => {
   const fair = new FairShare({ tickMs: 40 });
   const noisy = await socketPair(t);
@@ -245,7 +280,7 @@ test('a throttled source with one socket reads for its fraction of each tick', a
   fair.rebalance(50);
   noisy.app.write(Buffer.alloc(64 * 1024));
   quiet.app.write(Buffer.alloc(10));
-  await new Promise((r) => setTimeout(r, 30));
+  await arrived([noisy.proxySide, 64 * 1024], [quiet.proxySide, 10]);
   fair.rebalance(50);
   assert.equal(reading(noisy.proxySide), true);
   // Level 1: half of the 40 ms tick.
@@ -263,14 +298,14 @@ test('without lag, or with one active source, nothing is paused', async (t) => {
   fair.register('only', only.proxySide);
   fair.rebalance(0);
   only.app.write(Buffer.alloc(64 * 1024));
-  await new Promise((r) => setTimeout(r, 30));
+  await arrived([only.proxySide, 64 * 1024]);
   fair.rebalance(100);
   paused += fair.pauses;
   const other = await socketPair(t);
   fair.register('other', other.proxySide);
   only.app.write(Buffer.alloc(64 * 1024));
   other.app.write(Buffer.alloc(10));
-  await new Promise((r) => setTimeout(r, 30));
+  await arrived([only.proxySide, 128 * 1024], [other.proxySide, 10]);
   fair.rebalance(0);
   paused += fair.pauses;
   assert.equal(paused, 0);
