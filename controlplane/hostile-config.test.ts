@@ -128,3 +128,16 @@ test('the same Pod in two files: both files named, the first path wins whichever
   assert.deepEqual(rejections(cp, dir), []);
   assert.deepEqual((await nodeSees(cp)).get('web'), { from: 'b2' });
 });
+
+test('a Pod whose limit annotation is not a whole number is rejected alone, naming the annotation; a good limit reaches the node', async (t) => {
+  const { cp, dir } = await start(t, {
+    'namespace.yaml': NAMESPACE,
+    'pods.yaml': `${pod('capped', '10.244.1.20', ', annotations: { nodemesh.io/max-connections: "2000" }')}---\n${pod('hostile', '10.244.1.21', ', annotations: { nodemesh.io/max-connections: "-1" }')}`,
+  });
+  assert.deepEqual(rejections(cp, dir), [{
+    file: 'pods.yaml', object: 'Pod demo/hostile', field: 'metadata.annotations["nodemesh.io/max-connections"]', reason: 'must be a whole number from 1 to 1000000, got "-1"',
+  }]);
+  const { update } = updateFromWire(await firstWatchMessage(cp.address, Buffer.from(cp.caPem), 'node-1', TOKEN));
+  const capped = update.upserts.flatMap((r) => (r.kind === 'workload' ? [r.workload] : []));
+  assert.deepEqual(capped.map((w) => [w.name, w.maxConnections]), [['capped', 2000]]);
+});
