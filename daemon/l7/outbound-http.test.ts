@@ -563,3 +563,34 @@ test('an HTTP/2 RequestMirror never costs the primary a byte: each stream\'s bod
     session.destroy();
   }
 });
+
+test('a GRPCRoute answers for itself in gRPC: UNIMPLEMENTED when no rule matches, UNAVAILABLE for an unusable backend, trailers-only', async (t) => {
+  const missing = { ...backend('grpc-gone'), invalidReason: 'BackendNotFound: Service shop/grpc-gone does not exist' };
+  const rpc: HttpRoute = {
+    ...route([{ matches: [{ path: { type: 'Exact', value: '/shop.Cart/Get' }, headers: [], queryParams: [], method: '' }], backendRefs: [missing] }], 'grpc'),
+    kind: 'GRPCRoute', parents: [{ namespace: 'shop', name: 'grpc', port: 0 }],
+  };
+  const { setTarget, outbound } = await setup(t, { routes: [rpc] });
+  setTarget({ ip: '10.96.0.30', port: 80 });
+  const session = http2.connect(`http://127.0.0.1:${outbound.port}`, {
+    createConnection: () => net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip }),
+  });
+  t.after(() => session.destroy());
+  const call = (path: string) => new Promise<{ headers: http2.IncomingHttpHeaders; ended: boolean; body: string }>((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc' });
+    let headers: http2.IncomingHttpHeaders = {};
+    let body = '';
+    stream.on('response', (h) => (headers = h));
+    stream.setEncoding('utf8');
+    stream.on('data', (c: string) => (body += c));
+    stream.on('end', () => resolve({ headers, ended: true, body }));
+    stream.on('error', reject);
+    stream.end();
+  });
+  const unmatched = await call('/shop.Cart/Put');
+  assert.deepEqual([unmatched.headers[':status'], unmatched.headers['content-type'], unmatched.headers['grpc-status'], unmatched.body], [200, 'application/grpc', '12', '']);
+  assert.equal(decodeURIComponent(String(unmatched.headers['grpc-message'])), 'no rule of the GRPCRoutes attached to shop/grpc matches POST /shop.Cart/Put');
+  const unusable = await call('/shop.Cart/Get');
+  assert.equal(unusable.headers['grpc-status'], '14');
+  assert.match(decodeURIComponent(String(unusable.headers['grpc-message'])), /^GRPCRoute shop\/grpc: backend shop\/grpc-gone: BackendNotFound/);
+});
