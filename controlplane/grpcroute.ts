@@ -8,12 +8,12 @@
 // (the `kind` tells it: gRPC statuses instead of HTTP ones). Validation follows the
 // spec's schema and CEL rules; an unsupported field rejects the route alone.
 
-import type { HttpRouteMatch, HttpRouteRule, ParentRef, StringMatch } from '../core/types.ts';
+import type { HttpRouteMatch, HttpRouteRule, StringMatch } from '../core/types.ts';
 import type { KubeObject } from './source.ts';
 import { FieldReader, describeObject, quote } from './fields.ts';
 import {
-  backendRef, checkFilterCombination, checkRegex, filter, nameMatches, parentRef,
-  type FilterType, type IgnoredParent, type MeshHttpRoute, type RefContext, type RefPermitted, type ServiceExists,
+  backendRef, checkFilterCombination, checkRegex, filter, nameMatches, routeCommon,
+  type FilterType, type MeshHttpRoute, type RefContext, type RefPermitted, type ServiceExists,
 } from './httproute.ts';
 
 /** GRPCRoute allows these filters (ExtensionRef is implementation-specific and not ours). */
@@ -21,28 +21,12 @@ const GRPC_FILTERS: readonly FilterType[] = ['RequestHeaderModifier', 'ResponseH
 /** The spec's patterns for an Exact service and method. */
 const SERVICE_NAME = /^\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$/i;
 const METHOD_NAME = /^[A-Za-z_][A-Za-z_0-9]*$/;
-const HOSTNAME = /^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 /** Any one path segment: what an absent service or method matches in a regex match. */
 const ANY_SEGMENT = '[^/]+';
 
 export function toGrpcRoute(obj: KubeObject, serviceExists: ServiceExists, refPermitted: RefPermitted = () => false): MeshHttpRoute {
   const f = new FieldReader(describeObject(obj));
-  const meta = f.metadata(obj);
-  const namespace = meta.namespace || 'default';
-  const creationTimestamp = f.string(meta.fields.creationTimestamp, 'metadata.creationTimestamp') ?? '';
-  const spec = f.record(obj.spec, 'spec') ?? {};
-  f.knownOnly(spec, 'spec', ['parentRefs', 'hostnames', 'rules']);
-  const ignoredParents: IgnoredParent[] = [];
-  const parents: ParentRef[] = [];
-  f.array(spec.parentRefs, 'spec.parentRefs', 32).forEach((p, i) => {
-    const parent = parentRef(f, p, `spec.parentRefs[${i}]`, namespace);
-    if ('reason' in parent) ignoredParents.push(parent);
-    else parents.push(parent);
-  });
-  const hostnames = f.stringList(spec.hostnames, 'spec.hostnames');
-  hostnames.forEach((h, i) => {
-    if (h.length > 253 || !HOSTNAME.test(h)) f.fail(`spec.hostnames[${i}]`, `not a valid hostname (lower case, optional leading "*."): ${quote(h)}`);
-  });
+  const { meta, namespace, creationTimestamp, spec, parents, ignoredParents, hostnames } = routeCommon(f, obj, ['parentRefs', 'hostnames', 'rules']);
   const refs: RefContext = { serviceExists, refPermitted, kind: 'GRPCRoute', namespace, parents };
   const rawRules = f.array(spec.rules, 'spec.rules', 16);
   const rules = (rawRules.length ? rawRules : [{}]).map((r, i) => rule(f, r, `spec.rules[${i}]`, refs));

@@ -61,10 +61,23 @@ const MAX_TIMEOUT_MS = 0xffffffff;
 
 export function toHttpRoute(obj: KubeObject, serviceExists: ServiceExists, refPermitted: RefPermitted = NO_GRANTS): MeshHttpRoute {
   const f: FieldReader = new FieldReader(describeObject(obj));
+  const { meta, namespace, creationTimestamp, spec, parents, ignoredParents, hostnames } = routeCommon(f, obj);
+  const rawRules = f.array(spec.rules, 'spec.rules', 16);
+  const refs: RefContext = { serviceExists, refPermitted, kind: 'HTTPRoute', namespace, parents };
+  const rules = (rawRules.length ? rawRules : [{}]).map((r, i) => rule(f, r, `spec.rules[${i}]`, refs));
+  return {
+    route: { namespace, name: meta.name, parents, hostnames, rules, creationTimestamp },
+    ignoredParents,
+  };
+}
+
+/** What HTTPRoute and GRPCRoute read alike: metadata, spec, parentRefs (Services kept, the rest ignored) and hostnames. */
+export function routeCommon(f: FieldReader, obj: KubeObject, knownSpecFields?: readonly string[]) {
   const meta = f.metadata(obj);
   const namespace = meta.namespace || 'default';
   const creationTimestamp = f.string(meta.fields.creationTimestamp, 'metadata.creationTimestamp') ?? '';
   const spec = f.record(obj.spec, 'spec') ?? {};
+  if (knownSpecFields) f.knownOnly(spec, 'spec', knownSpecFields);
   const ignoredParents: IgnoredParent[] = [];
   const parents: ParentRef[] = [];
   f.array(spec.parentRefs, 'spec.parentRefs', 32).forEach((p, i) => {
@@ -76,13 +89,7 @@ export function toHttpRoute(obj: KubeObject, serviceExists: ServiceExists, refPe
   hostnames.forEach((h, i) => {
     if (h.length > 253 || !HOSTNAME.test(h)) f.fail(`spec.hostnames[${i}]`, `not a valid hostname (lower case, optional leading "*."): ${quote(h)}`);
   });
-  const rawRules = f.array(spec.rules, 'spec.rules', 16);
-  const refs: RefContext = { serviceExists, refPermitted, kind: 'HTTPRoute', namespace, parents };
-  const rules = (rawRules.length ? rawRules : [{}]).map((r, i) => rule(f, r, `spec.rules[${i}]`, refs));
-  return {
-    route: { namespace, name: meta.name, parents, hostnames, rules, creationTimestamp },
-    ignoredParents,
-  };
+  return { meta, namespace, creationTimestamp, spec, parents, ignoredParents, hostnames };
 }
 
 export function parentRef(f: FieldReader, value: unknown, path: string, routeNamespace: string): ParentRef | IgnoredParent {
