@@ -21,7 +21,7 @@ import { isIPv4 } from 'node:net';
 import type { ConfigStore } from '../daemon/config-store.ts';
 import type { ConfigUpdate } from '../core/types.ts';
 import type { CommandLine } from './iptables.ts';
-import { iptablesRestore, iptablesSave, parseSavedTable } from './iptables.ts';
+import { firstJumpEdits, iptablesRestore, iptablesSave, parseSavedTable, removalInput, sameRules } from './iptables.ts';
 import { InvalidObjectError } from '../core/errors.ts';
 import { debug, logger } from '../core/log.ts';
 import { InPodCapture } from './in-pod-capture.ts';
@@ -41,7 +41,6 @@ const CHAIN_PREFIX = 'NODEMESH-';
 const ENTRY_CHAIN = 'NODEMESH-PREROUTING';
 const OUTBOUND_CHAIN = 'NODEMESH-OUTBOUND';
 const INBOUND_CHAIN = 'NODEMESH-INBOUND';
-const JUMP = `-A PREROUTING -j ${ENTRY_CHAIN}`;
 
 export interface CapturedPod {
   ip: string;
@@ -109,10 +108,7 @@ export function renderCaptureRules(pods: readonly CapturedPod[], preroutingEdits
 
 /** Edits that leave exactly one jump to our entry chain, as rule 1 of PREROUTING. */
 export function planJumpEdits(natSave: string): string[] {
-  const prerouting = parseSavedTable(natSave, 'nat').rules.get('PREROUTING') ?? [];
-  const jumps = prerouting.filter((rule) => rule === JUMP).length;
-  if (jumps === 1 && prerouting[0] === JUMP) return [];
-  return [...Array.from({ length: jumps }, () => `-D PREROUTING -j ${ENTRY_CHAIN}`), `-I PREROUTING 1 -j ${ENTRY_CHAIN}`];
+  return firstJumpEdits(parseSavedTable(natSave, 'nat').rules.get('PREROUTING') ?? [], 'PREROUTING', ENTRY_CHAIN);
 }
 
 function compareIPv4(a: string, b: string): number {
@@ -183,9 +179,6 @@ export class CaptureReconciler {
   }
 }
 
-function sameRules(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((rule, i) => rule === b[i]);
-}
 
 /** The rules of our chains that a reconcile adds and removes, as iptables-save prints them. */
 function ruleChanges(live: ReadonlyMap<string, readonly string[]>, desired: ReadonlyMap<string, readonly string[]>): { added: string[]; removed: string[] } {
@@ -203,25 +196,10 @@ function ruleChanges(live: ReadonlyMap<string, readonly string[]>, desired: Read
 /** Removes the PREROUTING jump, every other rule jumping to our chains, and all NODEMESH-* chains. */
 async function removeCapture(opts: IptablesCommands): Promise<void> {
   const { restore, save } = commandsOf(opts);
-  const live = parseSavedTable(await iptablesSave(save, 'nat'), 'nat');
-  const ours = live.chains.filter((chain) => chain.startsWith(CHAIN_PREFIX));
-  const references: string[] = [];
-  for (const [chain, rules] of live.rules) {
-    if (chain.startsWith(CHAIN_PREFIX)) continue;
-    for (const rule of rules) if (rule.includes(` -j ${CHAIN_PREFIX}`) || rule.includes(` -g ${CHAIN_PREFIX}`)) references.push(`-D${rule.slice(2)}`);
-  }
-  if (ours.length === 0 && references.length === 0) return;
-  const input = [
-    '*nat',
-    // Flush first: a chain can only be deleted once nothing jumps to it.
-    ...ours.map((chain) => `:${chain} - [0:0]`),
-    ...references,
-    ...ours.map((chain) => `-X ${chain}`),
-    'COMMIT',
-    '',
-  ].join('\n');
+  const { input, chains } = removalInput(await iptablesSave(save, 'nat'), 'nat', CHAIN_PREFIX);
+  if (!input) return;
   await iptablesRestore(restore, input);
-  log.info('capture rules removed', { chains: ours });
+  log.info('capture rules removed', { chains });
 }
 
 /**

@@ -23,7 +23,7 @@
 // per change, and adopted by a restarted daemon.
 
 import type { CommandLine } from './iptables.ts';
-import { iptablesRestore, iptablesSave, parseSavedTable, runCommand } from './iptables.ts';
+import { firstJumpEdits, iptablesRestore, iptablesSave, parseSavedTable, removalInput, runCommand, sameRules } from './iptables.ts';
 import { MESH_MARK, MESH_MARK_MASK } from '../daemon/pod-socket.ts';
 import { debug } from '../core/log.ts';
 
@@ -108,16 +108,8 @@ export function inPodTables(nodeAddresses: readonly string[]): TablePlan[] {
 export function planTable(save: string, plan: TablePlan): string {
   const live = parseSavedTable(save, plan.table);
   const lines: string[] = [];
-  const chainsMatch = [...plan.chains].every(([chain, rules]) => live.chains.includes(chain) && same(live.rules.get(chain) ?? [], rules));
-  const jumpEdits: string[] = [];
-  for (const [builtin, ours] of plan.jumps) {
-    const rule = `-A ${builtin} -j ${ours}`;
-    const rules = live.rules.get(builtin) ?? [];
-    const count = rules.filter((r) => r === rule).length;
-    if (count === 1 && rules[0] === rule) continue;
-    for (let i = 0; i < count; i++) jumpEdits.push(`-D ${builtin} -j ${ours}`);
-    jumpEdits.push(`-I ${builtin} 1 -j ${ours}`);
-  }
+  const chainsMatch = [...plan.chains].every(([chain, rules]) => live.chains.includes(chain) && sameRules(live.rules.get(chain) ?? [], rules));
+  const jumpEdits = [...plan.jumps].flatMap(([builtin, ours]) => firstJumpEdits(live.rules.get(builtin) ?? [], builtin, ours));
   if (chainsMatch && jumpEdits.length === 0) return '';
   lines.push(`*${plan.table}`);
   // Declaring a chain under --noflush flushes it (and only it): the result replaces exactly our chains.
@@ -127,22 +119,6 @@ export function planTable(save: string, plan: TablePlan): string {
   return lines.join('\n');
 }
 
-/** iptables-restore input that removes our jumps and chains from one table; empty when none are there. */
-export function planRemoval(save: string, table: 'nat' | 'mangle'): string {
-  const live = parseSavedTable(save, table);
-  const ours = live.chains.filter((c) => c.startsWith('NODEMESH-'));
-  const references: string[] = [];
-  for (const [chain, rules] of live.rules) {
-    if (chain.startsWith('NODEMESH-')) continue;
-    for (const rule of rules) if (rule.includes(' -j NODEMESH-')) references.push(`-D${rule.slice(2)}`);
-  }
-  if (ours.length === 0 && references.length === 0) return '';
-  return [`*${table}`, ...ours.map((c) => `:${c} - [0:0]`), ...references, ...ours.map((c) => `-X ${c}`), 'COMMIT', ''].join('\n');
-}
-
-function same(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((r, i) => r === b[i]);
-}
 
 /** Applies and removes the rules inside pod namespaces; each call is one pod. */
 export class InPodCapture {
@@ -173,7 +149,7 @@ export class InPodCapture {
   async remove(netns: string): Promise<boolean> {
     let removed = false;
     for (const table of ['nat', 'mangle'] as const) {
-      const input = planRemoval(await iptablesSave(this.#save, table, netns), table);
+      const { input } = removalInput(await iptablesSave(this.#save, table, netns), table, 'NODEMESH-');
       if (!input) continue;
       await iptablesRestore(this.#restore, input, netns);
       removed = true;

@@ -99,3 +99,42 @@ export function parseSavedTable(save: string, table: string): SavedTable {
   }
   return { chains, rules };
 }
+
+/** Whether two chains hold the same rules in the same order. */
+export function sameRules(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((rule, i) => rule === b[i]);
+}
+
+/** Edits of a builtin chain's `rules` that leave exactly one jump to `chain`, as its first rule. */
+export function firstJumpEdits(rules: readonly string[], builtin: string, chain: string): string[] {
+  const jump = `-A ${builtin} -j ${chain}`;
+  const count = rules.filter((rule) => rule === jump).length;
+  if (count === 1 && rules[0] === jump) return [];
+  return [...Array.from({ length: count }, () => `-D ${builtin} -j ${chain}`), `-I ${builtin} 1 -j ${chain}`];
+}
+
+/**
+ * iptables-restore input that removes every chain whose name starts with `prefix`
+ * from one table of `save`, and every rule elsewhere that jumps or goes to one;
+ * empty when there are none.
+ */
+export function removalInput(save: string, table: string, prefix: string): { input: string; chains: string[] } {
+  const live = parseSavedTable(save, table);
+  const ours = live.chains.filter((chain) => chain.startsWith(prefix));
+  const references: string[] = [];
+  for (const [chain, rules] of live.rules) {
+    if (chain.startsWith(prefix)) continue;
+    for (const rule of rules) if (rule.includes(` -j ${prefix}`) || rule.includes(` -g ${prefix}`)) references.push(`-D${rule.slice(2)}`);
+  }
+  if (ours.length === 0 && references.length === 0) return { input: '', chains: [] };
+  const input = [
+    `*${table}`,
+    // Flush first: a chain can only be deleted once nothing jumps to it.
+    ...ours.map((chain) => `:${chain} - [0:0]`),
+    ...references,
+    ...ours.map((chain) => `-X ${chain}`),
+    'COMMIT',
+    '',
+  ].join('\n');
+  return { input, chains: ours };
+}

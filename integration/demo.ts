@@ -13,7 +13,7 @@ import { setLevel } from '../core/log.ts';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import type { ClusterSpec } from './cluster/plan.ts';
 import { startMesh, type Mesh } from './cluster/mesh.ts';
-import { belongsTo, listNamespacesSync, runPrefix, sweepStale } from './cluster/netns.ts';
+import { alive, belongsTo, listNamespacesSync, runPrefix, sweepStale } from './cluster/netns.ts';
 import { serverScript, startServer } from './cluster/servers.ts';
 import { DEMO_CONFIG_DIR, loadDemoSpec } from './demo-config.ts';
 import { adminGet } from './demo-node-api.ts';
@@ -132,15 +132,6 @@ export async function cleanupDemo(base: string): Promise<string[]> {
     removed.push(`directory ${join(tmpdir(), entry)}`);
   }
   return removed;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function startDemo(cluster: Cluster, workDir: string): Promise<Demo> {

@@ -9,6 +9,7 @@
 //   node flood-client.ts HOST PORT COUNT
 
 import net from 'node:net';
+import { completeResponse } from './http-response.ts';
 
 const [host, portText, countText] = process.argv.slice(2);
 if (!host || !portText || !countText) {
@@ -17,19 +18,9 @@ if (!host || !portText || !countText) {
 }
 const BATCH = 50;
 const request = Buffer.from(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
-const HEADER_END = Buffer.from('\r\n\r\n');
 
 let requests = 0;
 let flooding = false;
-
-/** Length of the first complete response in `buf`, or 0 while it is incomplete. */
-function completeResponse(buf: Buffer): number {
-  const end = buf.indexOf(HEADER_END);
-  if (end < 0) return 0;
-  const length = /content-length:\s*(\d+)/i.exec(buf.subarray(0, end).toString('latin1'));
-  const total = end + 4 + Number(length?.[1] ?? 0);
-  return buf.length >= total ? total : 0;
-}
 
 /** Resolves with the socket after its first response, or null when the mesh refused it. */
 function openOne(): Promise<net.Socket | null> {

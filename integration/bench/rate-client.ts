@@ -8,6 +8,7 @@
 //   node rate-client.ts HOST PORT RATE SECONDS CONNECTIONS
 
 import net from 'node:net';
+import { completeResponse } from './http-response.ts';
 
 const [host, portText, rateText, secondsText, connectionsText] = process.argv.slice(2);
 if (!host || !portText || !rateText || !secondsText || !connectionsText) {
@@ -17,7 +18,6 @@ if (!host || !portText || !rateText || !secondsText || !connectionsText) {
 const rate = Number(rateText);
 const seconds = Number(secondsText);
 const request = Buffer.from(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
-const HEADER_END = Buffer.from('\r\n\r\n');
 const DRAIN_MS = 5000;
 
 interface Connection {
@@ -32,15 +32,6 @@ let errors = 0;
 let sent = 0;
 const queue: bigint[] = [];
 const idle: Connection[] = [];
-
-/** Length of the first complete response in `buf`, or 0 while it is incomplete. */
-function completeResponse(buf: Buffer): number {
-  const end = buf.indexOf(HEADER_END);
-  if (end < 0) return 0;
-  const length = /content-length:\s*(\d+)/i.exec(buf.subarray(0, end).toString('latin1'));
-  const total = end + 4 + Number(length?.[1] ?? 0);
-  return buf.length >= total ? total : 0;
-}
 
 function dispatch(): void {
   while (queue.length > 0 && idle.length > 0) {

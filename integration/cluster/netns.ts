@@ -102,7 +102,8 @@ export function runPrefix(base: string, tag = ''): string {
   return `${base}${process.pid}${tag}`;
 }
 
-function alive(pid: number): boolean {
+/** Whether a process runs (EPERM: it does, under another user). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
