@@ -123,13 +123,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   fairShare.start();
   const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
   const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap, opts.tracing);
-  const shared = { config, tracker, admission, dialer };
+  // fairShare too: the inbound listeners may weigh their sources as the outbound one does.
+  const shared = { config, tracker, admission, dialer, fairShare };
 
   /** The three listeners, on host ports or on sockets made inside a pod's namespace. */
   const bindListeners = async (at: { host: string; outbound: number; inboundPlaintext: number; inbound: number; fds?: number[] }): Promise<ListenerSet> => {
     const bound: { close(): void }[] = [];
     try {
-      const outbound = await OutboundListener.bind({ ...shared, pool, balancer, http, limits, fairShare, detectTimeoutMs: opts.http?.detectTimeoutMs, host: at.host, port: at.outbound, fd: at.fds?.[0] });
+      const outbound = await OutboundListener.bind({ ...shared, pool, balancer, http, limits, detectTimeoutMs: opts.http?.detectTimeoutMs, host: at.host, port: at.outbound, fd: at.fds?.[0] });
       bound.push(outbound);
       const inboundPlaintext = await InboundPlaintextListener.bind({ ...shared, balancer, http: httpInbound, host: at.host, port: at.inboundPlaintext, fd: at.fds?.[1] });
       bound.push(inboundPlaintext);
