@@ -1,6 +1,6 @@
 // The benchmark cluster: two nodes; on node n1 one client pod per path (and the
 // fairness row's noisy pod), on node n2
-// a plain server pod (direct and nginx-mtls) and an enrolled one (the mesh paths),
+// a plain server pod (direct and the nginx chains) and an enrolled one (the mesh paths),
 // each running nginx with a 1 KiB body and an iperf3 server; plus idle enrolled pods
 // so the node daemons carry a realistic number of local workloads.
 
@@ -14,13 +14,25 @@ export const IDLE_ENROLLED_PODS = 100;
 /** The fairness row's noisy pod may hold this many connections (its `nodemesh.io/max-connections`). */
 export const NOISY_MAX_CONNECTIONS = 2000;
 
-export type PathName = 'direct' | 'nginx-mtls' | 'nodemesh-l4' | 'nodemesh-l7';
-export const PATHS: PathName[] = ['direct', 'nginx-mtls', 'nodemesh-l4', 'nodemesh-l7'];
+export type PathName = 'direct' | 'nginx-mtls' | 'nginx-l7-mtls' | 'nodemesh-l4' | 'nodemesh-l7';
+export const PATHS: PathName[] = ['direct', 'nginx-mtls', 'nginx-l7-mtls', 'nodemesh-l4', 'nodemesh-l7'];
+
+/** Paths that carry HTTP only (no iperf3: no bulk number). */
+export const HTTP_ONLY_PATHS: readonly PathName[] = ['nginx-l7-mtls', 'nodemesh-l7'];
+
+/**
+ * The C reference each path is compared with: the nginx `http` chain for the
+ * HTTP paths, the nginx `stream` chain for the rest.
+ */
+export function referenceOf(path: PathName): PathName {
+  return HTTP_ONLY_PATHS.includes(path) ? 'nginx-l7-mtls' : 'nginx-mtls';
+}
 
 /** Which client pod and which Service each path uses. */
 export const PATH_ROUTES: Record<PathName, { client: string; service: string }> = {
   direct: { client: 'client-direct', service: 'origin-plain' },
   'nginx-mtls': { client: 'client-nginx', service: 'origin-plain' },
+  'nginx-l7-mtls': { client: 'client-nginx-l7', service: 'origin-plain' },
   'nodemesh-l4': { client: 'client-mesh', service: 'origin-tcp' },
   'nodemesh-l7': { client: 'client-mesh', service: 'origin-http' },
 };
@@ -39,6 +51,7 @@ export function benchClusterSpec(): ClusterSpec {
     pods: [
       { name: 'client-direct', node: 'n1' },
       { name: 'client-nginx', node: 'n1' },
+      { name: 'client-nginx-l7', node: 'n1' },
       { name: 'client-mesh', node: 'n1', serviceAccount: 'client', annotations: MESH },
       // The fairness row's flood, beside client-mesh on n1.
       { name: 'client-noisy', node: 'n1', serviceAccount: 'noisy', annotations: { ...MESH, 'nodemesh.io/max-connections': String(NOISY_MAX_CONNECTIONS) } },

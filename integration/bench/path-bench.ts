@@ -4,7 +4,7 @@
 
 import type { BenchEnv } from './bench-env.ts';
 import type { PathName } from './bench-topology.ts';
-import { HTTP_PORT, IPERF_PORT, PATH_ROUTES } from './bench-topology.ts';
+import { HTTP_ONLY_PATHS, HTTP_PORT, IPERF_PORT, PATH_ROUTES } from './bench-topology.ts';
 import { iperfCommand, rateCommand, runIperf, runRate, runWrk, wrkCommand } from './load-tools.ts';
 import { cpuSeconds, rssMib } from './proc-stats.ts';
 
@@ -40,7 +40,7 @@ export function pathCommands(env: BenchEnv, path: PathName, d: Durations): Recor
     rps: wrkCommand(url, { connections: SATURATION_CONNECTIONS, seconds: d.loadSeconds }),
     latency: rateCommand(vip, HTTP_PORT, { rate: FIXED_RATE, seconds: d.loadSeconds, connections: RATE_CONNECTIONS }),
     conn_per_s: wrkCommand(url, { connections: SATURATION_CONNECTIONS, seconds: d.loadSeconds, closeEach: true }),
-    ...(path === 'nodemesh-l7' ? {} : { bulk: iperfCommand(vip, IPERF_PORT, d.bulkSeconds) }),
+    ...(HTTP_ONLY_PATHS.includes(path) ? {} : { bulk: iperfCommand(vip, IPERF_PORT, d.bulkSeconds) }),
   };
 }
 
@@ -48,12 +48,15 @@ export function pathCommands(env: BenchEnv, path: PathName, d: Durations): Recor
 export function daemonPidsByNode(env: BenchEnv, path: PathName): number[][] {
   if (path === 'direct') return [];
   if (path === 'nginx-mtls') return env.tunnelPidsByNode();
+  if (path === 'nginx-l7-mtls') return env.l7PidsByNode();
   return env.nodePids().map((pid) => [pid]);
 }
 
-export async function measurePath(env: BenchEnv, path: PathName, d: Durations): Promise<PathRound> {
+export type Saturation = Pick<PathRound, 'rps' | 'cpu_s_per_1k_req' | 'rss_mib' | 'errors'>;
+
+/** The saturation run alone (wrk, 32 keep-alive connections), with the path's daemons' CPU and sampled RSS. */
+export async function measureSaturation(env: BenchEnv, path: PathName, d: Durations): Promise<Saturation> {
   const netns = env.cluster.pod(PATH_ROUTES[path].client).netns;
-  const commands = pathCommands(env, path, d);
   const byNode = daemonPidsByNode(env, path);
   const pids = byNode.flat();
 
@@ -64,22 +67,38 @@ export async function measurePath(env: BenchEnv, path: PathName, d: Durations): 
   sample();
   const sampler = setInterval(sample, RSS_SAMPLE_MS);
   const cpuBefore = pids.reduce((s, pid) => s + cpuSeconds(pid), 0);
-  const saturation = await runWrk(env.cluster, netns, commands.rps!).finally(() => clearInterval(sampler));
+  const saturation = await runWrk(env.cluster, netns, pathCommands(env, path, d).rps!).finally(() => clearInterval(sampler));
   const cpuUsed = pids.reduce((s, pid) => s + cpuSeconds(pid), 0) - cpuBefore;
   sample();
+  return {
+    rps: saturation.rps,
+    cpu_s_per_1k_req: pids.length ? cpuUsed / (saturation.requests / 1000) : null,
+    rss_mib: pids.length ? rssPeak : null,
+    errors: saturation.errors,
+  };
+}
 
+export async function measurePath(env: BenchEnv, path: PathName, d: Durations): Promise<PathRound> {
+  const netns = env.cluster.pod(PATH_ROUTES[path].client).netns;
+  const commands = pathCommands(env, path, d);
+  const saturation = await measureSaturation(env, path, d);
   const latency = await runRate(env.cluster, netns, commands.latency!);
   const connections = await runWrk(env.cluster, netns, commands.conn_per_s!);
   const bulk = commands.bulk ? await runIperf(env.cluster, netns, commands.bulk) : null;
   return {
-    rps: saturation.rps,
+    ...saturation,
     p50_ms: latency.p50_ms,
     p90_ms: latency.p90_ms,
     p99_ms: latency.p99_ms,
     conn_per_s: connections.rps,
     bulk_gbps: bulk,
-    cpu_s_per_1k_req: pids.length ? cpuUsed / (saturation.requests / 1000) : null,
-    rss_mib: pids.length ? rssPeak : null,
     errors: saturation.errors + latency.errors + connections.errors,
   };
+}
+
+/** Whether HTTP handling ran for the appProtocol http Service: the client node counted HTTP requests for it. */
+export async function l7Active(env: BenchEnv): Promise<boolean> {
+  const res = await env.cluster.exec(env.cluster.node('n1').netns, ['curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics']);
+  const service = PATH_ROUTES['nodemesh-l7'].service;
+  return res.stdout.split('\n').some((line) => line.startsWith('nodemesh_requests_total{') && line.includes(`destination_service="${service}.`) && !line.endsWith(' 0'));
 }

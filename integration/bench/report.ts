@@ -1,13 +1,17 @@
 // The shape of a results file and its rendering as Markdown: one row per path
-// with each metric's ratio to `direct` and to `nginx-mtls`, the targets checked,
-// and the commands and pinning that produced them.
+// with each metric's ratio to `direct` and to the path's nginx reference
+// (`nginx-l7-mtls` for the HTTP paths, `nginx-mtls` for the others), the targets
+// checked, and the commands and pinning that produced them.
 
 import type { PathName } from './bench-topology.ts';
-import { PATHS } from './bench-topology.ts';
+import { PATHS, referenceOf } from './bench-topology.ts';
 import type { Durations } from './path-bench.ts';
 import type { ScaleResult } from './scale.ts';
 import type { TunnelMemory } from './tunnel-memory.ts';
 import type { FairnessResult } from './fairness.ts';
+import { round } from './stats.ts';
+import type { WorkersResult } from './workers.ts';
+import { WORKERS_PATHS, WORKERS_TARGET } from './workers.ts';
 
 export interface PathResult {
   rps: number | null;
@@ -29,6 +33,8 @@ export interface BenchResults {
   rounds: number;
   durations_s: Durations;
   paths: Record<PathName, PathResult | null>;
+  /** Each mesh path's metrics over its nginx reference's (`against`); absent in results written before it existed. */
+  ratios?: Partial<Record<MeshPath, PathRatios>>;
   /** Why a path or a metric is null. */
   notes: Partial<Record<PathName, string>>;
   commands: Partial<Record<PathName, Record<string, string[]>>>;
@@ -36,6 +42,8 @@ export interface BenchResults {
   scale: ScaleResult | null;
   /** A quiet pod's latency alone and beside a flooding pod on its node; absent in results written before it existed. */
   fairness?: FairnessResult | null;
+  /** nodemesh req/s with one and two data-plane workers on both CPUs; absent in results written before it existed. */
+  workers?: WorkersResult | null;
   /** Failed requests or connections over all measured rounds. */
   errors: number;
   duration_s?: number;
@@ -52,13 +60,37 @@ const METRICS: { key: keyof PathResult; label: string; higherIsBetter: boolean }
   { key: 'rss_mib', label: 'daemon RSS MiB', higherIsBetter: false },
 ];
 
+const MESH_PATHS = ['nodemesh-l4', 'nodemesh-l7'] as const satisfies readonly PathName[];
+type MeshPath = (typeof MESH_PATHS)[number];
+
+export type PathRatios = { against: PathName } & Record<keyof PathResult, number | null>;
+
+/** Every metric of each mesh path over its reference's, rounded; null where either is missing. */
+export function meshRatios(paths: BenchResults['paths']): Partial<Record<MeshPath, PathRatios>> {
+  const out: Partial<Record<MeshPath, PathRatios>> = {};
+  for (const path of MESH_PATHS) {
+    const p = paths[path];
+    const against = referenceOf(path);
+    const base = paths[against];
+    if (!p || !base) continue;
+    const values = Object.fromEntries(METRICS.map((m) => [m.key, round(ratioValue(p[m.key], base[m.key]))])) as Record<keyof PathResult, number | null>;
+    out[path] = { against, ...values };
+  }
+  return out;
+}
+
 function shellWord(arg: string): string {
   return /[\s'"]/.test(arg) ? `'${arg.replace(/'/g, `'\\''`)}'` : arg;
 }
 
+function ratioValue(value: number | null | undefined, base: number | null | undefined): number | null {
+  if (value == null || base == null || base === 0) return null;
+  return value / base;
+}
+
 function ratio(value: number | null | undefined, base: number | null | undefined): string {
-  if (value == null || base == null || base === 0) return '–';
-  return `${(value / base).toFixed(2)}x`;
+  const r = ratioValue(value, base);
+  return r === null ? '–' : `${r.toFixed(2)}x`;
 }
 
 function cell(value: number | null | undefined): string {
@@ -90,6 +122,14 @@ function targets(r: BenchResults): [string, string, boolean | null][] {
     out.push(check(f.p99_ratio <= 2, `${f.p99_ratio}x (${f.alone.p99_ms} -> ${f.under_flood.p99_ms} ms)`, 'fairness: quiet pod p99 beside a flood <= 2x alone'));
     out.push(check(f.refused_source_limit > 0, `${f.refused_source_limit} refused (source_limit) of ${f.flood.attempted} tried, cap ${f.flood.max_connections}`, 'fairness: the flood\'s excess connections refused'));
   }
+  if (r.workers) {
+    for (const path of WORKERS_PATHS) {
+      const measured = r.workers.ratio?.[path] ?? null;
+      const rps = (n: 1 | 2) => cell(r.workers!.settings?.[`workers_${n}`].paths[path]?.rps);
+      const text = measured === null ? `not measured (${r.workers.notes.join('; ') || 'no numbers'})` : `${measured}x (${rps(1)} -> ${rps(2)} req/s)`;
+      out.push(check(measured === null ? null : measured >= WORKERS_TARGET, text, `workers: ${path} req/s with --workers 2 >= ${WORKERS_TARGET}x --workers 1`));
+    }
+  }
   if (r.scale) {
     out.push(check(r.scale.first_sync_s <= 2, `${r.scale.first_sync_s} s`, 'scale: first sync <= 2 s'));
     out.push(check(r.scale.change_to_all_nodes_ms <= 100, `${r.scale.change_to_all_nodes_ms} ms`, 'scale: one change to all nodes <= 100 ms'));
@@ -113,6 +153,16 @@ export function renderReport(r: BenchResults): string {
     const nodes = Object.entries(r.tunnel_memory.nodes).map(([n, m]) => `${n} ${m.idle_rss_mib.toFixed(1)} -> ${m.rss_mib.toFixed(1)} MiB (peak ${m.peak_rss_mib.toFixed(1)}; of which anonymous ${m.anon_mib.toFixed(1)}, file-backed ${m.file_mib.toFixed(1)})`);
     lines.push('', `Node RSS idle -> with ${r.tunnel_memory.connections} open tunnelled connections: ${nodes.join('; ')}.`);
   }
+  if (r.workers?.settings) {
+    const w = r.workers;
+    const setting = (n: 1 | 2) => {
+      const s = w.settings![`workers_${n}`];
+      const paths = WORKERS_PATHS.map((p) => `${p} ${cell(s.paths[p]?.rps)} req/s (${cell(s.paths[p]?.cpu_s_per_1k_req)} CPU s / 1k req)`).join(', ');
+      return `\`${s.node_args.join(' ')}\` ${paths}, ${s.inbound_listeners} listener(s) on n2's inbound port`;
+    };
+    lines.push('', `Workers (the nodemesh node processes on cpus ${w.node_cpus}, not pinned to one: the load generator on cpu 0 and the origin, control plane and nginx on cpu 1 share those cores with them; wrk as the req/s row, median of ${w.rounds} round(s)): ${setting(1)}; ${setting(2)}.`);
+  }
+  for (const note of r.workers?.notes ?? []) lines.push('', `workers: ${note}`);
   if (r.fairness) {
     const f = r.fairness;
     const l = (x: FairnessResult['alone']) => `p50 ${x.p50_ms} / p90 ${x.p90_ms} / p99 ${x.p99_ms} / max ${x.max_ms} ms (${x.completed} requests, ${x.errors} errors)`;
@@ -139,11 +189,19 @@ function renderPaths(r: BenchResults, lines: string[]): void {
     const p = r.paths[path];
     lines.push(`| ${path} | ${METRICS.map((m) => cell(p?.[m.key])).join(' | ')} |`);
   }
-  lines.push('', 'Ratios (value / direct ; value / nginx-mtls):', '');
-  lines.push(`| path | ${METRICS.map((m) => m.label).join(' | ')} |`);
-  lines.push(`|---|${METRICS.map(() => '---:').join('|')}|`);
+  lines.push('', 'Ratios (value / direct ; value / reference, the HTTP paths against nginx-l7-mtls, the others against nginx-mtls):', '');
+  lines.push(`| path | reference | ${METRICS.map((m) => m.label).join(' | ')} |`);
+  lines.push(`|---|---|${METRICS.map(() => '---:').join('|')}|`);
   for (const path of PATHS) {
     const p = r.paths[path];
-    lines.push(`| ${path} | ${METRICS.map((m) => `${ratio(p?.[m.key], r.paths.direct?.[m.key])} ; ${ratio(p?.[m.key], r.paths['nginx-mtls']?.[m.key])}`).join(' | ')} |`);
+    const against = referenceOf(path);
+    lines.push(`| ${path} | ${against} | ${METRICS.map((m) => `${ratio(p?.[m.key], r.paths.direct?.[m.key])} ; ${ratio(p?.[m.key], r.paths[against]?.[m.key])}`).join(' | ')} |`);
+  }
+  const mesh = Object.entries(r.ratios ?? {});
+  if (mesh.length) {
+    lines.push('', 'nodemesh against its nginx reference:', '', '| path | against | req/s | p99 @1k/s | daemon CPU / 1k req |', '|---|---|---:|---:|---:|');
+    // The JSON's values, as written (three decimals).
+    const times = (v: number | null) => (v === null ? '–' : `${v}x`);
+    for (const [path, x] of mesh) lines.push(`| ${path} | ${x.against} | ${times(x.rps)} | ${times(x.p99_ms)} | ${times(x.cpu_s_per_1k_req)} |`);
   }
 }
