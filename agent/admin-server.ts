@@ -44,7 +44,7 @@ export interface AdminSources {
   certs: Pick<CertManager, 'status' | 'trustBundleFingerprints'>;
   control: { status(): ConnectionState; rejected(): RejectedResource[] };
   /** The data plane, when this node runs one. */
-  connections?: () => object[];
+  connections?: () => object[] | Promise<object[]>;
   /** How each local enrolled pod (by IP) is captured: in its namespace or from the node's. */
   captured?: () => ReadonlyMap<string, string>;
   explain?: (query: ExplainQuery) => Explanation;
@@ -75,7 +75,7 @@ export class AdminServer extends ListeningHttpServer {
 
   static async listen(addr: string, sources: AdminSources): Promise<AdminServer> {
     const endpoints = adminEndpoints(sources);
-    const server = await listenHttp('admin server', addr, (req, res) => serve(endpoints, req, res));
+    const server = await listenHttp('admin server', addr, (req, res) => void serve(endpoints, req, res));
     return new AdminServer(server, serveTap(server, sources));
   }
 
@@ -228,7 +228,7 @@ function changeLogging(url: URL): object {
   return { level: getLevel(), tracers: enabledTracers() };
 }
 
-function serve(endpoints: Map<string, Endpoint>, req: IncomingMessage, res: ServerResponse): void {
+async function serve(endpoints: Map<string, Endpoint>, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
   const endpoint = endpoints.get(url.pathname);
   try {
@@ -244,7 +244,8 @@ function serve(endpoints: Map<string, Endpoint>, req: IncomingMessage, res: Serv
     if (req.method === 'POST' && !isLoopback(req.socket.remoteAddress)) {
       throw new HttpError(403, ErrorCode.ADMIN_NOT_LOOPBACK, `${url.pathname} changes state and is accepted only from this node (loopback), not from ${req.socket.remoteAddress}`);
     }
-    sendJson(res, 200, handler(req, url));
+    // Some answers come from every data-plane worker (daemon/workers.ts).
+    sendJson(res, 200, await handler(req, url));
   } catch (err) {
     if (err instanceof HttpError) {
       sendJson(res, err.status, { error: err.message, code: err.code });

@@ -1,13 +1,18 @@
 // GET /metrics (port 15020): the Prometheus text exposition of a prom-client registry.
 
-import type { Registry } from 'prom-client';
 import { logger } from '../core/log.ts';
 import { ListeningHttpServer, listenHttp } from './http-listen.ts';
 
 const log = logger('metrics');
 
+/** What /metrics serves: a prom-client Registry, or the data plane's sum of its workers' (daemon/workers.ts). */
+export interface MetricsSource {
+  metrics(): Promise<string>;
+  readonly contentType: string;
+}
+
 export class MetricsServer extends ListeningHttpServer {
-  static async listen(addr: string, registry: Registry): Promise<MetricsServer> {
+  static async listen(addr: string, registry: MetricsSource): Promise<MetricsServer> {
     const server = await listenHttp('metrics server', addr, (req, res) => {
       const path = new URL(req.url ?? '/', 'http://metrics').pathname;
       if (path !== '/metrics') {

@@ -26,8 +26,9 @@ import { CaptureReconciler, enrollmentFromConfig } from './enrollment.ts';
 import type { EnrollmentLoop } from './enrollment.ts';
 import { InPodCapture } from './in-pod-capture.ts';
 import { PodNetnsFinder } from './pod-netns.ts';
-import { startDaemon } from '../daemon/daemon.ts';
-import type { Daemon, DaemonOptions } from '../daemon/daemon.ts';
+import type { DaemonOptions } from '../daemon/daemon.ts';
+import { startDataPlane } from '../daemon/workers.ts';
+import type { DataPlane } from '../daemon/workers.ts';
 import { Tracing } from '../daemon/tracing.ts';
 
 const log = logger('node');
@@ -55,6 +56,8 @@ export interface NodeOptions {
   sourceLimits?: DaemonOptions['sourceLimits'];
   /** OTLP/HTTP export of request spans, and a JSON access-log line per request (daemon/tracing.ts). */
   tracing?: { otlpEndpoint?: string; accessLogRequests?: boolean };
+  /** Data-plane threads (daemon/workers.ts; default 1). */
+  workers?: number;
 }
 
 export interface RunningNode {
@@ -67,7 +70,7 @@ export interface RunningNode {
   metricsAddress: string;
   healthAddress: string;
   /** The data plane, unless started with dataPlane: false. */
-  daemon: Daemon | undefined;
+  daemon: DataPlane | undefined;
   /** Lets open connections finish, up to the deadline. */
   drain(deadlineMs: number): Promise<void>;
   stop(): Promise<void>;
@@ -100,11 +103,11 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const stop = async () => {
     for (const close of closers.splice(0).reverse()) await close();
   };
-  let daemon: Daemon | undefined;
+  let daemon: DataPlane | undefined;
   let capture: EnrollmentLoop | undefined;
   try {
     const admin = await AdminServer.listen(opts.adminAddr ?? '127.0.0.1:15000', {
-      store, certs, control, connections: () => daemon?.connections() ?? [], captured: () => capture?.captured() ?? new Map(),
+      store, certs, control, connections: async () => (await daemon?.connections()) ?? [], captured: () => capture?.captured() ?? new Map(),
       explain: opts.dataPlane ? (query) => {
         if (!daemon) throw new Error('the data plane is still starting');
         return daemon.explain(query);
@@ -112,14 +115,18 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       tap: opts.dataPlane ? (listener, filter) => daemon?.tap(listener, filter) ?? (() => {}) : undefined,
     });
     closers.push(() => admin.close());
-    const metrics = await MetricsServer.listen(opts.metricsAddr ?? '0.0.0.0:15020', registry);
+    // The data plane's workers have registries of their own: with it, /metrics is their sum with this one.
+    const metrics = await MetricsServer.listen(opts.metricsAddr ?? '0.0.0.0:15020', { metrics: () => daemon?.metrics() ?? registry.metrics(), contentType: registry.contentType });
     closers.push(() => metrics.close());
     const health = await HealthServer.listen(opts.healthAddr ?? '0.0.0.0:15021', readiness);
     closers.push(() => health.close());
     if (opts.dataPlane) {
       const tracing = await Tracing.create({ nodeName: opts.nodeName, ...opts.tracing });
       closers.push(() => tracing.shutdown());
-      const running = await startDaemon({ config: store, certs, registry, http: opts.http, hbone: opts.hbone, sourceLimits: opts.sourceLimits, migrateQueuedConnections: true, tracing });
+      const running = await startDataPlane({
+        config: store, certs, registry, http: opts.http, hbone: opts.hbone, sourceLimits: opts.sourceLimits, migrateQueuedConnections: true, tracing,
+        workers: opts.workers, tracingOptions: opts.tracing,
+      });
       daemon = running;
       closers.push(() => running.stop());
       // Capture only once the listeners it redirects to are bound.

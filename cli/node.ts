@@ -10,6 +10,7 @@ import { startNode } from '../agent/node.ts';
 import { uninstallCapture } from '../agent/enrollment.ts';
 import { parseFlags, usageOf, UsageError } from './args.ts';
 import { parseOtlpEndpoint } from '../daemon/tracing.ts';
+import { usableCpus } from '../daemon/workers.ts';
 
 const log = logger('node');
 // Below the Kubernetes default termination grace period (30 s), with room to stop after it.
@@ -37,6 +38,7 @@ const FLAGS = {
   'max-requests-per-pod': { type: 'string', default: '1000', description: 'concurrent outbound HTTP requests of one local pod (a Pod\'s nodemesh.io/max-concurrent-requests overrides it); past it, 503' },
   'otlp-endpoint': { type: 'string', description: 'OpenTelemetry collector, OTLP/HTTP base URL (http://collector:4318): a span per proxied request, source and destination side (none without it)' },
   'access-log-requests': { type: 'boolean', description: 'a JSON access-log line per HTTP/gRPC request, with its trace id' },
+  workers: { type: 'string', default: 'auto', description: 'data-plane threads sharing the listeners (SO_REUSEPORT); auto: one per CPU this process may use (its affinity and cgroup CPU limit)' },
   'hbone-handshake-timeout-ms': { type: 'string', default: '10000', description: 'how long a peer at 15008 may take from connecting to its first HTTP/2 SETTINGS (TLS included) before it is closed' },
 } as const;
 const SUMMARY = 'Runs the node agent and data plane: one per Kubernetes node.';
@@ -76,6 +78,7 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
     },
     hbone: { handshakeTimeoutMs: integerFlag('hbone-handshake-timeout-ms', flags['hbone-handshake-timeout-ms'], 100, 120_000) },
     tracing: { otlpEndpoint: otlpEndpointFlag(flags['otlp-endpoint']), accessLogRequests: flags['access-log-requests'] },
+    workers: flags.workers === 'auto' ? usableCpus() : integerFlag('workers', flags.workers, 1, 256),
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', resolve);

@@ -82,6 +82,8 @@ export const ErrorCode = {
   NETNS: 'NM_NETNS',
   /** A socket of a pod's listener or transparent connection could not be created inside its namespace. */
   POD_SOCKET: 'NM_POD_SOCKET',
+  /** A data-plane worker thread could not start, died, or did not answer the main thread in time. */
+  DATA_PLANE_WORKER: 'NM_DATA_PLANE_WORKER',
   /** An explain query names something the config does not have, or is malformed. */
   BAD_EXPLAIN_QUERY: 'NM_BAD_EXPLAIN_QUERY',
   /** --otlp-endpoint is not an http(s) URL the exporter can use. */

@@ -52,9 +52,17 @@ export function unknownTracersMessage(unknown: readonly string[]): string {
 let threshold: Level = (process.env.NODEMESH_LOG_LEVEL as Level) in ORDER ? (process.env.NODEMESH_LOG_LEVEL as Level) : 'info';
 let tracers = new Set<TracerSelector>();
 
+const loggingListeners: (() => void)[] = [];
+
+/** Called after the level or the tracers changed (daemon/workers.ts passes it on to the worker threads). */
+export function onLoggingChange(listener: () => void): void {
+  loggingListeners.push(listener);
+}
+
 export function setLevel(level: Level): void {
   if (!(level in ORDER)) throw new NodemeshError(ErrorCode.BAD_LOG_LEVEL, `unknown log level ${JSON.stringify(level)}; one of debug, info, warn, error`);
   threshold = level;
+  loggingListeners.forEach((l) => l());
 }
 
 export function getLevel(): Level {
@@ -66,14 +74,22 @@ export function setTracers(names: readonly string[]): void {
   const unknown = names.filter((n) => n !== '*' && !isTracerName(n));
   if (unknown.length) throw new NodemeshError(ErrorCode.UNKNOWN_TRACER, unknownTracersMessage(unknown));
   tracers = new Set(names as readonly TracerSelector[]);
+  loggingListeners.forEach((l) => l());
 }
 
 export function enabledTracers(): TracerSelector[] {
   return [...tracers];
 }
 
+/** Fields on every line of this thread: a data-plane worker names itself (daemon/workers.ts). */
+let threadFields: Record<string, unknown> = {};
+
+export function setThreadLogFields(fields: Record<string, unknown>): void {
+  threadFields = fields;
+}
+
 function emit(level: Level, scope: string, msg: string, fields?: Record<string, unknown>): void {
-  const line = JSON.stringify({ time: new Date().toISOString(), level, scope, msg, ...fields });
+  const line = JSON.stringify({ time: new Date().toISOString(), level, scope, msg, ...threadFields, ...fields });
   process.stderr.write(line + '\n');
 }
 

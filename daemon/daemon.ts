@@ -22,7 +22,8 @@ import { InboundListener } from './inbound.ts';
 import { createOutboundHttp } from './l7/outbound-http.ts';
 import { PodDialer } from './pod-dialer.ts';
 import { listenInNetns } from './pod-socket.ts';
-import { enableRequestMigration, waitForSuccessor } from './handover.ts';
+import { SUCCESSOR_WAIT_MS, enableRequestMigration, handOver } from './handover.ts';
+import type { HeldListener } from './handover.ts';
 import { unmapIpv4 } from './authorization.ts';
 import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
@@ -35,8 +36,6 @@ import type { TapFilter } from './tap.ts';
 import type { Tracing } from './tracing.ts';
 
 const log = logger('daemon');
-/** How long a draining daemon waits at most for its successor's listeners (a rolling update's new daemon is ready by then). */
-const SUCCESSOR_WAIT_MS = 5000;
 /** The listeners made in each in-pod-captured pod's namespace, in bindListeners' order. */
 const POD_LISTENERS = [[15001, 'outbound listener'], [15006, 'inbound plaintext listener'], [HBONE_PORT, 'inbound HBONE listener']] as const;
 
@@ -71,7 +70,11 @@ export interface DaemonOptions {
     maxConnections?: number;
     /** Concurrent HTTP requests per source pod (default 1,000). */
     maxConcurrentRequests?: number;
+    /** The node's data-plane workers, each of which enforces its share of a limit (default 1). */
+    workers?: number;
   };
+  /** Which data-plane worker this is (workers.ts; 0: the main thread's), shown on each connection. */
+  worker?: number;
   /** Trace context, x-request-id and request spans (tracing.ts); none without it. */
   tracing?: Tracing;
   /** HTTP handling knobs; defaults suit most meshes. */
@@ -103,8 +106,12 @@ export interface Daemon {
   detachPod(podIp: string): void;
   /** The pods served in their own namespace, by IP. */
   attachedPods(): Map<string, string>;
-  /** Stops accepting, lets open connections finish until the deadline, then closes the rest. */
+  /** Hands the listeners over (handover.ts), then drains (drainConnections). */
   drain(deadlineMs: number, successorWaitMs?: number): Promise<void>;
+  /** Every listening socket, on the node and in each pod's namespace, for the handover. */
+  heldListeners(): HeldListener[];
+  /** Stops accepting, lets open connections finish until the deadline, then closes the rest. */
+  drainConnections(deadlineMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -180,9 +187,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     log.info('stopped serving a pod namespace', { podIp, netns: pod.netns });
   };
 
-  return {
+  const daemon: Daemon = {
     ports,
-    connections: () => tracker.list(),
+    connections: () => (opts.worker === undefined ? tracker.list() : tracker.list().map((c) => ({ ...c, worker: opts.worker }))),
     explain: (query) => explain(config, query),
     tap: (listener, filter) => tracker.subscribe(listener, filter),
     async attachPod(podIp: string, netnsPath: string) {
@@ -204,17 +211,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     },
     detachPod,
     attachedPods: () => new Map([...pods].map(([ip, p]) => [ip, p.netns])),
+    heldListeners: () => [
+      ...node.all.map((l) => ({ port: l.port, fd: l.fd })),
+      ...[...pods.values()].flatMap((p) => p.listeners.all.map((l) => ({ port: l.port, fd: l.fd, netns: p.netns }))),
+    ],
     async drain(deadlineMs: number, successorWaitMs = Math.min(SUCCESSOR_WAIT_MS, deadlineMs / 4)) {
-      // Keep accepting until the daemon replacing this one listens beside every listener.
-      const held = [
-        ...node.all.map((l) => ({ port: l.port, fd: l.fd })),
-        ...[...pods.values()].flatMap((p) => p.listeners.all.map((l) => ({ port: l.port, fd: l.fd, netns: p.netns }))),
-      ];
-      const started = Date.now();
-      const handedOver = await waitForSuccessor(held, successorWaitMs);
-      log.info(handedOver ? 'another daemon serves every listener: stopping accepting' : 'no other daemon serves these listeners: stopping accepting', {
-        listeners: held.length, waitedMs: Date.now() - started,
-      });
+      await handOver(daemon.heldListeners(), successorWaitMs);
+      await daemon.drainConnections(deadlineMs);
+    },
+    async drainConnections(deadlineMs: number) {
       for (const set of everySet()) set.all.forEach((l) => l.stopAccepting());
       // HTTP clients move on their next request; HBONE peers get GOAWAY (stopAccepting) and open sessions to the successor.
       http.drain();
@@ -242,6 +247,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       limits.close();
     },
   };
+  return daemon;
 }
 
 interface ListenerSet {

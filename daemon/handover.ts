@@ -16,6 +16,8 @@ import { logger } from '../core/log.ts';
 import { inNetns } from './netns.ts';
 
 const log = logger('daemon');
+/** How long a draining daemon waits at most for its successor's listeners (a rolling update's new daemon is ready by then). */
+export const SUCCESSOR_WAIT_MS = 5000;
 const TCP_LISTEN = '0A';
 const POLL_MS = 50;
 
@@ -74,6 +76,16 @@ export async function waitForSuccessor(held: readonly HeldListener[], timeoutMs:
     if (Date.now() >= deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
+}
+
+/** Waits for a successor beside every listener of `held` (at most `waitMs`) and says what it found; then the caller stops accepting. */
+export async function handOver(held: readonly HeldListener[], waitMs: number): Promise<boolean> {
+  const started = Date.now();
+  const handedOver = await waitForSuccessor(held, waitMs);
+  log.info(handedOver ? 'another daemon serves every listener: stopping accepting' : 'no other daemon serves these listeners: stopping accepting', {
+    listeners: held.length, waitedMs: Date.now() - started,
+  });
+  return handedOver;
 }
 
 /**

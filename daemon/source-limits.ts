@@ -12,7 +12,11 @@
 // (ulimit -n, and the 1,000-request default is the HTTP/1 and HTTP/2 work that
 // keeps a node busy for seconds). Refusals are counted in
 // `nodemesh_tcp_connections_denied_total{reason="source_limit"}` and logged at
-// most once per pod per interval (10 s), with the number refused since.
+// most once per pod per interval (10 s), with the number refused since. With
+// several data-plane workers (workers.ts) each counts only what it accepted, so
+// each admits its share of a limit, rounded up: the kernel spreads a pod's
+// connections over the workers' SO_REUSEPORT sockets by hash, evenly enough for
+// limits in the hundreds and more.
 
 import type net from 'node:net';
 import type { Workload } from '../core/types.ts';
@@ -28,6 +32,8 @@ export interface SourceLimitOptions {
   maxConnections?: number;
   /** Concurrent HTTP requests per source pod (default 1,000). */
   maxConcurrentRequests?: number;
+  /** The node's data-plane workers, each of which admits 1/workers of a limit (default 1). */
+  workers?: number;
   /** At most one log line per pod and kind of refusal per this interval (default 10 s). */
   logIntervalMs?: number;
 }
@@ -50,6 +56,7 @@ export class SourceLimits {
   readonly #metrics: DaemonMetrics;
   readonly #log: Logger;
   readonly #logIntervalMs: number;
+  readonly #workers: number;
   /** By workload uid; an entry lives while the pod has a connection or a request open. */
   readonly #counts = new Map<string, SourceCount>();
   readonly #logs = new Map<string, PendingLog>();
@@ -60,6 +67,14 @@ export class SourceLimits {
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
     this.maxConcurrentRequests = opts.maxConcurrentRequests ?? DEFAULT_MAX_REQUESTS_PER_SOURCE;
     this.#logIntervalMs = opts.logIntervalMs ?? REFUSAL_LOG_INTERVAL_MS;
+    this.#workers = opts.workers ?? 1;
+  }
+
+  /** This worker's share of a node-wide limit, and how the refusal names it. */
+  #share(limit: number): { limit: number; said: string } {
+    if (this.#workers === 1) return { limit, said: `limit ${limit}` };
+    const share = Math.ceil(limit / this.#workers);
+    return { limit: share, said: `limit ${limit}, ${share} in each of ${this.#workers} workers` };
   }
 
   /**
@@ -68,10 +83,10 @@ export class SourceLimits {
    */
   admitConnection(source: Workload, sourceIdentity: string, client: net.Socket): boolean {
     const count = this.#count(source.uid);
-    const limit = source.maxConnections ?? this.maxConnections;
+    const { limit, said } = this.#share(source.maxConnections ?? this.maxConnections);
     if (count.connections >= limit) {
       this.#forget(source.uid, count);
-      this.#refused(source, sourceIdentity, 'c', 'outbound connection', `source pod ${source.namespace}/${source.name} holds ${count.connections} open connections (limit ${limit})`);
+      this.#refused(source, sourceIdentity, 'c', 'outbound connection', `source pod ${source.namespace}/${source.name} holds ${count.connections} open connections (${said})`);
       return false;
     }
     count.connections++;
@@ -89,10 +104,10 @@ export class SourceLimits {
    */
   startRequest(source: Workload, sourceIdentity: string): (() => void) | string {
     const count = this.#count(source.uid);
-    const limit = source.maxConcurrentRequests ?? this.maxConcurrentRequests;
+    const { limit, said } = this.#share(source.maxConcurrentRequests ?? this.maxConcurrentRequests);
     if (count.requests >= limit) {
       this.#forget(source.uid, count);
-      const reason = `source pod ${source.namespace}/${source.name} has ${count.requests} HTTP requests in flight (limit ${limit})`;
+      const reason = `source pod ${source.namespace}/${source.name} has ${count.requests} HTTP requests in flight (${said})`;
       this.#refused(source, sourceIdentity, 'r', 'HTTP request', reason);
       return reason;
     }

@@ -8,7 +8,7 @@
 // control plane's Kubernetes client. koffi stays external: it loads a native
 // addon for the platform at run time.
 //
-//   node scripts/build.ts        # writes dist/nodemesh.mjs and its chunks
+//   node scripts/build.ts        # writes dist/nodemesh.mjs, dist/data-plane-worker.mjs and their chunks
 //
 // dist/ sits one level below the repository root like the source folders, so the
 // files found relative to a module (proto/, package.json) resolve the same way.
@@ -34,7 +34,8 @@ const REQUIRE_SHIM = "import { createRequire as __nodemeshCreateRequire } from '
  */
 export async function buildDist(): Promise<string> {
   const result = await build({
-    entryPoints: { nodemesh: join(ROOT, 'cli/nodemesh.ts') },
+    // The data-plane worker threads load their own entry (daemon/workers.ts finds it beside the chunks).
+    entryPoints: { nodemesh: join(ROOT, 'cli/nodemesh.ts'), 'data-plane-worker': join(ROOT, 'daemon/data-plane-worker.ts') },
     bundle: true,
     splitting: true,
     format: 'esm',

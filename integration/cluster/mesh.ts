@@ -29,6 +29,12 @@ export interface MeshOptions {
   readyTimeoutMs?: number;
   /** Extra flags for every `nodemesh node` (e.g. a short --drain-deadline-ms). */
   nodeArgs?: string[];
+  /**
+   * Data-plane workers per node (`--workers`); default NODEMESH_E2E_WORKERS, else 1:
+   * the suites' exact per-pod limits and counts stay exact, and two cores are not
+   * shared by six data-plane threads. The workers suite runs 2, the image suite auto.
+   */
+  workers?: number;
   /** How to start the control plane or a node instead of `node dist/nodemesh.mjs` in its namespace (e.g. from the image). */
   launchers?: { controlPlane?: Launcher<ControlPlaneLaunch>; nodes?: Record<string, Launcher<NodeLaunch>> };
 }
@@ -180,6 +186,7 @@ export class Mesh {
       '--cert-dir', join(this.stateDir(name), 'certs'),
       '--admin-addr', ADMIN_ADDR,
       '--pod-netns-prefix', `${node.netns}-pod-`,
+      '--workers', String(this.#opts.workers ?? Number(process.env.NODEMESH_E2E_WORKERS ?? 1)),
       ...(this.#opts.nodeArgs ?? []),
       ],
     };
