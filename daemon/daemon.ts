@@ -24,6 +24,7 @@ import { PodDialer } from './pod-dialer.ts';
 import { listenInNetns } from './pod-socket.ts';
 import { SUCCESSOR_WAIT_MS, enableRequestMigration, handOver } from './handover.ts';
 import type { HeldListener } from './handover.ts';
+import type { SharedPodCounts } from './pod-counts.ts';
 import { unmapIpv4 } from './authorization.ts';
 import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
@@ -70,8 +71,10 @@ export interface DaemonOptions {
     maxConnections?: number;
     /** Concurrent HTTP requests per source pod (default 1,000). */
     maxConcurrentRequests?: number;
-    /** The node's data-plane workers, each of which enforces its share of a limit (default 1). */
+    /** The node's data-plane workers (default 1). */
     workers?: number;
+    /** Every worker's counts per pod (pod-counts.ts), so the limits are the node's. */
+    shared?: SharedPodCounts;
   };
   /** Which data-plane worker this is (workers.ts; 0: the main thread's), shown on each connection. */
   worker?: number;

@@ -10,6 +10,7 @@ import { Registry } from 'prom-client';
 import { logger, setLevel, setThreadLogFields, setTracers } from '../core/log.ts';
 import { ConfigStore } from './config-store.ts';
 import { CertReplica } from './cert-replica.ts';
+import { SharedPodCounts } from './pod-counts.ts';
 import { startDaemon } from './daemon.ts';
 import type { Daemon } from './daemon.ts';
 import { Tracing } from './tracing.ts';
@@ -28,19 +29,20 @@ function applyLogging(logging: LoggingState): void {
   setTracers(logging.tracers);
 }
 
-async function start(): Promise<{ daemon: Daemon; registry: Registry; config: ConfigStore; certs: CertReplica; tracing: Tracing }> {
+async function start(): Promise<{ daemon: Daemon; registry: Registry; config: ConfigStore; certs: CertReplica; tracing: Tracing; podCounts: SharedPodCounts }> {
   applyLogging(init.logging);
   const config = new ConfigStore(init.nodeName);
   config.apply({ epoch: init.snapshot.epoch, version: init.snapshot.version, snapshot: true, upserts: init.snapshot.resources, removals: [] });
   const certs = new CertReplica(init.certs);
   const registry = new Registry();
   const tracing = await Tracing.create({ nodeName: init.nodeName, ...init.tracing });
-  const daemon = await startDaemon({ ...init.options, config, certs, registry, tracing, worker: init.index });
+  const podCounts = new SharedPodCounts(init.podCounts.buffer, init.options.sourceLimits.workers ?? 1, init.index, init.podCounts.slots);
+  const daemon = await startDaemon({ ...init.options, sourceLimits: { ...init.options.sourceLimits, shared: podCounts }, config, certs, registry, tracing, worker: init.index });
   for (const [podIp, netns] of init.pods) {
     // The main thread serves the pod already; a worker that cannot is one listener fewer there, not a failure.
     await daemon.attachPod(podIp, netns).catch((err: unknown) => log.error('a restarted worker could not serve a pod namespace', { podIp, netns, error: (err as Error).message }));
   }
-  return { daemon, registry, config, certs, tracing };
+  return { daemon, registry, config, certs, tracing, podCounts };
 }
 
 let running: Awaited<ReturnType<typeof start>>;
@@ -50,7 +52,7 @@ try {
   send({ type: 'failed', error: workerError(err) });
   process.exit(1);
 }
-const { daemon, registry, config, certs, tracing } = running;
+const { daemon, registry, config, certs, tracing, podCounts } = running;
 const taps = new Map<number, () => void>();
 
 const calls: { [C in WorkerCall]: (...args: never[]) => unknown } = {
@@ -73,6 +75,9 @@ port.on('message', (message: ToWorker) => {
   switch (message.type) {
     case 'config':
       config.apply(message.update);
+      break;
+    case 'slots':
+      podCounts.apply(message.changes);
       break;
     case 'certs':
       certs.replace(message.certs);

@@ -13,15 +13,16 @@
 // keeps a node busy for seconds). Refusals are counted in
 // `nodemesh_tcp_connections_denied_total{reason="source_limit"}` and logged at
 // most once per pod per interval (10 s), with the number refused since. With
-// several data-plane workers (workers.ts) each counts only what it accepted, so
-// each admits its share of a limit, rounded up: the kernel spreads a pod's
-// connections over the workers' SO_REUSEPORT sockets by hash, evenly enough for
-// limits in the hundreds and more.
+// several data-plane workers (workers.ts) the limits are the node's: each worker
+// checks the pod's counts in every worker (pod-counts.ts). A pod the shared
+// counts have no slot for is held to this worker's share of its limit.
 
 import type net from 'node:net';
 import type { Workload } from '../core/types.ts';
 import type { Logger } from '../core/log.ts';
 import type { DaemonMetrics } from './metrics.ts';
+import { CONNECTIONS, REQUESTS } from './pod-counts.ts';
+import type { CountKind, SharedPodCounts } from './pod-counts.ts';
 
 export const DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 10_000;
 export const DEFAULT_MAX_REQUESTS_PER_SOURCE = 1_000;
@@ -32,8 +33,10 @@ export interface SourceLimitOptions {
   maxConnections?: number;
   /** Concurrent HTTP requests per source pod (default 1,000). */
   maxConcurrentRequests?: number;
-  /** The node's data-plane workers, each of which admits 1/workers of a limit (default 1). */
+  /** The node's data-plane workers (default 1). */
   workers?: number;
+  /** The counts of every worker, when there are several. */
+  shared?: SharedPodCounts;
   /** At most one log line per pod and kind of refusal per this interval (default 10 s). */
   logIntervalMs?: number;
 }
@@ -57,6 +60,7 @@ export class SourceLimits {
   readonly #log: Logger;
   readonly #logIntervalMs: number;
   readonly #workers: number;
+  readonly #shared: SharedPodCounts | undefined;
   /** By workload uid; an entry lives while the pod has a connection or a request open. */
   readonly #counts = new Map<string, SourceCount>();
   readonly #logs = new Map<string, PendingLog>();
@@ -68,13 +72,20 @@ export class SourceLimits {
     this.maxConcurrentRequests = opts.maxConcurrentRequests ?? DEFAULT_MAX_REQUESTS_PER_SOURCE;
     this.#logIntervalMs = opts.logIntervalMs ?? REFUSAL_LOG_INTERVAL_MS;
     this.#workers = opts.workers ?? 1;
+    this.#shared = opts.shared;
   }
 
-  /** This worker's share of a node-wide limit, and how the refusal names it. */
-  #share(limit: number): { limit: number; said: string } {
-    if (this.#workers === 1) return { limit, said: `limit ${limit}` };
+  /**
+   * What the pod holds of `kind` against what it may: node-wide through the
+   * shared counts (`slot` is where to count it), else what this worker holds
+   * against this worker's share; and how a refusal names the limit.
+   */
+  #standing(uid: string, kind: CountKind, heldHere: number, limit: number): { held: number; limit: number; slot?: number; said: string } {
+    const slot = this.#shared?.slotOf(uid);
+    if (slot !== undefined) return { held: this.#shared!.total(slot, kind), limit, slot, said: `limit ${limit}, over ${this.#workers} workers` };
+    if (this.#workers === 1) return { held: heldHere, limit, said: `limit ${limit}` };
     const share = Math.ceil(limit / this.#workers);
-    return { limit: share, said: `limit ${limit}, ${share} in each of ${this.#workers} workers` };
+    return { held: heldHere, limit: share, said: `limit ${limit}, ${share} in each of ${this.#workers} workers` };
   }
 
   /**
@@ -83,15 +94,17 @@ export class SourceLimits {
    */
   admitConnection(source: Workload, sourceIdentity: string, client: net.Socket): boolean {
     const count = this.#count(source.uid);
-    const { limit, said } = this.#share(source.maxConnections ?? this.maxConnections);
-    if (count.connections >= limit) {
+    const { held, limit, slot, said } = this.#standing(source.uid, CONNECTIONS, count.connections, source.maxConnections ?? this.maxConnections);
+    if (held >= limit) {
       this.#forget(source.uid, count);
-      this.#refused(source, sourceIdentity, 'c', 'outbound connection', `source pod ${source.namespace}/${source.name} holds ${count.connections} open connections (${said})`);
+      this.#refused(source, sourceIdentity, 'c', 'outbound connection', `source pod ${source.namespace}/${source.name} holds ${held} open connections (${said})`);
       return false;
     }
     count.connections++;
+    if (slot !== undefined) this.#shared!.add(slot, CONNECTIONS, 1);
     client.once('close', () => {
       count.connections--;
+      if (slot !== undefined) this.#shared!.add(slot, CONNECTIONS, -1);
       this.#forget(source.uid, count);
     });
     return true;
@@ -104,19 +117,21 @@ export class SourceLimits {
    */
   startRequest(source: Workload, sourceIdentity: string): (() => void) | string {
     const count = this.#count(source.uid);
-    const { limit, said } = this.#share(source.maxConcurrentRequests ?? this.maxConcurrentRequests);
-    if (count.requests >= limit) {
+    const { held, limit, slot, said } = this.#standing(source.uid, REQUESTS, count.requests, source.maxConcurrentRequests ?? this.maxConcurrentRequests);
+    if (held >= limit) {
       this.#forget(source.uid, count);
-      const reason = `source pod ${source.namespace}/${source.name} has ${count.requests} HTTP requests in flight (${said})`;
+      const reason = `source pod ${source.namespace}/${source.name} has ${held} HTTP requests in flight (${said})`;
       this.#refused(source, sourceIdentity, 'r', 'HTTP request', reason);
       return reason;
     }
     count.requests++;
+    if (slot !== undefined) this.#shared!.add(slot, REQUESTS, 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
       count.requests--;
+      if (slot !== undefined) this.#shared!.add(slot, REQUESTS, -1);
       this.#forget(source.uid, count);
     };
   }

@@ -7,11 +7,14 @@ import type { Level, TracerSelector } from '../core/log.ts';
 import type { ConfigSnapshot } from './config-store.ts';
 import type { CertSet } from './cert-replica.ts';
 import type { DaemonOptions } from './daemon.ts';
+import type { SlotChanges } from './pod-counts.ts';
 import type { TapEvent, TapFilter } from './tap.ts';
 import type { TracingOptions } from './tracing.ts';
 
-/** The daemon options a worker can be sent: the objects (config, certs, registry, tracing) it makes itself. */
-export type WorkerDaemonOptions = Omit<DaemonOptions, 'config' | 'certs' | 'registry' | 'tracing' | 'worker'>;
+/** The daemon options a worker can be sent: the objects (config, certs, registry, tracing, shared counts) it makes itself. */
+export type WorkerDaemonOptions = Omit<DaemonOptions, 'config' | 'certs' | 'registry' | 'tracing' | 'worker' | 'sourceLimits'> & {
+  sourceLimits: Omit<NonNullable<DaemonOptions['sourceLimits']>, 'shared'>;
+};
 
 /** A worker's workerData. */
 export interface WorkerInit {
@@ -24,6 +27,8 @@ export interface WorkerInit {
   /** The pods served in their own namespace when the worker starts (a restarted worker serves them too). */
   pods: [podIp: string, netns: string][];
   logging: LoggingState;
+  /** The per pod counts of every worker (pod-counts.ts) and the slots assigned so far. */
+  podCounts: { buffer: SharedArrayBuffer; slots: [uid: string, slot: number][] };
 }
 
 export interface LoggingState {
@@ -46,6 +51,7 @@ export type WorkerCall = keyof WorkerCalls;
 
 export type ToWorker =
   | { type: 'config'; update: ConfigUpdate }
+  | { type: 'slots'; changes: SlotChanges }
   | { type: 'certs'; certs: CertSet }
   | { type: 'logging'; logging: LoggingState }
   | { type: 'tap'; id: number; filter?: TapFilter }

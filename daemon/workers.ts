@@ -24,6 +24,7 @@ import { enabledTracers, getLevel, logger, onLoggingChange } from '../core/log.t
 import { startDaemon } from './daemon.ts';
 import type { Daemon, DaemonOptions } from './daemon.ts';
 import { certSetOf } from './cert-replica.ts';
+import { PodSlotAllocator, SharedPodCounts } from './pod-counts.ts';
 import { SUCCESSOR_WAIT_MS, handOver } from './handover.ts';
 import type { ExplainQuery, Explanation } from './explain.ts';
 import type { TapListener } from './connection-tracker.ts';
@@ -82,7 +83,12 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   const count = opts.workers ?? 1;
   if (!Number.isInteger(count) || count < 1) throw new NodemeshError(ErrorCode.USAGE, `data-plane workers: ${count} is not a whole number from 1`);
   const sourceLimits = { ...opts.sourceLimits, workers: count };
-  const main = await startDaemon({ ...opts, sourceLimits, worker: count > 1 ? 0 : undefined });
+  // The per pod limits are the node's: every worker counts into one shared table.
+  const podCounts = count > 1 ? new SharedPodCounts(SharedPodCounts.allocate(count), count, 0) : undefined;
+  const slots = podCounts && new PodSlotAllocator(podCounts);
+  const localUids = () => opts.config.localWorkloads().map((w) => w.uid);
+  slots?.update(localUids());
+  const main = await startDaemon({ ...opts, sourceLimits: { ...sourceLimits, shared: podCounts }, worker: count > 1 ? 0 : undefined });
   if (count === 1) {
     return {
       workers: 1, ports: main.ports,
@@ -110,9 +116,12 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
     index, nodeName: config.nodeName, options: workerOptions, tracing: opts.tracingOptions,
     snapshot: config.snapshot(), certs: certSetOf(certs, localIdentities()), pods: [...main.attachedPods()],
     logging: { level: getLevel(), tracers: enabledTracers() },
+    podCounts: { buffer: podCounts!.buffer, slots: podCounts!.slots() },
   });
   const threads = await Promise.all(Array.from({ length: count - 1 }, (_, i) => WorkerThread.start(i + 1, initFor, {
     onTap: (id, event) => taps.get(id)?.listener(event),
+    // Its connections died with it: what it counted of each pod goes too, before it starts again.
+    onExit: (index) => podCounts!.clearWorker(index),
     taps: () => [...taps].map(([id, t]) => ({ id, filter: t.filter })),
     stopping: () => stopping,
   }).catch(async (err: unknown) => {
@@ -121,8 +130,13 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   })));
   const broadcast = (message: ToWorker) => threads.forEach((t) => t.post(message));
 
-  // After every config update and certificate change, in order: a worker never sees a workload before its update.
-  config.onChange((update) => broadcast({ type: 'config', update }));
+  // After every config update and certificate change, in order: a worker never sees a workload before its update,
+  // nor a source pod before its slot in the shared counts.
+  config.onChange((update) => {
+    const changes = slots!.update(localUids());
+    if (changes.assigned.length || changes.freed.length) broadcast({ type: 'slots', changes });
+    broadcast({ type: 'config', update });
+  });
   let certsPending = false;
   const pushCerts = () => {
     if (certsPending) return;
@@ -195,6 +209,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
 
 interface WorkerHooks {
   onTap(id: number, event: import('./tap.ts').TapEvent): void;
+  onExit(index: number): void;
   /** The admin API's open taps, for a restarted worker. */
   taps(): { id: number; filter?: TapFilter }[];
   stopping(): boolean;
@@ -264,6 +279,7 @@ class WorkerThread {
       });
       worker.on('exit', (code) => {
         exited();
+        this.#hooks.onExit(this.index);
         for (const [id, pending] of this.#pending) {
           clearTimeout(pending.timer);
           pending.reject(new NodemeshError(ErrorCode.DATA_PLANE_WORKER, `data-plane worker ${this.index} exited (code ${code})`));
