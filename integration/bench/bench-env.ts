@@ -72,7 +72,9 @@ async function startNginx(cluster: Cluster, netns: string, confFile: string): Pr
 
 /** The control plane on the node CPU; the node processes (all their threads) on `launch.cpus`. */
 async function startPinnedMesh(cluster: Cluster, opts: MeshOptions, launch: NodeLaunch): Promise<Mesh> {
-  const mesh = await startMesh(cluster, { ...opts, nodeArgs: launch.nodeArgs });
+  // A profiled node writes its profile when it exits: a short drain lets it exit within the stop's grace.
+  const profiling = opts.env?.NODE_OPTIONS?.includes('--cpu-prof') ? ['--drain-deadline-ms', '400'] : [];
+  const mesh = await startMesh(cluster, { ...opts, nodeArgs: [...launch.nodeArgs, ...profiling] });
   pin(mesh.controlPlane!.pid, NODE_CPU);
   for (const node of mesh.nodes.values()) pin(node.pid, launch.cpus);
   return mesh;
