@@ -2,9 +2,10 @@
 // nodemesh node processes are started again, not pinned to the node CPU but
 // given both CPUs (the load generator on CPU 0 and the origin, control plane and
 // nginx on CPU 1 still share them), once with `--workers 1` and once with
-// `--workers 2`; each time the saturation req/s of nodemesh-l4 and nodemesh-l7
-// (the paths' wrk run, median of the rounds) and the ratio 2/1 (target >= 1.5x).
-// It restarts the mesh, so it runs last in the paths' cluster.
+// `--workers 2`, the two alternating within each round (a restart each); each
+// time the saturation req/s of nodemesh-l4 and nodemesh-l7 (the paths' wrk run,
+// median of the rounds) and the ratio 2/1 (target >= 1.5x). It restarts the
+// mesh, so it runs last in the paths' cluster.
 
 import type { BenchEnv } from './bench-env.ts';
 import { ALL_CPUS } from './bench-env.ts';
@@ -22,12 +23,18 @@ export const WORKERS_TARGET = 1.5;
 /** The node's inbound (HBONE) port: one SO_REUSEPORT listener per worker is expected on it. */
 const INBOUND_PORT = 15008;
 
+/** Seconds of each path's warm-up on freshly started daemons. */
+const WARM_SECONDS = 3;
+
 type WorkersPath = (typeof WORKERS_PATHS)[number];
+type Workers = (typeof WORKER_COUNTS)[number];
+
+const nodeArgs = (workers: Workers) => ['--workers', String(workers)];
 
 export interface WorkersSetting {
   /** The `nodemesh node` flags of this setting. */
   node_args: string[];
-  /** Listening sockets on the inbound port in n2's namespace while it ran (one per worker sharing the port). */
+  /** Listening sockets on the inbound port in n2's namespace (one per worker sharing the port), the fewest over the rounds. */
   inbound_listeners: number;
   paths: Record<WorkersPath, { rps: number | null; cpu_s_per_1k_req: number | null } | null>;
 }
@@ -36,7 +43,7 @@ export interface WorkersResult {
   /** The CPUs the nodemesh node processes could use. */
   node_cpus: string;
   rounds: number;
-  settings: Record<`workers_${(typeof WORKER_COUNTS)[number]}`, WorkersSetting> | null;
+  settings: Record<`workers_${Workers}`, WorkersSetting> | null;
   /** req/s with 2 workers / with 1, per path. */
   ratio: Record<WorkersPath, number | null> | null;
   errors: number;
@@ -49,45 +56,55 @@ async function inboundListeners(env: BenchEnv): Promise<number> {
   return res.stdout.split('\n').filter((l) => l.trim()).length;
 }
 
-async function measureSetting(env: BenchEnv, workers: number, rounds: number, d: Durations, notes: string[]): Promise<{ setting: WorkersSetting; errors: number }> {
-  const nodeArgs = ['--workers', String(workers)];
-  await env.restartMesh({ nodeArgs, cpus: ALL_CPUS });
-  // Warm both paths on the new daemons (certificates, pools, JIT) before anything is recorded.
-  for (const path of WORKERS_PATHS) await measureSaturation(env, path, { ...d, loadSeconds: 1 });
-  const samples = new Map<WorkersPath, Saturation[]>(WORKERS_PATHS.map((p) => [p, []]));
+/** One setting's start, warm-up and saturation runs of both paths: one round. */
+async function measureRound(env: BenchEnv, workers: Workers, roundNo: number, d: Durations, notes: string[]): Promise<{ listeners: number; runs: Record<WorkersPath, Saturation | null> }> {
+  await env.restartMesh({ nodeArgs: nodeArgs(workers), cpus: ALL_CPUS });
+  // Warm both paths on the new daemons (certificates, pools, every worker's JIT) before anything is recorded.
+  for (const path of WORKERS_PATHS) await measureSaturation(env, path, { ...d, loadSeconds: WARM_SECONDS });
   const listeners = await inboundListeners(env);
-  if (listeners !== workers) notes.push(`--workers ${workers}: n2 had ${listeners} listener(s) on ${INBOUND_PORT}, not one per worker`);
-  let errors = 0;
-  for (let r = 0; r < rounds; r++) {
-    for (const path of WORKERS_PATHS) {
-      const result = await measureSaturation(env, path, d);
-      log.info('measured', { row: 'workers', workers, round: r + 1, path, ...result });
-      errors += result.errors;
-      samples.get(path)!.push(result);
-    }
+  if (listeners !== workers) notes.push(`--workers ${workers}, round ${roundNo}: n2 had ${listeners} listener(s) on ${INBOUND_PORT}, not one per worker`);
+  const runs = {} as Record<WorkersPath, Saturation | null>;
+  for (const path of WORKERS_PATHS) {
+    runs[path] = await measureSaturation(env, path, d);
+    log.info('measured', { row: 'workers', workers, round: roundNo, path, ...runs[path] });
   }
-  const active = await l7Active(env);
-  if (!active) notes.push(`--workers ${workers}: HTTP handling was not active (no nodemesh_requests_total for the http Service on n1), so nodemesh-l7 is null`);
-  const pick = (path: WorkersPath) => {
-    const runs = samples.get(path)!;
-    return { rps: round(median(runs.map((s) => s.rps))), cpu_s_per_1k_req: round(median(runs.map((s) => s.cpu_s_per_1k_req)), 4) };
-  };
-  return {
-    setting: { node_args: nodeArgs, inbound_listeners: listeners, paths: { 'nodemesh-l4': pick('nodemesh-l4'), 'nodemesh-l7': active ? pick('nodemesh-l7') : null } },
-    errors,
-  };
+  // The daemons are new each round: their request counters say whether this round's HTTP was handled as HTTP.
+  if (!(await l7Active(env))) {
+    notes.push(`--workers ${workers}, round ${roundNo}: HTTP handling was not active (no nodemesh_requests_total for the http Service on n1), so its nodemesh-l7 run is left out`);
+    runs['nodemesh-l7'] = null;
+  }
+  return { listeners, runs };
 }
 
 export async function measureWorkers(env: BenchEnv, rounds: number, d: Durations): Promise<WorkersResult> {
   const notes: string[] = [];
   const result: WorkersResult = { node_cpus: ALL_CPUS, rounds, settings: null, ratio: null, errors: 0, notes };
   try {
-    const one = await measureSetting(env, 1, rounds, d, notes);
-    const two = await measureSetting(env, 2, rounds, d, notes);
-    result.errors = one.errors + two.errors;
-    result.settings = { workers_1: one.setting, workers_2: two.setting };
+    const samples = new Map(WORKER_COUNTS.map((w) => [w, { listeners: [] as number[], runs: new Map<WorkersPath, Saturation[]>(WORKERS_PATHS.map((p) => [p, []])) }]));
+    // The settings alternate within each round (a restart each) so drift in the machine's load hits both alike.
+    for (let r = 1; r <= rounds; r++) {
+      for (const workers of WORKER_COUNTS) {
+        const { listeners, runs } = await measureRound(env, workers, r, d, notes);
+        const into = samples.get(workers)!;
+        into.listeners.push(listeners);
+        for (const path of WORKERS_PATHS) {
+          result.errors += runs[path]?.errors ?? 0;
+          if (runs[path]) into.runs.get(path)!.push(runs[path]);
+        }
+      }
+    }
+    const setting = (workers: Workers): WorkersSetting => {
+      const { listeners, runs } = samples.get(workers)!;
+      const pick = (path: WorkersPath) => {
+        const got = runs.get(path)!;
+        return got.length ? { rps: round(median(got.map((s) => s.rps))), cpu_s_per_1k_req: round(median(got.map((s) => s.cpu_s_per_1k_req)), 4) } : null;
+      };
+      return { node_args: nodeArgs(workers), inbound_listeners: Math.min(...listeners), paths: { 'nodemesh-l4': pick('nodemesh-l4'), 'nodemesh-l7': pick('nodemesh-l7') } };
+    };
+    const [one, two] = [setting(1), setting(2)];
+    result.settings = { workers_1: one, workers_2: two };
     const ratio = (path: WorkersPath) => {
-      const [a, b] = [one.setting.paths[path]?.rps, two.setting.paths[path]?.rps];
+      const [a, b] = [one.paths[path]?.rps, two.paths[path]?.rps];
       return a && b != null ? round(b / a) : null;
     };
     result.ratio = { 'nodemesh-l4': ratio('nodemesh-l4'), 'nodemesh-l7': ratio('nodemesh-l7') };
