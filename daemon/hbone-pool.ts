@@ -11,7 +11,7 @@ import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import type { CertSource } from '../core/cert-source.ts';
 import { PeerError } from '../core/errors.ts';
 import { debug } from '../core/log.ts';
-import { HBONE_MAX_CONCURRENT_STREAMS, HBONE_PORT, HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER } from './hbone-settings.ts';
+import { HBONE_MAX_CONCURRENT_STREAMS, HBONE_POOL_IDLE_TIMEOUT_MS, HBONE_PORT, HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER } from './hbone-settings.ts';
 import { spiffeIdOf } from './peer-identity.ts';
 
 const trace = debug('hbone');
@@ -34,6 +34,7 @@ export interface HbonePoolOptions {
   certs: CertSource;
   /** Port dialled on the destination pod IP; 15008 except in tests. */
   port?: number;
+  /** A session with no open tunnel is closed after this long; default HBONE_POOL_IDLE_TIMEOUT_MS (60 s). */
   idleTimeoutMs?: number;
   connectTimeoutMs?: number;
 }
@@ -61,7 +62,7 @@ export class HbonePool {
   constructor(opts: HbonePoolOptions) {
     this.#certs = opts.certs;
     this.#port = opts.port ?? HBONE_PORT;
-    this.#idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.#idleTimeoutMs = opts.idleTimeoutMs ?? HBONE_POOL_IDLE_TIMEOUT_MS;
     this.#connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
   }
 

@@ -40,3 +40,19 @@ export const HBONE_HANDSHAKE_TIMEOUT_MS = 10_000;
  * descriptors one peer can take from every other.
  */
 export const HBONE_MAX_STREAMS_PER_PEER = 10_000;
+/**
+ * How long the pool keeps a session with no open tunnel before closing it
+ * (GOAWAY): a minute, so a client's next burst usually finds its session warm
+ * while sessions to peers it stopped talking to do not pile up.
+ */
+export const HBONE_POOL_IDLE_TIMEOUT_MS = 60_000;
+/**
+ * How long the HBONE listener keeps an accepted session with no open stream
+ * (none since its SETTINGS, or none since its last stream closed) before
+ * closing it with a GOAWAY. Twice the pool's idle timeout, so our own peers
+ * always close their idle sessions first (no GOAWAY racing their next
+ * CONNECT), while a peer that opens sessions and leaves them idle holds each
+ * for at most two minutes instead of forever (a socket, TLS and nghttp2 state
+ * each).
+ */
+export const HBONE_IDLE_TIMEOUT_MS = 120_000;

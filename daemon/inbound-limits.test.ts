@@ -43,7 +43,7 @@ const SERVER_ID = spiffe(server);
 const CLIENT_ID = spiffe(client);
 const NEIGHBOUR_ID = spiffe(neighbour);
 
-async function setup(t: TestContext, opts: { handshakeTimeoutMs?: number; maxStreamsPerPeer?: number; policies?: AuthorizationPolicy[] } = {}) {
+async function setup(t: TestContext, opts: { handshakeTimeoutMs?: number; maxStreamsPerPeer?: number; idleTimeoutMs?: number; poolIdleTimeoutMs?: number; policies?: AuthorizationPolicy[] } = {}) {
   const ca = await createMeshCa();
   const serverCerts = await MemoryCertSource.issuing(ca, [SERVER_ID]);
   const clientCerts = await MemoryCertSource.issuing(ca, [CLIENT_ID, NEIGHBOUR_ID]);
@@ -57,10 +57,10 @@ async function setup(t: TestContext, opts: { handshakeTimeoutMs?: number; maxStr
   const inbound = await InboundListener.bind({
     config, certs: serverCerts, tracker, admission: new Admission(config, metrics), host: '127.0.0.1', port: 0,
     destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
-    handshakeTimeoutMs: opts.handshakeTimeoutMs, maxStreamsPerPeer: opts.maxStreamsPerPeer,
+    handshakeTimeoutMs: opts.handshakeTimeoutMs, maxStreamsPerPeer: opts.maxStreamsPerPeer, idleTimeoutMs: opts.idleTimeoutMs,
   });
   t.after(() => inbound.close());
-  const pool = new HbonePool({ certs: clientCerts, port: inbound.port });
+  const pool = new HbonePool({ certs: clientCerts, port: inbound.port, idleTimeoutMs: opts.poolIdleTimeoutMs });
   t.after(() => pool.destroy());
   const request = (extra: Partial<HboneRequest> = {}): HboneRequest => ({
     sourceIdentity: CLIENT_ID, destinationIdentity: SERVER_ID, destinationIp: '127.0.0.1', destinationNode: 'n1',
@@ -281,6 +281,25 @@ test('a peer over its open-tunnel limit is refused with 503 source_limit; other 
   held.slice(1).forEach((s) => s.destroy());
 });
 
+/** The plaintext listener (15006) in front of `pod`'s `port`, declared HTTP by a Service port of this name and appProtocol. */
+async function plaintextListener(t: TestContext, pod: ReturnType<typeof workload>, port: number, declared: { name: string; appProtocol: string }, headTimeoutMs?: number) {
+  const service: Service = {
+    namespace: 'shop', name: 'inventory', vips: ['10.96.0.20'], ports: [{ ...declared, port: 80, targetPort: port, targetPortName: '' }],
+    endpoints: [{ workloadUid: pod.uid, ip: pod.ip, ready: true }], opaquePorts: [],
+  };
+  const config = new ConfigStore('n1');
+  applyConfig(config, { workloads: [pod], services: [service] });
+  const metrics = createMetrics(new Registry());
+  const httpInbound = new HttpInbound(new Admission(config, metrics), metrics);
+  if (headTimeoutMs !== undefined) httpInbound.headTimeoutMs = headTimeoutMs;
+  const listener = await InboundPlaintextListener.bind({
+    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(), http: httpInbound,
+    host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
+  });
+  t.after(() => listener.close());
+  return listener;
+}
+
 test('half a request head to a declared HTTP port at 15006 is closed at the head deadline, not held forever', async (t) => {
   const DEADLINE = 300;
   const pod = workload('inventory', '127.0.0.5', 'n1');
@@ -290,21 +309,7 @@ test('half a request head to a declared HTTP port at 15006 is closed at the head
     app.closeAllConnections();
     app.close();
   });
-  const port = (app.address() as AddressInfo).port;
-  const service: Service = {
-    namespace: 'shop', name: 'inventory', vips: ['10.96.0.20'], ports: [{ name: 'http', port: 80, targetPort: port, targetPortName: '', appProtocol: '' }],
-    endpoints: [{ workloadUid: pod.uid, ip: pod.ip, ready: true }], opaquePorts: [],
-  };
-  const config = new ConfigStore('n1');
-  applyConfig(config, { workloads: [pod], services: [service] });
-  const metrics = createMetrics(new Registry());
-  const httpInbound = new HttpInbound(new Admission(config, metrics), metrics);
-  httpInbound.headTimeoutMs = DEADLINE;
-  const listener = await InboundPlaintextListener.bind({
-    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(), http: httpInbound,
-    host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
-  });
-  t.after(() => listener.close());
+  const listener = await plaintextListener(t, pod, (app.address() as AddressInfo).port, { name: 'http', appProtocol: '' }, DEADLINE);
   const lifetime = (send: (s: net.Socket) => void) => new Promise<{ ms: number; got: string }>((resolve) => {
     const started = Date.now();
     let got = '';
@@ -323,4 +328,100 @@ test('half a request head to a declared HTTP port at 15006 is closed at the head
   }
   assert.match(idleAfterResponse.got, /^HTTP\/1\.1 200/, 'a complete request is answered first');
   assert.equal(half.got, '');
+});
+
+test('an HBONE session left with no open stream is closed with a GOAWAY after the idle timeout; one carrying a tunnel is not', async (t) => {
+  const IDLE = 300;
+  const { rawPeer, pool, request } = await setup(t, { idleTimeoutMs: IDLE });
+  // A peer that completes TLS and the preface, then never opens a stream.
+  const started = Date.now();
+  const idle = rawPeer();
+  const goaway = new Promise<number>((resolve) => idle.once('goaway', (code: number) => resolve(code)));
+  const closed = new Promise<number>((resolve) => idle.once('close', () => resolve(Date.now() - started)));
+  assert.equal(await goaway, http2.constants.NGHTTP2_NO_ERROR, 'a graceful GOAWAY');
+  const lived = await closed;
+  assert.ok(lived >= IDLE - 20 && lived < IDLE + 3000, `an idle session lived ${lived} ms with a ${IDLE} ms idle timeout`);
+
+  // A session whose tunnel stays open outlives the timeout; once its last tunnel closes, it is idle again.
+  const tunnel = await pool.connect(request());
+  assert.equal(pool.size, 1);
+  await new Promise((r) => setTimeout(r, IDLE * 2));
+  assert.equal(tunnel.destroyed, false, 'an open tunnel keeps its session');
+  assert.equal(pool.size, 1);
+  const echoed = new Promise<string>((resolve) => tunnel.once('data', (c: Buffer) => resolve(c.toString())));
+  tunnel.write('still here');
+  assert.equal(await echoed, 'still here');
+  const closedAt = Date.now();
+  tunnel.destroy();
+  // The pool's own idle timeout is a minute: the listener's GOAWAY is what empties it.
+  while (pool.size > 0) {
+    assert.ok(Date.now() - closedAt < IDLE + 3000, 'the session is closed after its last tunnel');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.ok(Date.now() - closedAt >= IDLE - 20, 'not before the idle timeout');
+  // The next tunnel opens a new session.
+  const next = await pool.connect(request());
+  assert.equal(pool.size, 1);
+  next.destroy();
+});
+
+test('the pool closes a session that carried no tunnel for its idle timeout', async (t) => {
+  const { pool, request } = await setup(t, { poolIdleTimeoutMs: 200 });
+  const first = await pool.connect(request());
+  const second = await pool.connect(request());
+  assert.equal(pool.size, 1, 'both on one session');
+  first.destroy();
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(pool.size, 1, 'a session with an open tunnel is kept');
+  const closedAt = Date.now();
+  second.destroy();
+  while (pool.size > 0) {
+    assert.ok(Date.now() - closedAt < 3000, 'an idle pooled session is closed');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.ok(Date.now() - closedAt >= 180, 'not before its idle timeout');
+});
+
+test('HTTP/2 at 15006: past 1,000 concurrent streams on one connection a stream is refused with REFUSED_STREAM', async (t) => {
+  const pod = workload('inventory', '127.0.0.5', 'n1');
+  // The pod holds every stream until told to answer, so all are open at once.
+  const held: http2.ServerHttp2Stream[] = [];
+  let answer: (() => void) | undefined;
+  const answering = new Promise<void>((resolve) => (answer = resolve));
+  const app = http2.createServer();
+  app.on('stream', (stream) => {
+    held.push(stream);
+    stream.on('error', () => {});
+    void answering.then(() => !stream.destroyed && stream.respond({ ':status': 200 }, { endStream: true }));
+  });
+  await new Promise<void>((resolve) => app.listen(0, pod.ip, resolve));
+  t.after(() => app.close());
+  const listener = await plaintextListener(t, pod, (app.address() as AddressInfo).port, { name: 'http2', appProtocol: 'http2' });
+  // A real HTTP/2 client that sends its requests before our SETTINGS arrive: it believes it may open 2,000.
+  const session = http2.connect(`http://127.0.0.1:${listener.port}`, { peerMaxConcurrentStreams: 2000 });
+  session.on('error', () => {});
+  t.after(() => session.destroy());
+  const answers = Array.from({ length: 1001 }, () => new Promise<{ status?: number; rstCode?: number }>((resolve) => {
+    const req = session.request({ ':path': '/', ':method': 'GET' });
+    req.on('error', () => {});
+    req.once('response', (h) => resolve({ status: Number(h[':status']) }));
+    req.once('close', () => resolve({ rstCode: req.rstCode }));
+    req.resume();
+  }));
+  const last = await answers[1000]!;
+  assert.equal(last.rstCode, http2.constants.NGHTTP2_REFUSED_STREAM, `the 1,001st: ${JSON.stringify(last)}`);
+  while (held.length < 1000) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(held.length, 1000, 'the pod saw the first 1,000 and no more');
+  assert.equal(session.remoteSettings.maxConcurrentStreams, 1000, 'the limit is advertised');
+  answer!();
+  const results = await Promise.all(answers.slice(0, 1000));
+  assert.equal(results.filter((r) => r.status === 200).length, 1000, 'the first 1,000 are answered');
+  // The connection goes on: once those closed, a new stream is served.
+  const next = await new Promise<number>((resolve) => {
+    const req = session.request({ ':path': '/', ':method': 'GET' });
+    req.once('response', (h) => resolve(Number(h[':status'])));
+    req.resume();
+  });
+  assert.equal(next, 200);
 });

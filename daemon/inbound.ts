@@ -7,7 +7,8 @@
 // `Forwarded: for=` counts only when it is a workload of the identity its
 // certificate proves; a socket that has not finished TLS and sent its HTTP/2
 // SETTINGS within the handshake deadline is closed; a session carries at most
-// 100 streams and small header lists; one peer holds at most a fixed number of
+// 100 streams and small header lists and is closed (GOAWAY) after two minutes
+// with no open stream; one peer holds at most a fixed number of
 // open tunnels to this node's pods.
 
 import net from 'node:net';
@@ -34,7 +35,7 @@ import { countBytes } from './l7/byte-count.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
 import type { HttpInbound } from './l7/http-inbound.ts';
 import {
-  HBONE_HANDSHAKE_TIMEOUT_MS, HBONE_MAX_CONCURRENT_STREAMS, HBONE_MAX_HEADER_LIST_SIZE, HBONE_MAX_HEADER_PAIRS, HBONE_MAX_INVALID_FRAMES,
+  HBONE_HANDSHAKE_TIMEOUT_MS, HBONE_IDLE_TIMEOUT_MS, HBONE_MAX_CONCURRENT_STREAMS, HBONE_MAX_HEADER_LIST_SIZE, HBONE_MAX_HEADER_PAIRS, HBONE_MAX_INVALID_FRAMES,
   HBONE_MAX_REJECTED_STREAMS, HBONE_MAX_STREAMS_PER_PEER, HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER,
 } from './hbone-settings.ts';
 
@@ -61,6 +62,8 @@ export interface InboundOptions {
   handshakeTimeoutMs?: number;
   /** Open tunnel streams per peer (source identity and node address); default HBONE_MAX_STREAMS_PER_PEER. */
   maxStreamsPerPeer?: number;
+  /** A session with no open stream is closed (GOAWAY) after this long; default HBONE_IDLE_TIMEOUT_MS (2 min). */
+  idleTimeoutMs?: number;
 }
 
 /** A connection between accept and the peer's first SETTINGS. */
@@ -92,6 +95,7 @@ export class InboundListener {
   readonly #sessions = new Set<ServerHttp2Session>();
   readonly #handshakeTimeoutMs: number;
   readonly #maxStreamsPerPeer: number;
+  readonly #idleTimeoutMs: number;
   /** By connectionKey: the TLS socket node creates from our raw socket is only seen again at 'secureConnection'. */
   readonly #handshakes = new Map<string, Handshake>();
   /** Open tunnel streams per peer key, and whether its refusal was logged at warn since it reached the limit. */
@@ -105,6 +109,7 @@ export class InboundListener {
     this.#destinationOf = opts.destinationOf ?? originalDestination;
     this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? HBONE_HANDSHAKE_TIMEOUT_MS;
     this.#maxStreamsPerPeer = opts.maxStreamsPerPeer ?? HBONE_MAX_STREAMS_PER_PEER;
+    this.#idleTimeoutMs = opts.idleTimeoutMs ?? HBONE_IDLE_TIMEOUT_MS;
     this.#sockets = openSockets(server);
     server.on('connection', (socket) => this.#onConnection(socket));
   }
@@ -302,8 +307,35 @@ export class InboundListener {
     session.once('connect', () => session.setLocalWindowSize(HBONE_SESSION_WINDOW));
     session.on('error', (err) => trace('session error', { peer: ctx.peerIdentity, error: err.message }));
     session.on('close', () => this.#sessions.delete(session));
+    this.#closeWhenIdle(session, ctx);
     session.on('stream', (stream, headers) => this.#onStream(ctx, stream, headers));
     trace('session open', { peer: ctx.peerIdentity, served: ctx.servedIdentity });
+  }
+
+  /**
+   * Closes the session with a GOAWAY once it has had no open stream for the idle
+   * timeout (from its start, or from its last stream's close): a stream count and
+   * one timer per idle period, nothing per frame. A PING does not keep it: only
+   * tunnels do.
+   */
+  #closeWhenIdle(session: ServerHttp2Session, ctx: SessionContext): void {
+    let open = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      timer = setTimeout(() => {
+        trace('closing idle session', { peer: ctx.peerIdentity, idleMs: this.#idleTimeoutMs });
+        session.close();
+      }, this.#idleTimeoutMs);
+      timer.unref();
+    };
+    arm();
+    session.on('stream', (stream) => {
+      if (open++ === 0) clearTimeout(timer);
+      stream.once('close', () => {
+        if (--open === 0 && !session.closed && !session.destroyed) arm();
+      });
+    });
+    session.once('close', () => clearTimeout(timer));
   }
 
   #onStream(ctx: SessionContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {

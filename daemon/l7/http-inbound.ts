@@ -38,6 +38,22 @@ const log = logger('http-inbound');
  * client that sent half a request head held its connection forever.
  */
 const HEAD_TIMEOUT_MS = 60_000;
+/**
+ * Concurrent streams per HTTP/2 connection (a plaintext client's at 15006, or
+ * a mesh client's inside one tunnel), advertised as
+ * SETTINGS_MAX_CONCURRENT_STREAMS. 1,000, not the tunnels' 100: there our own
+ * pool opens another session past the limit, here the client is an
+ * application's HTTP/2 or gRPC channel, which queues requests past it (a
+ * channel of long-lived gRPC streams would wait for ever at 100). 1,000 is the
+ * concurrent requests a source pod may have in flight on its node
+ * (source-limits.ts), so no client the source side admits is held up here,
+ * while one connection can no longer open an unbounded number of streams, each
+ * one a stream to the pod and nghttp2 state (node's default is 2^32 - 1).
+ * Streams past it sent before our SETTINGS were acknowledged are refused with
+ * REFUSED_STREAM; after the acknowledgement nghttp2 ends the session
+ * (PROTOCOL_ERROR), as at 15008.
+ */
+export const H2_MAX_CONCURRENT_STREAMS = 1_000;
 
 export interface InboundHttpConnection {
   /** The connection's L4 facts; each request adds its method and path. */
@@ -72,7 +88,7 @@ export class HttpInbound {
   readonly #server: http.Server;
   readonly #proxy = httpProxy.createProxyServer({});
   readonly #served = new WeakMap<object, Served>();
-  readonly #h2Server = http2.createServer();
+  readonly #h2Server = http2.createServer({ settings: { maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS } });
   readonly #servedH2 = new WeakMap<ServerHttp2Session, ServedH2>();
   /** Set while a connection is handed to the HTTP/2 server, which creates its session synchronously. */
   #handing: ServedH2 | undefined;
