@@ -157,7 +157,8 @@ export function renderReport(r: BenchResults): string {
     const w = r.workers;
     const setting = (n: 1 | 2) => {
       const s = w.settings![`workers_${n}`];
-      const paths = WORKERS_PATHS.map((p) => `${p} ${cell(s.paths[p]?.rps)} req/s (${cell(s.paths[p]?.cpu_s_per_1k_req)} CPU s / 1k req)`).join(', ');
+      const rounds = (p: (typeof WORKERS_PATHS)[number]) => (s.paths[p]?.rps_rounds ?? []).join(' / ');
+      const paths = WORKERS_PATHS.map((p) => `${p} ${cell(s.paths[p]?.rps)} req/s (rounds ${rounds(p) || 'none'}; ${cell(s.paths[p]?.cpu_s_per_1k_req)} CPU s / 1k req)`).join(', ');
       return `\`${s.node_args.join(' ')}\` ${paths}, ${s.inbound_listeners} listener(s) on n2's inbound port`;
     };
     lines.push('', `Workers (the nodemesh node processes on cpus ${w.node_cpus}, not pinned to one: the load generator on cpu 0 and the origin, control plane and nginx on cpu 1 share those cores with them; wrk as the req/s row, median of ${w.rounds} round(s)): ${setting(1)}; ${setting(2)}.`);

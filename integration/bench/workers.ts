@@ -36,7 +36,8 @@ export interface WorkersSetting {
   node_args: string[];
   /** Listening sockets on the inbound port in n2's namespace (one per worker sharing the port), the fewest over the rounds. */
   inbound_listeners: number;
-  paths: Record<WorkersPath, { rps: number | null; cpu_s_per_1k_req: number | null } | null>;
+  /** Medians, and each round's req/s (the spread: the cores are shared with the load generator). */
+  paths: Record<WorkersPath, { rps: number | null; cpu_s_per_1k_req: number | null; rps_rounds: number[] } | null>;
 }
 
 export interface WorkersResult {
@@ -97,7 +98,8 @@ export async function measureWorkers(env: BenchEnv, rounds: number, d: Durations
       const { listeners, runs } = samples.get(workers)!;
       const pick = (path: WorkersPath) => {
         const got = runs.get(path)!;
-        return got.length ? { rps: round(median(got.map((s) => s.rps))), cpu_s_per_1k_req: round(median(got.map((s) => s.cpu_s_per_1k_req)), 4) } : null;
+        if (!got.length) return null;
+        return { rps: round(median(got.map((s) => s.rps))), cpu_s_per_1k_req: round(median(got.map((s) => s.cpu_s_per_1k_req)), 4), rps_rounds: got.map((s) => s.rps) };
       };
       return { node_args: nodeArgs(workers), inbound_listeners: Math.min(...listeners), paths: { 'nodemesh-l4': pick('nodemesh-l4'), 'nodemesh-l7': pick('nodemesh-l7') } };
     };
