@@ -5,40 +5,76 @@
 // more than their share are read less.
 //
 // Shaped to cost nothing without contention: no per-chunk work and no per-socket
-// timers. Each outbound client socket is registered under its source pod once, at
-// accept (a Map lookup and a 'close' listener). One timer every TICK_MS (50 ms)
-// measures its own drift: how late it fired is how long work waited for the loop.
-// Below LAG_MS (5 ms) and with nobody throttled the tick returns at once. Past
-// it, the tick reads each source's bytes read since the previous tick
-// (socket.bytesRead, kept by libuv; closed sockets' counts are added as they
-// close), scaled up by the capacity a throttled source was given (its demand),
-// and every source whose demand is over the fair share (the total over the
-// sources that read anything) goes up a level, to at most 12. A throttled
-// source reads at 2^-level of its capacity: that share of its sockets (a
-// different window of them each tick, the rest stopped at the libuv handle with
-// readStop; #throttle says why sockets and not time). A calm tick (lag under LAG_MS / 2), or one where the source read no more
-// than its share, counts toward a level down, one per CALM_TICKS_PER_LEVEL (10),
-// so a flood that stops is back to full speed within 6 s and one that goes
-// on is not let back in at once. With one active source nothing is throttled:
-// there is nobody to be fair to.
+// timers. Each socket the node reads on a source's behalf is registered under
+// that source once (a Map lookup and a 'close' listener): on the outbound side
+// the pod's own connection at accept, on the inbound side each TCP tunnel's (or
+// plaintext connection's) connection to the local pod, under the verified
+// source workload, so a remote pod flooding this node is read less here too —
+// on a node that shares its CPU with the destination pod the destination
+// proxy's loop is where a quiet pod's requests wait. One timer every TICK_MS
+// (50 ms) measures its own drift: how late it fired is how long work waited
+// for the loop. Below LAG_MS (2 ms) and with nobody throttled the tick returns
+// at once. Past it, the tick reads each source's bytes read since it was last
+// measured (socket.bytesRead, kept by libuv; closed sockets' counts are added as
+// they close), scaled up by the capacity a throttled source was given, per ms:
+// its demand. Every source over its share (the mean demand of the sources that
+// read anything, or the only one that did while another was connected in the
+// last five minutes) goes up one level per doubling of the lag over LAG_MS, to at
+// most 12. A throttled source reads at 2^-level of its capacity: that share of
+// its sockets (a different window of them each tick, the rest stopped at the
+// libuv handle with readStop; #throttle says why sockets and not time). A calm
+// tick where the source read no more than its share takes it a level down; a
+// calm tick (lag under LAG_MS / 2) counts toward one, one per
+// CALM_TICKS_PER_LEVEL (10), so a flood that stops is back to full speed
+// within 6 s and one that goes on is not let back in at once. Alone (no other source connected now or within
+// SOURCE_MEMORY_MS) nothing is throttled and a throttled source is back to full
+// speed at once: there is nobody to be fair to.
 //
 // Stopping at the handle leaves the stream's own flow control alone: a socket that
 // its reader paused meanwhile (backpressure in the splice, HTTP pipelining) is not
 // restarted by us; its own resume() restarts the read, as it would have.
 
 import type net from 'node:net';
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import { logger } from '../core/log.ts';
 
 const log = logger('outbound');
 
 export const FAIR_TICK_MS = 50;
-/** A tick this late means the loop is contended. */
-export const FAIR_LAG_MS = 5;
+
+/**
+ * What a source is counted under: its pod (namespace/name), on whichever side of
+ * the node its traffic is read, so a pod's work adds up; an address when no
+ * workload has it (a plaintext client from outside the mesh).
+ */
+export function sourceKey(workload: { namespace: string; name: string } | undefined, ip: string): string {
+  return workload ? `${workload.namespace}/${workload.name}` : `ip:${ip}`;
+}
+
+/**
+ * A tick this late means the loop is contended. 2 ms: an idle node's tick is
+ * under 1 ms late, and the lag is paid on every hop (a request crosses two
+ * proxies both ways). In the bench's fairness row the quiet pod's p99 beside a
+ * flood that had settled was 73-102 ms at 5 ms and 23-25 ms at 2 ms (alone
+ * 8-12 ms): at 5 ms the flood kept each loop 2.5-5 ms behind for good.
+ */
+export const FAIR_LAG_MS = 2;
 /** At most 2^-12 of a source's capacity: 1 of 4,096 sockets, or one socket for 1/4,096 of each tick. */
 const MAX_LEVEL = 12;
 const CALM_TICKS_PER_LEVEL = 10;
+/**
+ * How long a source whose last socket closed still counts as a party to the
+ * share. A pod that connects per request, polls or scrapes every minute or
+ * reopens its pool holds no socket most of the time, and its next request
+ * queues behind a flood all the same: five minutes (as long as the node keeps
+ * a departed workload's metric series) keeps it in view, so a lone flood
+ * beside it is read less from the first contended tick, not only once its next
+ * connection has waited its way in (in the bench a quiet pod back after 60 s
+ * found the flood unthrottled, both loops 100-200 ms late). An entry is a few
+ * numbers per source, dropped oldest first at the tick.
+ */
+export const SOURCE_MEMORY_MS = 300_000;
 
 interface Handle {
   reading: boolean;
@@ -50,9 +86,9 @@ interface Source {
   sockets: Set<net.Socket>;
   /** Bytes read by its sockets that closed. */
   closedBytes: number;
-  /** Total bytes read at the previous contended tick, and which tick that was. */
+  /** Total bytes read when it was last measured (a contended tick, or its first socket's registration), and when (performance.now()). */
   lastBytes: number;
-  lastTick: number;
+  lastAt: number;
   level: number;
   calmTicks: number;
   /** Where the window of sockets allowed to read starts; moves every tick. */
@@ -60,6 +96,12 @@ interface Source {
   resumeTimer?: NodeJS.Timeout;
   /** Sockets this source's pause stopped, with whether their stream was paused then. */
   stopped: Map<net.Socket, boolean>;
+  /** Sockets registered since its last throttling tick: each reads through its first whole tick. */
+  fresh: Set<net.Socket>;
+  /** Its demand (bytes per ms, scaled up by its level) when last measured. */
+  demand: number;
+  /** When its last socket closed (performance.now()); it is forgotten SOURCE_MEMORY_MS later. */
+  leftAt?: number;
 }
 
 export interface FairShareOptions {
@@ -69,19 +111,26 @@ export interface FairShareOptions {
   onThrottle?: (throttled: { key: string; level: number }[]) => void;
   /** Where `nodemesh_fair_share_throttled_seconds_total` is registered. */
   registry?: Registry;
+  /** How long a source with no socket left still counts (default SOURCE_MEMORY_MS). */
+  memoryMs?: number;
 }
 
 const THROTTLED_METRIC = 'nodemesh_fair_share_throttled_seconds_total';
+const LAG_METRIC = 'nodemesh_event_loop_lag_max_seconds';
 
 export class FairShare {
   readonly #tickMs: number;
   readonly #lagMs: number;
   readonly #onThrottle?: FairShareOptions['onThrottle'];
   readonly #sources = new Map<string, Source>();
+  /** Sources with no socket, oldest departure first. */
+  readonly #departed = new Map<string, Source>();
+  readonly #memoryMs: number;
   #timer: NodeJS.Timeout | undefined;
   #lastTickAt = 0;
-  #tick = 0;
   #throttled = 0;
+  /** The latest the tick fired since the previous scrape, in ms. */
+  #maxLag = 0;
   /** Times a source was paused (tests, metrics). */
   pauses = 0;
   readonly #throttledSeconds?: Counter;
@@ -90,9 +139,20 @@ export class FairShare {
     this.#tickMs = opts.tickMs ?? FAIR_TICK_MS;
     this.#lagMs = opts.lagMs ?? FAIR_LAG_MS;
     this.#onThrottle = opts.onThrottle;
+    this.#memoryMs = opts.memoryMs ?? SOURCE_MEMORY_MS;
     if (opts.registry) {
       this.#throttledSeconds = (opts.registry.getSingleMetric(THROTTLED_METRIC) as Counter | undefined) ??
         new Counter({ name: THROTTLED_METRIC, help: 'Seconds during which the node proxy read less from a source pod over its fair share because the event loop lagged (summed over sources).', registers: [opts.registry] });
+      if (!opts.registry.getSingleMetric(LAG_METRIC)) {
+        const self = this;
+        new Gauge({
+          name: LAG_METRIC, help: 'The longest the node proxy\'s event loop kept its fair-share timer waiting since the previous scrape (how long work queued for the loop).', registers: [opts.registry],
+          collect() {
+            this.set(self.#maxLag / 1000);
+            self.#maxLag = 0;
+          },
+        });
+      }
     }
   }
 
@@ -112,19 +172,28 @@ export class FairShare {
   /** Counts `socket`'s reads toward its source pod until it closes. */
   register(key: string, socket: net.Socket): void {
     let source = this.#sources.get(key);
+    if (source?.leftAt !== undefined) {
+      source.leftAt = undefined;
+      this.#departed.delete(key);
+    }
     if (!source) {
-      source = { sockets: new Set(), closedBytes: 0, lastBytes: 0, lastTick: -1, level: 0, calmTicks: 0, offset: 0, stopped: new Map() };
+      source = { sockets: new Set(), closedBytes: 0, lastBytes: socket.bytesRead, lastAt: performance.now(), fresh: new Set(), demand: 0, level: 0, calmTicks: 0, offset: 0, stopped: new Map() };
       this.#sources.set(key, source);
     }
     const s = source;
     s.sockets.add(socket);
+    // A throttled pod's new connection has its first bytes read (a handshake, a first request):
+    // a window reaches each socket only every 2^level ticks, which at level 12 is minutes.
+    if (s.level > 0) s.fresh.add(socket);
     socket.once('close', () => {
       s.sockets.delete(socket);
+      s.fresh.delete(socket);
       s.stopped.delete(socket);
       s.closedBytes += socket.bytesRead;
-      if (s.sockets.size === 0 && s.level === 0 && this.#sources.get(key) === s) {
+      if (s.sockets.size === 0 && this.#sources.get(key) === s) {
         clearTimeout(s.resumeTimer);
-        this.#sources.delete(key);
+        s.leftAt = performance.now();
+        this.#departed.set(key, s);
       }
     });
   }
@@ -133,49 +202,84 @@ export class FairShare {
     const now = performance.now();
     const lag = now - this.#lastTickAt - this.#tickMs;
     this.#lastTickAt = now;
-    this.#tick++;
+    if (lag > this.#maxLag) this.#maxLag = lag;
+    this.#forgetDeparted(now);
     if (lag < this.#lagMs && this.#throttled === 0) return;
     this.#rebalance(lag);
   }
 
+  /** Drops the sources that left more than the memory ago: only those, oldest first. */
+  #forgetDeparted(now: number): void {
+    for (const [key, source] of this.#departed) {
+      if (now - source.leftAt! < this.#memoryMs) return;
+      this.#departed.delete(key);
+      this.#sources.delete(key);
+    }
+  }
+
+  /** Sources known now: with sockets, or whose last socket closed within the memory (tests, debugging). */
+  get sources(): number {
+    return this.#sources.size;
+  }
+
   /** Exposed for tests: one tick's decision as if the loop lagged by `lag` ms. */
   rebalance(lag: number): void {
-    this.#tick++;
     this.#rebalance(lag);
   }
 
   #rebalance(lag: number): void {
     const contended = lag >= this.#lagMs;
     const calm = lag < this.#lagMs / 2;
-    // What each source would have read since the previous tick had it not been
-    // throttled: the bytes it read, scaled up by the capacity it was given. Shares
-    // are of that demand, not of what was read, or a quiet source would become the
-    // heavy one as soon as the noisy one is slowed below it. A source first seen
-    // now has no baseline yet and is measured from the next tick.
+    // What each source would have read per ms since it was last measured had it
+    // not been throttled: its bytes, scaled up by the capacity it was given, over
+    // the time. Shares are of that demand, not of what was read, or a quiet source
+    // would become the heavy one as soon as the noisy one is slowed below it. A
+    // rate and not the bytes since the previous tick: calm ticks measure nothing
+    // (no work without contention), and a flood's first contended tick must be
+    // able to act without waiting for a second one in a row (in the bench the
+    // ticks of a starting flood alternated between 100 ms and 3 ms late, and the
+    // pod went on unthrottled for 1.7 s). Throttled sources are measured every
+    // tick, so their level held over the interval.
+    const now = performance.now();
     const used = new Map<Source, number>();
     let total = 0;
     for (const source of this.#sources.values()) {
       let bytes = source.closedBytes;
       for (const socket of source.sockets) bytes += socket.bytesRead;
-      const measured = source.lastTick === this.#tick - 1;
-      const delta = measured ? (bytes - source.lastBytes) * 2 ** source.level : 0;
+      const elapsed = now - source.lastAt;
+      const measured = elapsed > 0 ? ((bytes - source.lastBytes) * 2 ** source.level) / elapsed : 0;
+      // A throttled source reads on a few sockets scaled up by 2^level: a window that had little or
+      // nothing to read says little about its demand, which halves at most per tick (else a quiet
+      // source beside it became the heavier one for a tick, and was read less).
+      const demand = source.level > 0 && source.sockets.size > 0 ? Math.max(measured, source.demand / 2) : measured;
+      source.demand = demand;
       source.lastBytes = bytes;
-      source.lastTick = this.#tick;
-      if (delta > 0) {
-        used.set(source, delta);
-        total += delta;
+      source.lastAt = now;
+      if (demand > 0) {
+        used.set(source, demand);
+        total += demand;
       }
     }
-    const share = used.size > 1 ? total / used.size : Infinity;
+    // Over its share: above the mean of the sources that read anything, or the
+    // only one that did while another source is connected or was recently (it
+    // waits behind this one). Alone, nobody is there to be fair to.
+    const share = this.#sources.size > 1 ? total / Math.max(2, used.size) : Infinity;
     const paused: { key: string; level: number }[] = [];
     let throttled = 0;
     for (const [key, source] of this.#sources) {
       const delta = used.get(source) ?? 0;
-      if (contended && delta > share) {
+      if (share === Infinity) {
+        // Alone now: nobody to be fair to, so no level to climb down first.
+        source.level = 0;
+      } else if (contended && delta > share) {
         if (source.level === 0) log.info('reading less from a source pod over its fair share: the event loop lags', { source: key, lagMs: Math.round(lag), sources: used.size });
-        source.level = Math.min(MAX_LEVEL, source.level + 1);
+        source.level = Math.min(MAX_LEVEL, source.level + levelsFor(lag, this.#lagMs));
         source.calmTicks = 0;
-      } else if (source.level > 0 && (calm || delta <= share) && ++source.calmTicks >= CALM_TICKS_PER_LEVEL) {
+      } else if (source.level > 0 && delta <= share) {
+        // Not (or no longer) the one the loop waits for: a level down at once.
+        source.level--;
+        source.calmTicks = 0;
+      } else if (source.level > 0 && calm && ++source.calmTicks >= CALM_TICKS_PER_LEVEL) {
         source.level--;
         source.calmTicks = 0;
       }
@@ -184,9 +288,10 @@ export class FairShare {
           this.#resume(source);
           log.info('reading from a source pod at full speed again', { source: key });
         }
-        if (source.sockets.size === 0) this.#sources.delete(key);
         continue;
       }
+      // Gone for now: nothing to read less from; its level waits for its return.
+      if (source.sockets.size === 0) continue;
       throttled++;
       this.#throttledSeconds?.inc(this.#tickMs / 1000);
       this.#throttle(source);
@@ -219,13 +324,14 @@ export class FairShare {
     const reading: net.Socket[] = [];
     for (let i = 0; i < n; i++) {
       const socket = sockets[(source.offset + i) % n]!;
-      if (i < window) {
+      if (i < window || source.fresh.has(socket)) {
         this.#start(source, socket);
         reading.push(socket);
       } else {
         this.#stop(source, socket);
       }
     }
+    source.fresh.clear();
     this.pauses++;
     const timeShare = Math.min(1, n * share);
     if (timeShare < 1) {
@@ -272,6 +378,18 @@ export class FairShare {
     source.resumeTimer = undefined;
     for (const socket of [...source.stopped.keys()]) this.#start(source, socket);
   }
+}
+
+/**
+ * How many levels a lag of `lag` ms takes the sources over their share up: one
+ * per doubling of the lag over `lagMs`, so capacity is divided by about how far
+ * the loop is behind (5 ms late: one level; 20 ms: two; 160 ms: five). A flood
+ * that starts all at once makes the ticks themselves late (the first lagged
+ * 120-160 ms in the bench): one level per tick took the better part of a second
+ * to bite, and the quiet pod's requests queued meanwhile.
+ */
+export function levelsFor(lag: number, lagMs: number): number {
+  return Math.max(1, Math.ceil(Math.log2(lag / lagMs)));
 }
 
 /** A held socket's handle.readStart while it is stopped: the read stays stopped, and says so. */

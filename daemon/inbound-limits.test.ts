@@ -28,6 +28,7 @@ import { LoadBalancer } from './load-balancer.ts';
 import { HbonePool } from './hbone-pool.ts';
 import type { HboneRequest } from './hbone-pool.ts';
 import { HttpInbound } from './l7/http-inbound.ts';
+import { FAIR_LAG_MS, FairShare } from './fair-share.ts';
 import { MemoryCertSource, applyConfig, echoServer, spiffe, workload } from './testdata/mesh-fixture.ts';
 
 const server = workload('cart', '127.0.0.1', 'n1');
@@ -43,7 +44,7 @@ const SERVER_ID = spiffe(server);
 const CLIENT_ID = spiffe(client);
 const NEIGHBOUR_ID = spiffe(neighbour);
 
-async function setup(t: TestContext, opts: { handshakeTimeoutMs?: number; maxStreamsPerPeer?: number; idleTimeoutMs?: number; poolIdleTimeoutMs?: number; policies?: AuthorizationPolicy[] } = {}) {
+async function setup(t: TestContext, opts: { handshakeTimeoutMs?: number; maxStreamsPerPeer?: number; idleTimeoutMs?: number; poolIdleTimeoutMs?: number; policies?: AuthorizationPolicy[]; fairShare?: FairShare } = {}) {
   const ca = await createMeshCa();
   const serverCerts = await MemoryCertSource.issuing(ca, [SERVER_ID]);
   const clientCerts = await MemoryCertSource.issuing(ca, [CLIENT_ID, NEIGHBOUR_ID]);
@@ -57,7 +58,7 @@ async function setup(t: TestContext, opts: { handshakeTimeoutMs?: number; maxStr
   const inbound = await InboundListener.bind({
     config, certs: serverCerts, tracker, admission: new Admission(config, metrics), host: '127.0.0.1', port: 0,
     destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
-    handshakeTimeoutMs: opts.handshakeTimeoutMs, maxStreamsPerPeer: opts.maxStreamsPerPeer, idleTimeoutMs: opts.idleTimeoutMs,
+    handshakeTimeoutMs: opts.handshakeTimeoutMs, maxStreamsPerPeer: opts.maxStreamsPerPeer, idleTimeoutMs: opts.idleTimeoutMs, fairShare: opts.fairShare,
   });
   t.after(() => inbound.close());
   const pool = new HbonePool({ certs: clientCerts, port: inbound.port, idleTimeoutMs: opts.poolIdleTimeoutMs });
@@ -424,4 +425,101 @@ test('HTTP/2 at 15006: past 1,000 concurrent streams on one connection a stream 
     req.resume();
   });
   assert.equal(next, 200);
+});
+
+test('the destination node reads less from a remote source pod over its fair share: keyed by the verified source workload, not by the peer session', async (t) => {
+  const throttled: { key: string; level: number }[][] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p) });
+  t.after(() => fair.stop());
+  const { pool, request } = await setup(t, { fairShare: fair });
+  // Two pods of one identity on one node: their tunnels share a session.
+  const noisy = await Promise.all([1, 2, 3, 4].map(() => pool.connect(request())));
+  const quiet = await pool.connect(request({ forwardedFor: sibling.ip }));
+  assert.equal(pool.size, 1);
+  const echoes = (stream: http2.ClientHttp2Stream, within: number) => new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => {
+      stream.off('data', onData);
+      resolve(false);
+    }, within);
+    const onData = () => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      resolve(true);
+    };
+    stream.on('data', onData);
+  });
+  const round = (payload: Buffer | string, within: number) => Promise.all([...noisy, quiet].map((s) => {
+    const echoed = echoes(s, within);
+    s.write(payload);
+    return echoed;
+  }));
+  fair.rebalance(FAIR_LAG_MS); // the baseline
+  // The noisy pod sends 64 KiB on each of its tunnels, the quiet one a byte.
+  await Promise.all(noisy.map((s) => new Promise<void>((resolve) => {
+    let got = 0;
+    const onData = (c: Buffer) => {
+      if ((got += c.length) < 64 * 1024) return;
+      s.off('data', onData);
+      resolve();
+    };
+    s.on('data', onData);
+    s.write(Buffer.alloc(64 * 1024));
+  })));
+  assert.deepEqual(await round('q', 2000).then((r) => r.at(-1)), true);
+  fair.rebalance(FAIR_LAG_MS);
+  assert.deepEqual(throttled, [[{ key: `${client.namespace}/${client.name}`, level: 1 }]], 'the noisy pod alone, by its workload');
+  // Level 1: half of the noisy pod's tunnels get their answers; the quiet pod's tunnel does.
+  const answered = await round('x', 300);
+  assert.equal(answered.slice(0, 4).filter(Boolean).length, 2, `noisy tunnels answered: ${answered.slice(0, 4)}`);
+  assert.equal(answered[4], true, 'the quiet pod is answered');
+  // Stopped, every tunnel's answer comes.
+  const held = noisy.filter((_, i) => !answered[i]).map((s) => echoes(s, 2000));
+  fair.stop();
+  assert.deepEqual(await Promise.all(held), [true, true]);
+  [...noisy, quiet].forEach((s) => s.destroy());
+});
+
+test('plaintext TCP at 15006 is read under its source: the heavier of two clients is read less', async (t) => {
+  const throttled: { key: string; level: number }[][] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p) });
+  t.after(() => fair.stop());
+  const { config, tracker, echo } = await setup(t);
+  const metrics = createMetrics(new Registry());
+  const listener = await InboundPlaintextListener.bind({
+    config, tracker, admission: new Admission(config, metrics), balancer: new LoadBalancer(), fairShare: fair,
+    host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: '127.0.0.1', port: echo.port }),
+  });
+  t.after(() => listener.close());
+  // Clients from outside the mesh, by their addresses: one heavy, one light.
+  const open = (localAddress: string) => new Promise<net.Socket>((resolve) => {
+    const s = net.connect({ port: listener.port, host: '127.0.0.1', localAddress }, () => resolve(s));
+    s.on('error', () => {});
+    t.after(() => s.destroy());
+  });
+  const echoed = (s: net.Socket, bytes: number) => new Promise<void>((resolve) => {
+    let got = 0;
+    const onData = (c: Buffer) => {
+      if ((got += c.length) < bytes) return;
+      s.off('data', onData);
+      resolve();
+    };
+    s.on('data', onData);
+  });
+  const heavy = await Promise.all([1, 2].map(() => open('127.0.0.7')));
+  const light = await open('127.0.0.8');
+  const all = [...heavy, light];
+  await Promise.all(all.map((s) => {
+    const done = echoed(s, 1);
+    s.write('x');
+    return done;
+  }));
+  fair.rebalance(0); // the baseline
+  await Promise.all(all.map((s) => {
+    const bytes = s === light ? 1 : 64 * 1024;
+    const done = echoed(s, bytes);
+    s.write(Buffer.alloc(bytes));
+    return done;
+  }));
+  fair.rebalance(FAIR_LAG_MS);
+  assert.deepEqual(throttled, [[{ key: 'ip:127.0.0.7', level: 1 }]]);
 });

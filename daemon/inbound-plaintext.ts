@@ -24,6 +24,8 @@ import type { HttpProtocol } from './l7/detect.ts';
 import type { HttpInbound } from './l7/http-inbound.ts';
 import type { LoadBalancer } from './load-balancer.ts';
 import { resolveDestination } from './destination.ts';
+import type { FairShare } from './fair-share.ts';
+import { sourceKey } from './fair-share.ts';
 
 const log = logger('inbound-plaintext');
 const trace = debug('inbound');
@@ -42,6 +44,8 @@ export interface InboundPlaintextOptions {
   dialer?: PodDialer;
   /** Per-request handling of ports a Service declares HTTP; without it every connection is TCP. */
   http?: HttpInbound;
+  /** The node's fair share: TCP connections are read under their source (pod, or address from outside the mesh). */
+  fairShare?: FairShare;
 }
 
 export class InboundPlaintextListener extends CapturedListener {
@@ -92,13 +96,15 @@ export class InboundPlaintextListener extends CapturedListener {
     const { config, admission, tracker } = this.#opts;
     const { sourceIp, destination: workload } = input;
     if (!admission.admit(input, { what: 'inbound plaintext connection', log }).allowed) return this.refuseSilently(client);
+    const sourceWorkload = config.workloadByIp(sourceIp);
+    this.#opts.fairShare?.register(sourceKey(sourceWorkload, sourceIp), client);
     const { ip, port } = dst;
     relay({
       client,
       connect: () => this.#dialer.connect(ip, port, sourceIp, { avoidPort: client.remotePort }),
       head,
       opened: (upstream) => tracker.open({
-        listener: 'inbound-plaintext', reporter: 'destination', sourceIp, sourceWorkload: config.workloadByIp(sourceIp), sourcePrincipal: null,
+        listener: 'inbound-plaintext', reporter: 'destination', sourceIp, sourceWorkload, sourcePrincipal: null,
         destinationIp: ip, destinationPort: port, destinationWorkload: workload, destinationPrincipal: config.identityOf(workload),
         security: 'none', authorization: input,
         bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),

@@ -34,6 +34,8 @@ import { httpServiceOf } from './l7/protocol.ts';
 import { countBytes } from './l7/byte-count.ts';
 import { DEFAULT_DETECT_TIMEOUT_MS, detectProtocol } from './l7/detect.ts';
 import type { HttpInbound } from './l7/http-inbound.ts';
+import type { FairShare } from './fair-share.ts';
+import { sourceKey } from './fair-share.ts';
 import {
   HBONE_HANDSHAKE_TIMEOUT_MS, HBONE_IDLE_TIMEOUT_MS, HBONE_MAX_CONCURRENT_STREAMS, HBONE_MAX_HEADER_LIST_SIZE, HBONE_MAX_HEADER_PAIRS, HBONE_MAX_INVALID_FRAMES,
   HBONE_MAX_REJECTED_STREAMS, HBONE_MAX_STREAMS_PER_PEER, HBONE_SESSION_MEMORY_MB, HBONE_SESSION_WINDOW, HBONE_STREAM_WINDOW, REASON_HEADER,
@@ -64,6 +66,12 @@ export interface InboundOptions {
   maxStreamsPerPeer?: number;
   /** A session with no open stream is closed (GOAWAY) after this long; default HBONE_IDLE_TIMEOUT_MS (2 min). */
   idleTimeoutMs?: number;
+  /**
+   * The node's fair share: each TCP tunnel's connection to the pod is counted
+   * under its (verified) source workload, so a remote pod flooding this node's
+   * proxy is read less when the loop lags, as a local one is on the outbound side.
+   */
+  fairShare?: FairShare;
 }
 
 /** A connection between accept and the peer's first SETTINGS. */
@@ -459,8 +467,12 @@ export class InboundListener {
       head,
       opened: (upstream) => {
         if (!stream.headersSent) stream.respond({ ':status': 200 });
+        const sourceWorkload = config.workloadByIp(input.sourceIp);
+        // The pod's answers: a tunnel whose answers are not read sends no next request (one window of a
+        // closed-loop flood's tunnels moves at a time), and the tunnel's HTTP/2 stream has no handle to stop.
+        this.#opts.fairShare?.register(sourceKey(sourceWorkload, input.sourceIp), upstream);
         return tracker.open({
-          listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload: config.workloadByIp(input.sourceIp),
+          listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload,
           sourcePrincipal: ctx.peerIdentity, destinationIp: target.ip, destinationPort: target.port, destinationWorkload: workload,
           destinationPrincipal: config.identityOf(workload), security: 'mutual_tls', authorization: input,
           // Upstream is the pod: what we write to it came from the source.

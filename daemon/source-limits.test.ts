@@ -17,7 +17,7 @@ import { HbonePool } from './hbone-pool.ts';
 import { Admission } from './admission.ts';
 import { OutboundListener } from './outbound.ts';
 import { SourceLimits } from './source-limits.ts';
-import { FairShare } from './fair-share.ts';
+import { FAIR_LAG_MS, FairShare, levelsFor } from './fair-share.ts';
 import { createOutboundHttp } from './l7/outbound-http.ts';
 import { applyConfig, echoServer, MemoryCertSource, workload } from './testdata/mesh-fixture.ts';
 import { logger } from '../core/log.ts';
@@ -211,13 +211,19 @@ async function arrived(...expected: [net.Socket, number][]): Promise<void> {
   while (expected.some(([socket, bytes]) => socket.bytesRead < bytes)) await new Promise((r) => setTimeout(r, 5));
 }
 
-test('under event-loop lag fewer of the heaviest source\'s sockets read each lagging tick; the quiet source keeps reading', async (t) => {
-  const throttled: string[][] = [];
-  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
-  const noisy = await Promise.all([1, 2, 3, 4].map(() => socketPair(t)));
+/** `count` connections of a source 'noisy' and one of a source 'quiet', registered with `fair`. */
+async function noisyAndQuiet(t: TestContext, fair: FairShare, count: number) {
+  const noisy = await Promise.all(Array.from({ length: count }, () => socketPair(t)));
   const quiet = await socketPair(t);
   for (const pair of noisy) fair.register('noisy', pair.proxySide);
   fair.register('quiet', quiet.proxySide);
+  return { noisy, quiet };
+}
+
+test('under event-loop lag fewer of the heaviest source\'s sockets read each lagging tick; the quiet source keeps reading', async (t) => {
+  const throttled: string[][] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 4);
   const sent = (pair: { app: net.Socket }, bytes: number) => new Promise<void>((r) => pair.app.write(Buffer.alloc(bytes), () => r()));
   const flood = async () => {
     // Only the sockets reading now can read what is sent.
@@ -226,15 +232,15 @@ test('under event-loop lag fewer of the heaviest source\'s sockets read each lag
     await arrived(...expected);
   };
   const readingNoisy = () => noisy.filter((p) => reading(p.proxySide)).length;
-  fair.rebalance(50); // the baseline
+  fair.rebalance(FAIR_LAG_MS); // the baseline
   await flood();
-  fair.rebalance(50);
+  fair.rebalance(FAIR_LAG_MS);
   assert.deepEqual(throttled, [['noisy']]);
   // Level 1: half its capacity, half of its sockets.
   assert.equal(readingNoisy(), 2);
   assert.equal(reading(quiet.proxySide), true);
   await flood();
-  fair.rebalance(50);
+  fair.rebalance(FAIR_LAG_MS);
   // Level 2: a quarter.
   assert.equal(readingNoisy(), 1);
   assert.equal(reading(quiet.proxySide), true);
@@ -245,15 +251,12 @@ test('under event-loop lag fewer of the heaviest source\'s sockets read each lag
 
 test('a socket the fair share stopped stays stopped when its reader restarts its handle (the HTTP server on resume), until the fair share starts it', async (t) => {
   const fair = new FairShare({ tickMs: 40 });
-  const noisy = await Promise.all([1, 2, 3, 4].map(() => socketPair(t)));
-  const quiet = await socketPair(t);
-  for (const pair of noisy) fair.register('noisy', pair.proxySide);
-  fair.register('quiet', quiet.proxySide);
-  fair.rebalance(50);
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 4);
+  fair.rebalance(FAIR_LAG_MS);
   await Promise.all(noisy.map((p) => new Promise<void>((r) => p.app.write(Buffer.alloc(64 * 1024), () => r()))));
   quiet.app.write('q');
   await arrived(...noisy.map((p): [net.Socket, number] => [p.proxySide, 64 * 1024]), [quiet.proxySide, 1]);
-  fair.rebalance(50);
+  fair.rebalance(FAIR_LAG_MS);
   const stopped = noisy.find((p) => !reading(p.proxySide))!;
   assert.ok(stopped, 'one of the four sockets is stopped at level 1');
   let received = 0;
@@ -277,11 +280,11 @@ test('a throttled source with one socket reads for its fraction of each tick', a
   const quiet = await socketPair(t);
   fair.register('noisy', noisy.proxySide);
   fair.register('quiet', quiet.proxySide);
-  fair.rebalance(50);
+  fair.rebalance(FAIR_LAG_MS);
   noisy.app.write(Buffer.alloc(64 * 1024));
   quiet.app.write(Buffer.alloc(10));
   await arrived([noisy.proxySide, 64 * 1024], [quiet.proxySide, 10]);
-  fair.rebalance(50);
+  fair.rebalance(FAIR_LAG_MS);
   assert.equal(reading(noisy.proxySide), true);
   // Level 1: half of the 40 ms tick.
   await new Promise((r) => setTimeout(r, 35));
@@ -310,5 +313,121 @@ test('without lag, or with one active source, nothing is paused', async (t) => {
   paused += fair.pauses;
   assert.equal(paused, 0);
   assert.equal(reading(only.proxySide), true);
+  fair.stop();
+});
+
+test('the levels a lagging tick adds grow with the lag: one per doubling over the threshold, so a flood is cut at its first contended tick', async (t) => {
+  assert.equal(levelsFor(FAIR_LAG_MS, FAIR_LAG_MS), 1);
+  assert.equal(levelsFor(FAIR_LAG_MS * 8, FAIR_LAG_MS), 3);
+  assert.equal(levelsFor(FAIR_LAG_MS * 100, FAIR_LAG_MS), 7);
+  const levels: number[] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 16);
+  for (const pair of noisy) pair.app.write(Buffer.alloc(16 * 1024));
+  quiet.app.write('q');
+  await arrived(...noisy.map((p): [net.Socket, number] => [p.proxySide, 16 * 1024]), [quiet.proxySide, 1]);
+  // One tick, with no calm tick before it having measured anything: eight times the threshold late.
+  fair.rebalance(FAIR_LAG_MS * 8);
+  assert.deepEqual(levels, [3]);
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 2, 'an eighth of its sockets read');
+  assert.equal(reading(quiet.proxySide), true);
+  fair.stop();
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 16);
+});
+
+test('a lone flood is read less when another source was connected within the memory, and not once that source is forgotten', async (t) => {
+  const MEMORY = 150;
+  const fair = new FairShare({ tickMs: 20, memoryMs: MEMORY });
+  fair.start();
+  t.after(() => fair.stop());
+  const noisy = await Promise.all([1, 2, 3, 4].map(() => socketPair(t)));
+  for (const pair of noisy) fair.register('noisy', pair.proxySide);
+  const flood = async () => {
+    const expected = noisy.filter((p) => reading(p.proxySide)).map((p): [net.Socket, number] => [p.proxySide, p.proxySide.bytesRead + 1024]);
+    for (const pair of noisy) pair.app.write(Buffer.alloc(1024));
+    await arrived(...expected);
+  };
+  // Alone: nobody to be fair to.
+  await flood();
+  fair.rebalance(FAIR_LAG_MS * 4);
+  assert.equal(fair.pauses, 0);
+  // A pod that connects per request: one request, and its connection is gone again.
+  const quiet = await socketPair(t);
+  fair.register('quiet', quiet.proxySide);
+  quiet.app.end('GET / HTTP/1.1\r\n\r\n');
+  await new Promise((r) => quiet.proxySide.once('close', r));
+  assert.equal(fair.sources, 2, 'the pod that left still counts');
+  await flood();
+  fair.rebalance(FAIR_LAG_MS * 4);
+  assert.equal(fair.pauses, 1, 'the flood is read less at once');
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 1);
+  // Past the memory the pod is forgotten, and the flood, alone again, recovers level by level.
+  while (fair.sources > 1) await new Promise((r) => setTimeout(r, 10));
+  fair.stop();
+  const pauses = fair.pauses;
+  await flood();
+  fair.rebalance(FAIR_LAG_MS * 4);
+  assert.equal(fair.pauses, pauses, 'alone again: not paused');
+});
+
+test('a throttled source whose window read nothing in a tick keeps its demand: the quiet source beside it is not made the heavy one', async (t) => {
+  const throttled: string[][] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 4);
+  for (const pair of noisy) pair.app.write(Buffer.alloc(64 * 1024));
+  quiet.app.write('q');
+  await arrived(...noisy.map((p): [net.Socket, number] => [p.proxySide, 64 * 1024]), [quiet.proxySide, 1]);
+  fair.rebalance(FAIR_LAG_MS);
+  assert.deepEqual(throttled, [['noisy']]);
+  // The noisy pod's window has nothing to read this time; the quiet pod sends its next request.
+  quiet.app.write('q');
+  await arrived([quiet.proxySide, 2]);
+  fair.rebalance(FAIR_LAG_MS);
+  assert.deepEqual(throttled.at(-1), ['noisy'], 'still the noisy pod alone');
+  assert.equal(reading(quiet.proxySide), true);
+  fair.stop();
+});
+
+test('a source throttled once that then reads under its share is back a level at the next tick, not after ten calm ones', async (t) => {
+  const levels: Record<string, number>[] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(Object.fromEntries(p.map((s) => [s.key, s.level]))) });
+  const a = await Promise.all([1, 2].map(() => socketPair(t)));
+  const b = await Promise.all([1, 2].map(() => socketPair(t)));
+  for (const pair of a) fair.register('a', pair.proxySide);
+  for (const pair of b) fair.register('b', pair.proxySide);
+  const send = async (pairs: typeof a, bytes: number) => {
+    const expected = pairs.filter((p) => reading(p.proxySide)).map((p): [net.Socket, number] => [p.proxySide, p.proxySide.bytesRead + bytes]);
+    for (const pair of pairs) pair.app.write(Buffer.alloc(bytes));
+    await arrived(...expected);
+  };
+  fair.rebalance(0);
+  // For one tick 'a' is the heavier one, while the loop lags (a burst).
+  await Promise.all([send(a, 64 * 1024), send(b, 1024)]);
+  fair.rebalance(FAIR_LAG_MS);
+  assert.deepEqual(levels, [{ a: 1 }]);
+  // Then 'b' is: 'a' reads under its share, the loop still lags (not calm).
+  await Promise.all([send(a, 16), send(b, 256 * 1024)]);
+  fair.rebalance(FAIR_LAG_MS);
+  assert.deepEqual(levels.at(-1), { b: 1 }, 'a is back to full speed at once; b is read less');
+  assert.equal(a.filter((p) => reading(p.proxySide)).length, 2);
+  fair.stop();
+});
+
+test('a throttled source\'s new connection reads through its first tick, outside the window', async (t) => {
+  const fair = new FairShare({ tickMs: 40 });
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
+  for (const pair of noisy) pair.app.write(Buffer.alloc(64 * 1024));
+  quiet.app.write('q');
+  await arrived(...noisy.map((p): [net.Socket, number] => [p.proxySide, 64 * 1024]), [quiet.proxySide, 1]);
+  fair.rebalance(FAIR_LAG_MS * 8);
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 1, 'level 3: one socket of eight');
+  const late = await socketPair(t);
+  fair.register('noisy', late.proxySide);
+  // The next tick moves the window on; the new connection reads all the same, once.
+  fair.rebalance(FAIR_LAG_MS);
+  assert.equal(reading(late.proxySide), true, 'its first tick');
+  fair.rebalance(FAIR_LAG_MS);
+  const inWindow = reading(late.proxySide);
+  assert.equal([...noisy, late].filter((p) => reading(p.proxySide)).length, 1, `then only the window reads (the new one ${inWindow ? 'is' : 'is not'} in it)`);
   fair.stop();
 });

@@ -6,8 +6,9 @@
 // connections to the same Service, holds what the mesh admits and ping-pongs
 // requests on all of them as fast as they come back. Reported: the quiet pod's
 // latency both ways and their ratio (target: p99 within 2x of alone), the flood's
-// connections held and refused, and n1's
-// `nodemesh_tcp_connections_denied_total{reason="source_limit"}`.
+// connections held and refused, n1's
+// `nodemesh_tcp_connections_denied_total{reason="source_limit"}`, and how long
+// each node's fair share read the flood less (n1 its requests, n2 its answers).
 
 import { fileURLToPath } from 'node:url';
 import type { BenchEnv } from './bench-env.ts';
@@ -39,6 +40,8 @@ export interface FairnessResult {
   refused_source_limit: number;
   /** n1's nodemesh_fair_share_throttled_seconds_total over the run: how long the noisy pod was read less. */
   throttled_s: number;
+  /** The same on n2, the destination node, whose inbound side reads the pod's answers to the noisy pod's tunnels less. */
+  throttled_s_destination: number;
   commands: { quiet: string[]; flood: string[] };
 }
 
@@ -46,9 +49,9 @@ function latency(r: LatencyResult): Latency {
   return { p50_ms: r.p50_ms, p90_ms: r.p90_ms, p99_ms: r.p99_ms, max_ms: r.max_ms, completed: r.completed, errors: r.errors };
 }
 
-/** n1's source_limit refusals and seconds of throttling, read from its metrics port. */
-async function n1Counters(env: BenchEnv): Promise<{ refused: number; throttledS: number }> {
-  const res = await env.cluster.exec(env.cluster.node('n1').netns, ['curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics']);
+/** A node's source_limit refusals and seconds of throttling, read from its metrics port. */
+async function nodeCounters(env: BenchEnv, node = 'n1'): Promise<{ refused: number; throttledS: number }> {
+  const res = await env.cluster.exec(env.cluster.node(node).netns, ['curl', '-s', '--max-time', '5', 'http://127.0.0.1:15020/metrics']);
   let refused = 0;
   let throttledS = 0;
   for (const line of res.stdout.split('\n')) {
@@ -70,7 +73,8 @@ export function fairnessCommands(env: BenchEnv, d: Durations): FairnessResult['c
 export async function measureFairness(env: BenchEnv, d: Durations): Promise<FairnessResult> {
   const commands = fairnessCommands(env, d);
   const quietNetns = env.cluster.pod(PATH_ROUTES['nodemesh-l4'].client).netns;
-  const before = await n1Counters(env);
+  const before = await nodeCounters(env);
+  const destinationBefore = await nodeCounters(env, 'n2');
   // Warm the quiet path (pooled tunnels, JIT) so "alone" is its steady state.
   const vip = env.cluster.service(PATH_ROUTES['nodemesh-l4'].service).clusterIP;
   await runRate(env.cluster, quietNetns, rateCommand(vip, HTTP_PORT, { rate: QUIET_RATE, seconds: 3, connections: QUIET_CONNECTIONS }));
@@ -87,7 +91,8 @@ export async function measureFairness(env: BenchEnv, d: Durations): Promise<Fair
   }
   await flooder.waitForOutput(/"attempted"/, 10_000).catch(() => {});
   await flooder.stop();
-  const after = await n1Counters(env);
+  const after = await nodeCounters(env);
+  const destinationAfter = await nodeCounters(env, 'n2');
   const summary = JSON.parse(/\{"attempted".*\}/.exec(flooder.stdout)?.[0] ?? '{}') as { attempted?: number; held?: number; refused?: number; requests?: number; seconds?: number };
   return {
     rate: QUIET_RATE,
@@ -104,6 +109,7 @@ export async function measureFairness(env: BenchEnv, d: Durations): Promise<Fair
     },
     refused_source_limit: after.refused - before.refused,
     throttled_s: Math.round((after.throttledS - before.throttledS) * 10) / 10,
+    throttled_s_destination: Math.round((destinationAfter.throttledS - destinationBefore.throttledS) * 10) / 10,
     commands,
   };
 }
