@@ -47,6 +47,8 @@ export interface DataPlaneOptions extends DaemonOptions {
   workers?: number;
   /** What each worker's request tracing is made from (the main thread's is `tracing`). */
   tracingOptions?: Omit<TracingOptions, 'nodeName'>;
+  /** The worker threads' module (default data-plane-worker.ts beside this one); tests wrap it. */
+  workerEntry?: URL;
 }
 
 /** The node's data plane, however many workers it runs. */
@@ -118,10 +120,19 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
     logging: { level: getLevel(), tracers: enabledTracers() },
     podCounts: { buffer: podCounts!.buffer, slots: podCounts!.slots() },
   });
-  const threads = await Promise.all(Array.from({ length: count - 1 }, (_, i) => WorkerThread.start(i + 1, initFor, {
+  const threads = await Promise.all(Array.from({ length: count - 1 }, (_, i) => WorkerThread.start(i + 1, opts.workerEntry ?? WORKER_ENTRY, initFor, {
     onTap: (id, event) => taps.get(id)?.listener(event),
     // Its connections died with it: what it counted of each pod goes too, before it starts again.
     onExit: (index) => podCounts!.clearWorker(index),
+    // Pods attached or detached between its start and its ready.
+    syncPods: async (thread, startedWith) => {
+      const now = main.attachedPods();
+      const before = new Map(startedWith);
+      for (const [ip, netns] of now) {
+        if (before.get(ip) !== netns) await thread.call('attachPod', ip, netns).catch((err: unknown) => log.error('a restarted worker could not serve a pod namespace', { worker: thread.index, podIp: ip, error: (err as Error).message }));
+      }
+      for (const ip of before.keys()) if (!now.has(ip)) await thread.call('detachPod', ip).catch(() => {});
+    },
     taps: () => [...taps].map(([id, t]) => ({ id, filter: t.filter })),
     stopping: () => stopping,
   }).catch(async (err: unknown) => {
@@ -151,7 +162,13 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
   onLoggingChange(() => broadcast({ type: 'logging', logging: { level: getLevel(), tracers: enabledTracers() } }));
   log.info('data-plane workers started', { workers: count });
 
-  const everyWorker = <C extends WorkerCall>(call: C, ...args: WorkerCalls[C]['args']) => Promise.all(threads.map((t) => t.call(call, ...args)));
+  // A worker starting again is left out: it takes the pods of that moment when it is ready (syncPods),
+  // and what it held died with it. One that dies during a call is left out of the answer, with a warning.
+  const everyWorker = <C extends WorkerCall>(call: C, ...args: WorkerCalls[C]['args']) => Promise.all(threads.filter((t) => t.running).map((t) => t.call(call, ...args).catch((err: unknown) => {
+    if (t.running) throw err;
+    log.warn('a data-plane worker died during a call: left out', { worker: t.index, call, error: (err as Error).message });
+    return undefined;
+  }))).then((results) => results.filter((r) => r !== undefined) as WorkerCalls[C]['result'][]);
   return {
     workers: count,
     ports: main.ports,
@@ -174,21 +191,18 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
         await everyWorker('attachPod', podIp, netnsPath);
       } catch (err) {
         main.detachPod(podIp);
-        threads.forEach((t) => t.call('detachPod', podIp).catch(() => {}));
+        void everyWorker('detachPod', podIp).catch(() => {});
         throw err;
       }
     },
     detachPod(podIp) {
       main.detachPod(podIp);
-      threads.forEach((t) => t.call('detachPod', podIp).catch((err: unknown) => log.warn('a worker could not stop serving a pod namespace', { podIp, error: (err as Error).message })));
+      everyWorker('detachPod', podIp).catch((err: unknown) => log.warn('a worker could not stop serving a pod namespace', { podIp, error: (err as Error).message }));
     },
     attachedPods: () => main.attachedPods(),
     async metrics() {
-      const perWorker = await Promise.all(threads.map((t) => t.call('metrics').catch((err: unknown) => {
-        // A restarting worker's series are missing from this scrape; the rest is still the node's.
-        log.warn('a worker\'s metrics are missing from this scrape', { worker: t.index, error: (err as Error).message });
-        return [];
-      })));
+      // A restarting worker's series are missing from this scrape; the rest is still the node's.
+      const perWorker = await everyWorker('metrics');
       const all = [await opts.registry.getMetricsAsJSON(), ...perWorker] as Parameters<typeof AggregatorRegistry.aggregate>[0];
       return AggregatorRegistry.aggregate(all).metrics();
     },
@@ -210,6 +224,7 @@ export async function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane>
 interface WorkerHooks {
   onTap(id: number, event: import('./tap.ts').TapEvent): void;
   onExit(index: number): void;
+  syncPods(thread: WorkerThread, startedWith: [string, string][]): Promise<void>;
   /** The admin API's open taps, for a restarted worker. */
   taps(): { id: number; filter?: TapFilter }[];
   stopping(): boolean;
@@ -218,6 +233,7 @@ interface WorkerHooks {
 /** One worker thread and its calls; started again when it dies while the node runs. */
 class WorkerThread {
   readonly index: number;
+  readonly #entry: URL;
   readonly #initFor: (index: number) => WorkerInit;
   readonly #hooks: WorkerHooks;
   #worker!: Worker;
@@ -228,21 +244,27 @@ class WorkerThread {
   readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   #exited: Promise<void> = Promise.resolve();
 
-  private constructor(index: number, initFor: (index: number) => WorkerInit, hooks: WorkerHooks) {
+  private constructor(index: number, entry: URL, initFor: (index: number) => WorkerInit, hooks: WorkerHooks) {
     this.index = index;
+    this.#entry = entry;
     this.#initFor = initFor;
     this.#hooks = hooks;
   }
 
   /** Resolves once the worker's listeners are bound; rejects with why it could not start (a failed bind stops the node's start). */
-  static async start(index: number, initFor: (index: number) => WorkerInit, hooks: WorkerHooks): Promise<WorkerThread> {
-    const thread = new WorkerThread(index, initFor, hooks);
+  static async start(index: number, entry: URL, initFor: (index: number) => WorkerInit, hooks: WorkerHooks): Promise<WorkerThread> {
+    const thread = new WorkerThread(index, entry, initFor, hooks);
     await thread.#spawn();
     return thread;
   }
 
+  get running(): boolean {
+    return this.#ready;
+  }
+
   #spawn(): Promise<void> {
-    const worker = new Worker(WORKER_ENTRY, { workerData: this.#initFor(this.index), name: `nodemesh data-plane worker ${this.index}` });
+    const init = this.#initFor(this.index);
+    const worker = new Worker(this.#entry, { workerData: init, name: `nodemesh data-plane worker ${this.index}` });
     this.#worker = worker;
     this.#ready = false;
     this.#startedAt = Date.now();
@@ -254,7 +276,7 @@ class WorkerThread {
           case 'ready':
             this.#ready = true;
             for (const { id, filter } of this.#hooks.taps()) this.post({ type: 'tap', id, filter });
-            resolve();
+            void this.#hooks.syncPods(this, init.pods).then(() => resolve());
             break;
           case 'failed':
             reject(new NodemeshError(fromWorkerCode(message.error), `data-plane worker ${this.index} could not start: ${message.error.message}`));
