@@ -38,6 +38,7 @@ const FLAGS = {
   'max-requests-per-pod': { type: 'string', default: '1000', description: 'concurrent outbound HTTP requests of one local pod (a Pod\'s nodemesh.io/max-concurrent-requests overrides it); past it, 503' },
   'otlp-endpoint': { type: 'string', description: 'OpenTelemetry collector, OTLP/HTTP base URL (http://collector:4318): a span per proxied request, source and destination side (none without it)' },
   'access-log-requests': { type: 'boolean', description: 'a JSON access-log line per HTTP/gRPC request, with its trace id' },
+  'hbone-idle-timeout-ms': { type: 'string', default: '120000', description: 'how long an accepted HBONE session with no open tunnel may stay before it is closed with GOAWAY (above the peers\' own 60 s pool idle timeout)' },
   workers: { type: 'string', default: 'auto', description: 'data-plane threads sharing the listeners (SO_REUSEPORT); auto: one per CPU this process may use (its affinity and cgroup CPU limit)' },
   'hbone-handshake-timeout-ms': { type: 'string', default: '10000', description: 'how long a peer at 15008 may take from connecting to its first HTTP/2 SETTINGS (TLS included) before it is closed' },
 } as const;
@@ -76,7 +77,10 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
       maxConnections: integerFlag('max-connections-per-pod', flags['max-connections-per-pod'], 1, 1_000_000),
       maxConcurrentRequests: integerFlag('max-requests-per-pod', flags['max-requests-per-pod'], 1, 1_000_000),
     },
-    hbone: { handshakeTimeoutMs: integerFlag('hbone-handshake-timeout-ms', flags['hbone-handshake-timeout-ms'], 100, 120_000) },
+    hbone: {
+      handshakeTimeoutMs: integerFlag('hbone-handshake-timeout-ms', flags['hbone-handshake-timeout-ms'], 100, 120_000),
+      idleTimeoutMs: integerFlag('hbone-idle-timeout-ms', flags['hbone-idle-timeout-ms'], 1_000, 3_600_000),
+    },
     tracing: { otlpEndpoint: otlpEndpointFlag(flags['otlp-endpoint']), accessLogRequests: flags['access-log-requests'] },
     workers: flags.workers === 'auto' ? usableCpus() : integerFlag('workers', flags.workers, 1, 256),
   });

@@ -60,6 +60,8 @@ export interface DaemonOptions {
   hbone?: {
     /** From accept to the peer's first HTTP/2 SETTINGS (default 10 s). */
     handshakeTimeoutMs?: number;
+    /** An accepted session with no open stream is closed (GOAWAY) after this long (default 2 min). */
+    idleTimeoutMs?: number;
     /** Open tunnel streams per peer identity on a peer node (default 10,000). */
     maxStreamsPerPeer?: number;
   };
@@ -133,7 +135,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   fairShare.start();
   const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
   const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap, opts.tracing);
-  // fairShare too: the inbound listeners may weigh their sources as the outbound one does.
+  // fairShare too: the inbound listeners weigh their sources as the outbound one does.
   const shared = { config, tracker, admission, dialer, fairShare };
 
   /** The three listeners, on host ports or on sockets made inside a pod's namespace. */
