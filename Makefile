@@ -19,8 +19,9 @@ endif
 DEBIAN_PACKAGES := iptables iproute2 tcpdump curl openssl nginx-light libnginx-mod-stream iperf3 wrk procps podman runc mmdebstrap
 UNIT_TESTS := 'scripts/**/*.test.ts' 'core/**/*.test.ts' 'controlplane/**/*.test.ts' 'agent/**/*.test.ts' 'daemon/**/*.test.ts' 'cli/**/*.test.ts' 'manifests/**/*.test.ts'
 E2E_TESTS := 'integration/**/*.test.ts'
-# The meshed suites run again on the routed (Calico-like) profile; the first pass
-# is on bridge, and integration/capture-cni.test.ts covers eni and bypass too.
+# The meshed suites run again on the routed (Calico-like) profile with two
+# data-plane workers per node; the first pass is on bridge with one, and
+# integration/capture-cni.test.ts covers eni and bypass too.
 E2E_PROFILE_TESTS := 'integration/l4-*.test.ts' 'integration/l7-*.test.ts' 'integration/upgrade.test.ts'
 
 .PHONY: help deps system-deps build typecheck test test-unit test-e2e demo bench image image-base clean
@@ -59,11 +60,11 @@ test-unit: deps
 
 test-e2e: deps system-deps
 	node --test --test-concurrency=1 $(E2E_TESTS)
-	NODEMESH_E2E_CNI=routed node --test --test-concurrency=1 $(E2E_PROFILE_TESTS)
+	NODEMESH_E2E_CNI=routed NODEMESH_E2E_WORKERS=2 node --test --test-concurrency=1 $(E2E_PROFILE_TESTS)
 
 test: deps system-deps typecheck
 	node --test --test-concurrency=1 $(UNIT_TESTS) $(E2E_TESTS)
-	NODEMESH_E2E_CNI=routed node --test --test-concurrency=1 $(E2E_PROFILE_TESTS)
+	NODEMESH_E2E_CNI=routed NODEMESH_E2E_WORKERS=2 node --test --test-concurrency=1 $(E2E_PROFILE_TESTS)
 
 demo: deps system-deps
 	node cli/nodemesh.ts demo

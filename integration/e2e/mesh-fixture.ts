@@ -23,9 +23,12 @@ export const E2E_PREFIX = 'nme';
  */
 export const E2E_CNI: CniProfile = parseCni(process.env.NODEMESH_E2E_CNI ?? 'bridge');
 
-/** A test title naming the profile it runs on: "[cni=routed] ...". */
+/** Data-plane workers per node of the suites' clusters (NODEMESH_E2E_WORKERS; `make test`'s routed pass runs 2). */
+const E2E_WORKERS = Number(process.env.NODEMESH_E2E_WORKERS ?? 1);
+
+/** A test title naming the profile it runs on, and the workers when more than one: "[cni=routed workers=2] ...". */
 export function cniTitle(title: string): string {
-  return `[cni=${E2E_CNI}] ${title}`;
+  return `[cni=${E2E_CNI}${E2E_WORKERS > 1 ? ` workers=${E2E_WORKERS}` : ''}] ${title}`;
 }
 
 function parseCni(value: string): CniProfile {
