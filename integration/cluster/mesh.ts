@@ -18,6 +18,9 @@ export const CONTROL_PLANE_PORT = 15010;
 export const ADMIN_ADDR = '127.0.0.1:15000';
 export const READY_URL = 'http://127.0.0.1:15021/healthz/ready';
 
+/** Data-plane workers per node unless MeshOptions.workers says (NODEMESH_E2E_WORKERS, else 1). */
+export const DEFAULT_WORKERS = Number(process.env.NODEMESH_E2E_WORKERS ?? 1);
+
 export interface MeshOptions {
   /** The YAML the control plane reads (see generateConfigDir). */
   configDir: string;
@@ -186,7 +189,7 @@ export class Mesh {
       '--cert-dir', join(this.stateDir(name), 'certs'),
       '--admin-addr', ADMIN_ADDR,
       '--pod-netns-prefix', `${node.netns}-pod-`,
-      '--workers', String(this.#opts.workers ?? Number(process.env.NODEMESH_E2E_WORKERS ?? 1)),
+      '--workers', String(this.#opts.workers ?? DEFAULT_WORKERS),
       ...(this.#opts.nodeArgs ?? []),
       ],
     };

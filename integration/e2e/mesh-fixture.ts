@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCluster, type Cluster } from '../cluster/cluster.ts';
 import { generateConfigDir } from '../cluster/config-dir.ts';
-import { startMesh, ADMIN_ADDR, type Mesh, type MeshOptions } from '../cluster/mesh.ts';
+import { startMesh, ADMIN_ADDR, DEFAULT_WORKERS, type Mesh, type MeshOptions } from '../cluster/mesh.ts';
 import { runPrefix, sweepStale } from '../cluster/netns.ts';
 import type { ClusterSpec, CniProfile } from '../cluster/plan.ts';
 import { CNI_PROFILES } from '../cluster/plan.ts';
@@ -23,12 +23,9 @@ export const E2E_PREFIX = 'nme';
  */
 export const E2E_CNI: CniProfile = parseCni(process.env.NODEMESH_E2E_CNI ?? 'bridge');
 
-/** Data-plane workers per node of the suites' clusters (NODEMESH_E2E_WORKERS; `make test`'s routed pass runs 2). */
-const E2E_WORKERS = Number(process.env.NODEMESH_E2E_WORKERS ?? 1);
-
 /** A test title naming the profile it runs on, and the workers when more than one: "[cni=routed workers=2] ...". */
 export function cniTitle(title: string): string {
-  return `[cni=${E2E_CNI}${E2E_WORKERS > 1 ? ` workers=${E2E_WORKERS}` : ''}] ${title}`;
+  return `[cni=${E2E_CNI}${DEFAULT_WORKERS > 1 ? ` workers=${DEFAULT_WORKERS}` : ''}] ${title}`;
 }
 
 function parseCni(value: string): CniProfile {
