@@ -58,7 +58,7 @@ interface WorkloadView {
 }
 interface CertView { identity: string; state: string; serial: string | null; notBefore: string | null; notAfter: string | null; renewAt: string | null; lastError: string | null }
 interface End { ip: string; port?: number; workload: string | null; identity: string | null; service?: string | null }
-interface ConnectionView { id: number; listener: string; reporter: string; source: End; destination: End; security: string; durationMs: number; bytesReceived: number; bytesSent: number }
+interface ConnectionView { id: number; listener: string; reporter: string; source: End; destination: End; security: string; durationMs: number; bytesReceived: number; bytesSent: number; worker?: number }
 interface PolicyView { namespace: string; name: string; action: string; selector: Record<string, string> | null; rules: unknown[] }
 interface RouteView {
   kind?: string; namespace: string; name: string; parents: { namespace: string; name: string; port: number }[]; hostnames: string[];
@@ -160,6 +160,8 @@ const COMMANDS: Record<string, Spec> = {
         .map((c) => ({ node: t.label, ...c })));
       print(ctx, rows, [
         { header: 'NODE', value: (r) => r.node },
+        // A node with one data-plane worker names none.
+        { header: 'WORKER', value: (r) => r.worker ?? 0 },
         { header: 'LISTENER', value: (r) => r.listener },
         { header: 'SOURCE', value: (r) => r.source.workload ?? r.source.ip },
         { header: 'SOURCE-IDENTITY', value: (r) => r.source.identity },

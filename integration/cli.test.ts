@@ -156,8 +156,8 @@ test(cniTitle('nodemesh status, workloads, certs, connections, policies, routes 
     await session.waitForOutput('answered', 15_000);
     const dest = await cli('n2', 'connections', '--workload', 'web-1');
     assert.equal(dest.code, 0, dest.stderr);
-    assert.match(dest.stdout, /^NODE +LISTENER +SOURCE +SOURCE-IDENTITY +DESTINATION +DESTINATION-IDENTITY +SERVICE +SECURITY +AGE +BYTES IN\/OUT$/m);
-    assert.match(dest.stdout, /^n2 +inbound +shop\/client +spiffe:\/\/cluster\.local\/ns\/shop\/sa\/client +shop\/web-1:8080 +spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web +shop\/web +mutual_tls +/m);
+    assert.match(dest.stdout, /^NODE +WORKER +LISTENER +SOURCE +SOURCE-IDENTITY +DESTINATION +DESTINATION-IDENTITY +SERVICE +SECURITY +AGE +BYTES IN\/OUT$/m);
+    assert.match(dest.stdout, /^n2 +0 +inbound +shop\/client +spiffe:\/\/cluster\.local\/ns\/shop\/sa\/client +shop\/web-1:8080 +spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web +shop\/web +mutual_tls +/m);
     const src = JSON.parse((await cli('n1', 'connections', '--namespace', 'shop', '-o', 'json')).stdout) as { listener: string; source: { identity: string } }[];
     assert.ok(src.some((c) => c.listener === 'outbound' && c.source.identity === 'spiffe://cluster.local/ns/shop/sa/client'), JSON.stringify(src));
     assert.equal((await cli('n2', 'connections', '--namespace', 'nowhere')).stdout, 'nothing found\n');
