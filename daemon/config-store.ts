@@ -208,9 +208,14 @@ export class ConfigStore {
     return { epoch: this.epoch, version: this.version, resources: [...this.#resources.values()] };
   }
 
+  /** Applies a snapshot (another store's, e.g. the main thread's for a data-plane worker) as if it had just arrived. */
+  load(snap: ConfigSnapshot): void {
+    this.apply({ epoch: snap.epoch, version: snap.version, snapshot: true, upserts: snap.resources, removals: [] });
+  }
+
   /** Loads a persisted snapshot (see readLastKnownGood) as if it had just arrived. */
   restore(snap: ConfigSnapshot): void {
-    this.apply({ epoch: snap.epoch, version: snap.version, snapshot: true, upserts: snap.resources, removals: [] });
+    this.load(snap);
     log.info('restored last-known-good config', { version: snap.version, resources: snap.resources.length });
   }
 }

@@ -32,7 +32,7 @@ function applyLogging(logging: LoggingState): void {
 async function start(): Promise<{ daemon: Daemon; registry: Registry; config: ConfigStore; certs: CertReplica; tracing: Tracing; podCounts: SharedPodCounts }> {
   applyLogging(init.logging);
   const config = new ConfigStore(init.nodeName);
-  config.apply({ epoch: init.snapshot.epoch, version: init.snapshot.version, snapshot: true, upserts: init.snapshot.resources, removals: [] });
+  config.load(init.snapshot);
   const certs = new CertReplica(init.certs);
   const registry = new Registry();
   const tracing = await Tracing.create({ nodeName: init.nodeName, ...init.tracing });

@@ -19,7 +19,7 @@ import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import type { Tap } from '../tap.ts';
 import type { Tracing } from '../tracing.ts';
-import { modifyHeaders } from './filters.ts';
+import { appendToList, modifyHeaders } from './filters.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { Http1Connections } from './http1-drain.ts';
@@ -257,13 +257,9 @@ export class H1Outbound {
  */
 function upstreamHeaders(req: http.IncomingMessage): http.OutgoingHttpHeaders {
   const headers: http.OutgoingHttpHeaders = { ...req.headers };
-  const append = (name: string, value: string) => {
-    const prior = req.headers[name];
-    headers[name] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${value}` : value;
-  };
-  append('x-forwarded-for', req.socket.remoteAddress ?? '');
-  append('x-forwarded-port', hostPort(req.headers.host) ?? '80');
-  append('x-forwarded-proto', 'http');
+  headers['x-forwarded-for'] = appendToList(req.headers['x-forwarded-for'], req.socket.remoteAddress ?? '');
+  headers['x-forwarded-port'] = appendToList(req.headers['x-forwarded-port'], hostPort(req.headers.host) ?? '80');
+  headers['x-forwarded-proto'] = appendToList(req.headers['x-forwarded-proto'], 'http');
   if ((req.method === 'DELETE' || req.method === 'OPTIONS') && req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) headers['content-length'] = '0';
   return headers;
 }

@@ -17,6 +17,7 @@ import { mirrorHttp2 } from './mirror.ts';
 import type { Tap } from '../tap.ts';
 import type { Tracing } from '../tracing.ts';
 import { LocalReply, replyHttp2 as reply } from './local-reply.ts';
+import { appendToList } from './filters.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 import type { SourceLimits } from '../source-limits.ts';
 import { REASON_HEADER } from '../hbone-settings.ts';
@@ -163,8 +164,7 @@ function forwardedHeaders(req: { url?: string; headers: Record<string, string | 
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(req.headers)) if (!NOT_FORWARDED.has(name) && value !== undefined) out[name] = value;
   out[':path'] = req.url ?? '/';
-  const xff = req.headers['x-forwarded-for'];
-  out['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${conn.sourceIp}` : conn.sourceIp;
+  out['x-forwarded-for'] = appendToList(req.headers['x-forwarded-for'], conn.sourceIp);
   return out;
 }
 

@@ -12,6 +12,7 @@ import type { ClientHttp2Session, OutgoingHttpHeaders, ServerHttp2Stream } from 
 import type net from 'node:net';
 import { debug } from '../../core/log.ts';
 import type { Endpoint, HttpClientConnection, RequestPlan, RequestRouter } from './request-router.ts';
+import { appendToList } from './filters.ts';
 import type { RoutableRequest } from './filters.ts';
 
 export const MAX_MIRROR_BODY = 64 * 1024;
@@ -36,8 +37,7 @@ export function mirrorHttp1(router: RequestRouter, conn: HttpClientConnection, p
   const headers: http.OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(req.headers)) if (!HOP_BY_HOP.has(name) && value !== undefined) headers[name] = value;
   headers['content-length'] = String(body.length);
-  const xff = req.headers['x-forwarded-for'];
-  headers['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${conn.sourceIp}` : conn.sourceIp;
+  headers['x-forwarded-for'] = appendToList(req.headers['x-forwarded-for'], conn.sourceIp);
   for (const endpoint of endpoints(router, conn, plan, req)) {
     void endpoint.connect().then((transport) => {
       // No agent: with one (even `agent: false`) node:http dials its own socket and ignores createConnection.
