@@ -14,7 +14,10 @@
 // proxy's loop is where a quiet pod's requests wait. One timer every TICK_MS
 // (50 ms) measures its own drift: how late it fired is how long work waited
 // for the loop. Below LAG_MS (2 ms) and with nobody throttled the tick returns
-// at once. Past it, the tick reads each source's bytes read since it was last
+// at once. A late tick counts only when the loop itself was busy since the
+// previous one (BUSY_UTILIZATION): a loop that was mostly idle and still fired
+// late was kept off the CPU by other processes, which reading less cannot help.
+// Past it, the tick reads each source's bytes read since it was last
 // measured (socket.bytesRead, kept by libuv; closed sockets' counts are added as
 // they close), scaled up by the capacity a throttled source was given, per ms:
 // its demand. Every source over its share (the mean demand of the sources that
@@ -35,6 +38,8 @@
 // restarted by us; its own resume() restarts the read, as it would have.
 
 import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import { logger } from '../core/log.ts';
@@ -60,6 +65,16 @@ export function sourceKey(workload: { namespace: string; name: string } | undefi
  * 8-12 ms): at 5 ms the flood kept each loop 2.5-5 ms behind for good.
  */
 export const FAIR_LAG_MS = 2;
+/**
+ * The share of the last tick's interval the loop must have spent working (not
+ * waiting for I/O) for its lag to count as its own. Traced in the bench's
+ * fairness row, where both nodes share one CPU with the origin: the
+ * destination node, lightly loaded (utilization 0.05-0.2) but fired 5-10 ms
+ * late because the source node was busy, found the quiet pod the heavier of
+ * its two readers (the flood was throttled at the source) and throttled it to
+ * level 12; its p99 went to 4.6 s. A loop behind on its own work is near 1.
+ */
+export const BUSY_UTILIZATION = 0.5;
 /** At most 2^-12 of a source's capacity: 1 of 4,096 sockets, or one socket for 1/4,096 of each tick. */
 const MAX_LEVEL = 12;
 const CALM_TICKS_PER_LEVEL = 10;
@@ -128,6 +143,7 @@ export class FairShare {
   readonly #memoryMs: number;
   #timer: NodeJS.Timeout | undefined;
   #lastTickAt = 0;
+  #lastUtilization: EventLoopUtilization | undefined;
   #throttled = 0;
   /** The latest the tick fired since the previous scrape, in ms. */
   #maxLag = 0;
@@ -159,6 +175,7 @@ export class FairShare {
   start(): void {
     if (this.#timer) return;
     this.#lastTickAt = performance.now();
+    this.#lastUtilization = performance.eventLoopUtilization();
     this.#timer = setInterval(() => this.#onTick(), this.#tickMs);
     this.#timer.unref();
   }
@@ -204,8 +221,11 @@ export class FairShare {
     this.#lastTickAt = now;
     if (lag > this.#maxLag) this.#maxLag = lag;
     this.#forgetDeparted(now);
+    // Over the interval since the previous tick (two reads of the loop's counters).
+    const utilization = performance.eventLoopUtilization(this.#lastUtilization).utilization;
+    this.#lastUtilization = performance.eventLoopUtilization();
     if (lag < this.#lagMs && this.#throttled === 0) return;
-    this.#rebalance(lag);
+    this.#rebalance(lag, utilization);
   }
 
   /** Drops the sources that left more than the memory ago: only those, oldest first. */
@@ -222,14 +242,16 @@ export class FairShare {
     return this.#sources.size;
   }
 
-  /** Exposed for tests: one tick's decision as if the loop lagged by `lag` ms. */
-  rebalance(lag: number): void {
-    this.#rebalance(lag);
+  /** Exposed for tests: one tick's decision as if the loop lagged by `lag` ms, busy for `utilization` of the interval. */
+  rebalance(lag: number, utilization = 1): void {
+    this.#rebalance(lag, utilization);
   }
 
-  #rebalance(lag: number): void {
-    const contended = lag >= this.#lagMs;
-    const calm = lag < this.#lagMs / 2;
+  #rebalance(lag: number, utilization: number): void {
+    const ownLag = utilization >= BUSY_UTILIZATION;
+    const contended = lag >= this.#lagMs && ownLag;
+    // Not our work the loop waited for: as good as calm for climbing back.
+    const calm = lag < this.#lagMs / 2 || !ownLag;
     // What each source would have read per ms since it was last measured had it
     // not been throttled: its bytes, scaled up by the capacity it was given, over
     // the time. Shares are of that demand, not of what was read, or a quiet source

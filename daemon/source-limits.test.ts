@@ -335,6 +335,29 @@ test('the levels a lagging tick adds grow with the lag: one per doubling over th
   assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 16);
 });
 
+test('a late tick of a loop that was mostly idle (another process held the CPU) reads nobody less; the same lag from its own work does', async (t) => {
+  const levels: number[] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
+  const flood = async () => {
+    const expected = noisy.filter((p) => reading(p.proxySide)).map((p): [net.Socket, number] => [p.proxySide, p.proxySide.bytesRead + 16 * 1024]);
+    for (const pair of noisy) pair.app.write(Buffer.alloc(16 * 1024));
+    quiet.app.write('q');
+    await arrived(...expected);
+  };
+  await flood();
+  // Eight times the threshold late, busy 10% of the interval: the lag was not ours.
+  fair.rebalance(FAIR_LAG_MS * 8, 0.1);
+  assert.equal(fair.pauses, 0);
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 8);
+  await flood();
+  fair.rebalance(FAIR_LAG_MS * 8, 0.9);
+  assert.deepEqual(levels, [3]);
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 1);
+  assert.equal(reading(quiet.proxySide), true);
+  fair.stop();
+});
+
 test('a lone flood is read less when another source was connected within the memory, and not once that source is forgotten', async (t) => {
   const MEMORY = 150;
   const fair = new FairShare({ tickMs: 20, memoryMs: MEMORY });
