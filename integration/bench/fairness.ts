@@ -4,8 +4,12 @@
 // to the origin on n2, first alone, then while the noisy pod (`client-noisy`, on
 // n1 too, annotated `nodemesh.io/max-connections: "2000"`) tries 2,500
 // connections to the same Service, holds what the mesh admits and ping-pongs
-// requests on all of them as fast as they come back. Reported: the quiet pod's
-// latency both ways and their ratio (target: p99 within 2x of alone), the flood's
+// requests on all of them as fast as they come back. Each side is measured in
+// rounds like the paths (one flood held through its rounds): a p99 of a few
+// hundred requests moves by 2x from one run to the next on an idle machine
+// (alone, quick runs: 6.8-20.4 ms). Reported: the quiet pod's latency both ways,
+// medians of the rounds, and the ratio of the median p99s (target: within 2x of
+// alone), every round's p99, the flood's
 // connections held and refused, n1's
 // `nodemesh_tcp_connections_denied_total{reason="source_limit"}`, and how long
 // each node's fair share read the flood less (n1 its requests, n2 its answers).
@@ -17,6 +21,7 @@ import { HTTP_PORT, NOISY_MAX_CONNECTIONS, PATH_ROUTES } from './bench-topology.
 import { rateCommand, runRate } from './load-tools.ts';
 import type { LatencyResult } from './load-tools.ts';
 import type { Durations } from './path-bench.ts';
+import { median } from './stats.ts';
 
 const FLOODER = fileURLToPath(new URL('./flood-client.ts', import.meta.url));
 export const QUIET_RATE = 200;
@@ -31,10 +36,13 @@ type Latency = Pick<LatencyResult, 'p50_ms' | 'p90_ms' | 'p99_ms' | 'max_ms' | '
 export interface FairnessResult {
   rate: number;
   connections: number;
+  /** Medians of the rounds, field by field. */
   alone: Latency;
   under_flood: Latency;
   /** under_flood.p99_ms / alone.p99_ms; the target is <= 2. */
   p99_ratio: number;
+  /** Every round's p99, in order. */
+  rounds_p99_ms: { alone: number[]; under_flood: number[] };
   flood: { attempted: number; held: number; refused: number; requests_per_s: number; max_connections: number };
   /** n1's nodemesh_tcp_connections_denied_total{reason="source_limit"} over the run. */
   refused_source_limit: number;
@@ -45,8 +53,17 @@ export interface FairnessResult {
   commands: { quiet: string[]; flood: string[] };
 }
 
-function latency(r: LatencyResult): Latency {
-  return { p50_ms: r.p50_ms, p90_ms: r.p90_ms, p99_ms: r.p99_ms, max_ms: r.max_ms, completed: r.completed, errors: r.errors };
+/** The rounds' medians, field by field (completed and errors: summed). */
+function latency(runs: LatencyResult[]): Latency {
+  const mid = (key: 'p50_ms' | 'p90_ms' | 'p99_ms' | 'max_ms') => median(runs.map((r) => r[key])) ?? 0;
+  const sum = (key: 'completed' | 'errors') => runs.reduce((total, r) => total + r[key], 0);
+  return { p50_ms: mid('p50_ms'), p90_ms: mid('p90_ms'), p99_ms: mid('p99_ms'), max_ms: mid('max_ms'), completed: sum('completed'), errors: sum('errors') };
+}
+
+async function measureRounds(env: BenchEnv, netns: string, command: string[], rounds: number): Promise<LatencyResult[]> {
+  const runs: LatencyResult[] = [];
+  for (let r = 0; r < rounds; r++) runs.push(await runRate(env.cluster, netns, command));
+  return runs;
 }
 
 /** A node's source_limit refusals and seconds of throttling, read from its metrics port. */
@@ -70,7 +87,7 @@ export function fairnessCommands(env: BenchEnv, d: Durations): FairnessResult['c
   };
 }
 
-export async function measureFairness(env: BenchEnv, d: Durations): Promise<FairnessResult> {
+export async function measureFairness(env: BenchEnv, d: Durations, rounds: number): Promise<FairnessResult> {
   const commands = fairnessCommands(env, d);
   const quietNetns = env.cluster.pod(PATH_ROUTES['nodemesh-l4'].client).netns;
   const before = await nodeCounters(env);
@@ -78,14 +95,14 @@ export async function measureFairness(env: BenchEnv, d: Durations): Promise<Fair
   // Warm the quiet path (pooled tunnels, JIT) so "alone" is its steady state.
   const vip = env.cluster.service(PATH_ROUTES['nodemesh-l4'].service).clusterIP;
   await runRate(env.cluster, quietNetns, rateCommand(vip, HTTP_PORT, { rate: QUIET_RATE, seconds: 3, connections: QUIET_CONNECTIONS }));
-  const alone = await runRate(env.cluster, quietNetns, commands.quiet);
+  const alone = await measureRounds(env, quietNetns, commands.quiet, rounds);
   const flooder = env.cluster.spawn(env.cluster.pod(NOISY_POD).netns, commands.flood);
-  let underFlood: LatencyResult;
+  let underFlood: LatencyResult[];
   try {
     await flooder.waitForOutput(/held \d+ refused \d+/, 120_000);
     // Let the flood reach its pace (and the proxy react) before measuring.
     await new Promise((r) => setTimeout(r, 1000));
-    underFlood = await runRate(env.cluster, quietNetns, commands.quiet);
+    underFlood = await measureRounds(env, quietNetns, commands.quiet, rounds);
   } finally {
     flooder.child.stdin!.end();
   }
@@ -93,13 +110,16 @@ export async function measureFairness(env: BenchEnv, d: Durations): Promise<Fair
   await flooder.stop();
   const after = await nodeCounters(env);
   const destinationAfter = await nodeCounters(env, 'n2');
+  const aloneMedian = latency(alone);
+  const underFloodMedian = latency(underFlood);
   const summary = JSON.parse(/\{"attempted".*\}/.exec(flooder.stdout)?.[0] ?? '{}') as { attempted?: number; held?: number; refused?: number; requests?: number; seconds?: number };
   return {
     rate: QUIET_RATE,
     connections: QUIET_CONNECTIONS,
-    alone: latency(alone),
-    under_flood: latency(underFlood),
-    p99_ratio: Math.round((underFlood.p99_ms / alone.p99_ms) * 100) / 100,
+    alone: aloneMedian,
+    under_flood: underFloodMedian,
+    p99_ratio: Math.round((underFloodMedian.p99_ms / aloneMedian.p99_ms) * 100) / 100,
+    rounds_p99_ms: { alone: alone.map((r) => r.p99_ms), under_flood: underFlood.map((r) => r.p99_ms) },
     flood: {
       attempted: summary.attempted ?? FLOOD_CONNECTIONS,
       held: summary.held ?? 0,

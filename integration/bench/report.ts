@@ -167,7 +167,8 @@ export function renderReport(r: BenchResults): string {
   if (r.fairness) {
     const f = r.fairness;
     const l = (x: FairnessResult['alone']) => `p50 ${x.p50_ms} / p90 ${x.p90_ms} / p99 ${x.p99_ms} / max ${x.max_ms} ms (${x.completed} requests, ${x.errors} errors)`;
-    lines.push('', `Fairness (quiet pod at ${f.rate} req/s over ${f.connections} keep-alive connections, opaque TCP to n2): alone ${l(f.alone)}; beside a pod on its node flooding on ${f.flood.held} connections (${f.flood.attempted} tried, ${f.flood.refused} refused, cap ${f.flood.max_connections}; ${f.flood.requests_per_s} req/s) ${l(f.under_flood)}. n1 counted ${f.refused_source_limit} source_limit refusals and read less from a source over its fair share for ${f.throttled_s ?? 0} s.`);
+    const roundsText = ` Medians of ${f.rounds_p99_ms.alone.length} round(s) each side; p99 per round alone ${f.rounds_p99_ms.alone.join(' / ')} ms, beside the flood ${f.rounds_p99_ms.under_flood.join(' / ')} ms.`;
+    lines.push('', `Fairness (quiet pod at ${f.rate} req/s over ${f.connections} keep-alive connections, opaque TCP to n2): alone ${l(f.alone)}; beside a pod on its node flooding on ${f.flood.held} connections (${f.flood.attempted} tried, ${f.flood.refused} refused, cap ${f.flood.max_connections}; ${f.flood.requests_per_s} req/s) ${l(f.under_flood)}. n1 counted ${f.refused_source_limit} source_limit refusals and read less from a source over its fair share for ${f.throttled_s ?? 0} s.${roundsText}`);
     lines.push('', `- fairness quiet: \`${f.commands.quiet.map(shellWord).join(' ')}\``, `- fairness flood: \`${f.commands.flood.map(shellWord).join(' ')}\``);
   }
   if (r.scale) {

@@ -130,7 +130,7 @@ async function measurePaths(env: BenchEnv): Promise<PathsPart> {
 
 /** Last: a flood leaves the daemons warm and their heaps grown. */
 async function benchFairness(env: BenchEnv): Promise<BenchResults['fairness']> {
-  const result = await measureFairness(env, durations);
+  const result = await measureFairness(env, durations, rounds);
   log.info('measured', { row: 'fairness', ...result, commands: undefined });
   return { ...result, commands: { quiet: portable(result.commands.quiet), flood: portable(result.commands.flood) } };
 }
