@@ -27,9 +27,9 @@
 // its sockets (a different window of them each tick, the rest stopped at the
 // libuv handle with readStop; #throttle says why sockets and not time). A calm
 // tick where the source read no more than its share takes it a level down; a
-// calm tick (lag under LAG_MS / 2) counts toward one, one per
-// CALM_TICKS_PER_LEVEL (10), so a flood that stops is back to full speed
-// within 6 s and one that goes on is not let back in at once. Alone (no other source connected now or within
+// calm tick (lag under LAG_MS / 2, or a loop not busy itself) an eighth of one
+// (CALM_STEP), so a flood that stops is back to full speed within 5 s and one
+// that goes on is let back in a little each tick, not at once. Alone (no other source connected now or within
 // SOURCE_MEMORY_MS) nothing is throttled and a throttled source is back to full
 // speed at once: there is nobody to be fair to.
 //
@@ -77,7 +77,8 @@ export const FAIR_LAG_MS = 2;
 export const BUSY_UTILIZATION = 0.5;
 /** At most 2^-12 of a source's capacity: 1 of 4,096 sockets, or one socket for 1/4,096 of each tick. */
 const MAX_LEVEL = 12;
-const CALM_TICKS_PER_LEVEL = 10;
+/** A calm tick's level down: one level per 8 calm ticks (400 ms), in eighths (exact in binary floating point). */
+const CALM_STEP = 1 / 8;
 /**
  * How long a source whose last socket closed still counts as a party to the
  * share. A pod that connects per request, polls or scrapes every minute or
@@ -105,7 +106,6 @@ interface Source {
   lastBytes: number;
   lastAt: number;
   level: number;
-  calmTicks: number;
   /** Where the window of sockets allowed to read starts; moves every tick. */
   offset: number;
   resumeTimer?: NodeJS.Timeout;
@@ -194,7 +194,7 @@ export class FairShare {
       this.#departed.delete(key);
     }
     if (!source) {
-      source = { sockets: new Set(), closedBytes: 0, lastBytes: socket.bytesRead, lastAt: performance.now(), fresh: new Set(), demand: 0, level: 0, calmTicks: 0, offset: 0, stopped: new Map() };
+      source = { sockets: new Set(), closedBytes: 0, lastBytes: socket.bytesRead, lastAt: performance.now(), fresh: new Set(), demand: 0, level: 0, offset: 0, stopped: new Map() };
       this.#sources.set(key, source);
     }
     const s = source;
@@ -296,14 +296,13 @@ export class FairShare {
       } else if (contended && delta > share) {
         if (source.level === 0) log.info('reading less from a source pod over its fair share: the event loop lags', { source: key, lagMs: Math.round(lag), sources: used.size });
         source.level = Math.min(MAX_LEVEL, source.level + levelsFor(lag, this.#lagMs));
-        source.calmTicks = 0;
       } else if (source.level > 0 && delta <= share) {
         // Not (or no longer) the one the loop waits for: a level down at once.
-        source.level--;
-        source.calmTicks = 0;
-      } else if (source.level > 0 && calm && ++source.calmTicks >= CALM_TICKS_PER_LEVEL) {
-        source.level--;
-        source.calmTicks = 0;
+        source.level = Math.max(0, source.level - 1);
+      } else if (source.level > 0 && calm) {
+        // A ramp, not a step: capacity back 9% a tick rather than doubled every ten, so the level
+        // settles just under where the loop lags instead of swinging by 2x around it.
+        source.level = Math.max(0, source.level - CALM_STEP);
       }
       if (source.level === 0) {
         if (source.stopped.size) {
