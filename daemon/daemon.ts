@@ -134,7 +134,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const fairShare = new FairShare({ registry: opts.registry });
   fairShare.start();
   const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
-  const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap, opts.tracing);
+  const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap, opts.tracing, fairShare);
   // fairShare too: the inbound listeners weigh their sources as the outbound one does.
   const shared = { config, tracker, admission, dialer, fairShare };
 

@@ -18,6 +18,7 @@ import { InboundPlaintextListener } from '../inbound-plaintext.ts';
 import { applyConfig, workload } from '../testdata/mesh-fixture.ts';
 import { HttpInbound } from './http-inbound.ts';
 import { Admission } from '../admission.ts';
+import { FAIR_LAG_MS, FairShare } from '../fair-share.ts';
 
 const pod = workload('inventory', '127.0.0.5', 'n1');
 const OUTSIDER = '127.0.0.9';
@@ -88,4 +89,51 @@ test('non-HTTP bytes on a declared HTTP port fall back to TCP: carried without L
   assert.match(await open.raw('hello\r\n\r\n'), /^HTTP\/1.1 400 Bad Request/, 'the bytes reached the pod, which answered for itself');
   const guarded = await setup(t, [PUBLIC_ONLY]);
   assert.equal(await guarded.raw('hello\r\n\r\n'), '', 'an ALLOW rule on methods/paths never matches TCP');
+});
+
+test('HTTP at the destination is read under its source: the pod\'s answers to the heavier client are read less', async (t) => {
+  const server = http.createServer((req, res) => res.end(Buffer.alloc(Number(req.url!.slice(1)))));
+  await new Promise<void>((resolve) => server.listen(0, pod.ip, resolve));
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const service: Service = {
+    namespace: 'shop', name: 'inventory', vips: ['10.96.0.20'], ports: [{ name: 'http', port: 80, targetPort: port, targetPortName: '', appProtocol: '' }],
+    endpoints: [{ workloadUid: pod.uid, ip: pod.ip, ready: true }], opaquePorts: [],
+  };
+  const config = new ConfigStore('n1');
+  applyConfig(config, { workloads: [pod], services: [service] });
+  const metrics = createMetrics(new Registry());
+  const throttled: { key: string; level: number }[][] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p) });
+  t.after(() => fair.stop());
+  const listener = await InboundPlaintextListener.bind({
+    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(),
+    http: new HttpInbound(new Admission(config, metrics), metrics, undefined, undefined, undefined, fair),
+    host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
+  });
+  t.after(() => listener.close());
+  // Two clients from outside the mesh, by address; each sends the same requests, only the answers differ.
+  const client = (localAddress: string) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    t.after(() => agent.destroy());
+    return (bytes: number) => new Promise<number>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: listener.port, localAddress, path: `/${bytes}`, agent }, (res) => {
+        let got = 0;
+        res.on('data', (c: Buffer) => (got += c.length));
+        res.on('end', () => resolve(got));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  };
+  const heavy = client('127.0.0.7');
+  const light = client('127.0.0.8');
+  assert.deepEqual(await Promise.all([heavy(10), light(10)]), [10, 10]);
+  fair.rebalance(0); // the baseline
+  assert.deepEqual(await Promise.all([heavy(256 * 1024), light(10)]), [256 * 1024, 10]);
+  fair.rebalance(FAIR_LAG_MS);
+  assert.deepEqual(throttled, [[{ key: 'ip:127.0.0.7', level: 1 }]]);
 });

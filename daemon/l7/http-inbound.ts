@@ -17,6 +17,9 @@ import type { Admission } from '../admission.ts';
 import type { AuthorizationInput } from '../authorization.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import { PodDialer } from '../pod-dialer.ts';
+import type { DeliveryOptions } from '../pod-socket.ts';
+import { sourceKey } from '../fair-share.ts';
+import type { FairShare } from '../fair-share.ts';
 import { Http1Connections } from './http1-drain.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
 import { endTrace, pathOf, publishRequest, requestLabels } from './request-metrics.ts';
@@ -96,13 +99,15 @@ export class HttpInbound {
   headTimeoutMs = HEAD_TIMEOUT_MS;
 
   readonly #dialer: PodDialer;
+  readonly #fairShare?: FairShare;
   readonly #tap: Tap | undefined;
   readonly #tracing: Tracing | undefined;
   readonly #http1: Http1Connections;
   /** HTTP/2 sessions of tunnels and plaintext clients, for GOAWAY on drain. */
   readonly #h2Sessions = new Set<ServerHttp2Session>();
 
-  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer(), tap?: Tap, tracing?: Tracing) {
+  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer(), tap?: Tap, tracing?: Tracing, fairShare?: FairShare) {
+    this.#fairShare = fairShare;
     this.#tap = tap;
     this.#tracing = tracing;
     this.#admission = admission;
@@ -139,10 +144,9 @@ export class HttpInbound {
 
   /** Serves HTTP/1 arriving on `downstream` (an accepted tunnel stream or socket), whose first bytes `head` were already read. */
   serveHttp1(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
-    const { destination, port, sourceIp } = conn.authorization;
     // One keep-alive agent per tunnel: its pod connections live and die with it.
     const avoidPort = downstream instanceof net.Socket ? downstream.remotePort : undefined;
-    const agent = new UpstreamAgent(() => this.#dialer.connect(destination.ip, port, sourceIp, { avoidPort }));
+    const agent = new UpstreamAgent(() => this.#connectPod(conn, { avoidPort }));
     if (!(downstream instanceof net.Socket)) socketLike(downstream);
     const served: Served = { conn, agent, inFlight: 0 };
     this.#served.set(downstream, served);
@@ -200,11 +204,24 @@ export class HttpInbound {
     );
   }
 
+  /**
+   * A connection to the tunnel's pod, read under the verified source pod's fair
+   * share as a TCP tunnel's is (inbound.ts): the pod's answers to a flood of
+   * requests are what this node reads for it.
+   */
+  #connectPod(conn: InboundHttpConnection, opts?: DeliveryOptions): Promise<net.Socket> {
+    const { destination, port, sourceIp } = conn.authorization;
+    return this.#dialer.connect(destination.ip, port, sourceIp, opts).then((socket) => {
+      this.#fairShare?.register(sourceKey(conn.sourceWorkload, sourceIp), socket);
+      return socket;
+    });
+  }
+
   /** The tunnel's HTTP/2 session to the pod, opened (from inside the pod's namespace when captured there) on first use. */
   #podSession(served: ServedH2): Promise<ClientHttp2Session> {
     if (served.pod && !served.pod.closed && !served.pod.destroyed) return Promise.resolve(served.pod);
-    const { destination, port, sourceIp } = served.conn.authorization;
-    served.opening ??= this.#dialer.connect(destination.ip, port, sourceIp).then(
+    const { destination, port } = served.conn.authorization;
+    served.opening ??= this.#connectPod(served.conn).then(
       (socket) => {
         const pod = http2.connect(`http://${destination.ip}:${port}`, { createConnection: () => socket });
         pod.on('error', (err) => log.debug('HTTP/2 session to the pod failed', { destination: `${destination.ip}:${port}`, error: err.message }));
