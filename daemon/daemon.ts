@@ -130,7 +130,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const admission = new Admission(config, metrics, tracker.tap);
   const dialer = new PodDialer();
   // Shared by every listener set: a pod's count is the same whichever set accepted it.
-  const limits = new SourceLimits(metrics, logger('outbound'), opts.sourceLimits);
+  const limits = new SourceLimits(metrics, logger('outbound'), { ...opts.sourceLimits, tap: tracker.tap });
   const fairShare = new FairShare({ registry: opts.registry });
   fairShare.start();
   const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });

@@ -18,6 +18,7 @@ import { Admission } from './admission.ts';
 import { OutboundListener } from './outbound.ts';
 import { SourceLimits } from './source-limits.ts';
 import { FAIR_LAG_MS, FairShare, levelsFor } from './fair-share.ts';
+import { Tap } from './tap.ts';
 import { createOutboundHttp } from './l7/outbound-http.ts';
 import { applyConfig, echoServer, MemoryCertSource, workload } from './testdata/mesh-fixture.ts';
 import { logger } from '../core/log.ts';
@@ -109,6 +110,24 @@ test('concurrent requests of a pod past its cap are refused with the reason; a r
   (a as () => void)(); // a second release is ignored
   assert.equal(limits.usage(noisy.uid).requests, 1);
   assert.equal(typeof limits.startRequest(noisy, 'id-noisy'), 'function');
+  limits.close();
+});
+
+test('a refusal past a pod\'s cap is on the tap, every one, while the log sums them', () => {
+  const tap = new Tap();
+  const events: Record<string, unknown>[] = [];
+  const stop = tap.subscribe((e) => events.push(e), { workload: 'noisy' });
+  const limits = new SourceLimits(createMetrics(new Registry()), logger('outbound'), { maxConcurrentRequests: 1, tap });
+  const noisy = workload('noisy', '127.0.0.2', 'n1');
+  limits.startRequest(noisy, 'id-noisy');
+  for (let i = 0; i < 3; i++) assert.equal(typeof limits.startRequest(noisy, 'id-noisy'), 'string');
+  assert.equal(events.length, 3);
+  assert.deepEqual({ ...events[0], time: undefined }, {
+    time: undefined, event: 'refusal', reporter: 'source', what: 'HTTP request', reason: 'source_limit',
+    message: 'source pod shop/noisy has 1 HTTP requests in flight (limit 1)',
+    source: { ip: '127.0.0.2', workload: 'shop/noisy', identity: 'id-noisy' },
+  });
+  stop();
   limits.close();
 });
 

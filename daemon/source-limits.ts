@@ -23,6 +23,8 @@ import type { Logger } from '../core/log.ts';
 import type { DaemonMetrics } from './metrics.ts';
 import { CONNECTIONS, REQUESTS } from './pod-counts.ts';
 import type { CountKind, SharedPodCounts } from './pod-counts.ts';
+import { workloadRef } from './tap.ts';
+import type { Tap } from './tap.ts';
 
 export const DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 10_000;
 export const DEFAULT_MAX_REQUESTS_PER_SOURCE = 1_000;
@@ -39,6 +41,8 @@ export interface SourceLimitOptions {
   shared?: SharedPodCounts;
   /** At most one log line per pod and kind of refusal per this interval (default 10 s). */
   logIntervalMs?: number;
+  /** The node's tap: a `refusal` event per refusal while someone listens (none is summed away). */
+  tap?: Tap;
 }
 
 interface SourceCount {
@@ -64,8 +68,10 @@ export class SourceLimits {
   /** By workload uid; an entry lives while the pod has a connection or a request open. */
   readonly #counts = new Map<string, SourceCount>();
   readonly #logs = new Map<string, PendingLog>();
+  readonly #tap: Tap | undefined;
 
   constructor(metrics: DaemonMetrics, log: Logger, opts: SourceLimitOptions = {}) {
+    this.#tap = opts.tap;
     this.#metrics = metrics;
     this.#log = log;
     this.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
@@ -162,6 +168,12 @@ export class SourceLimits {
       reporter: 'source', destination_workload: 'unknown', destination_workload_namespace: 'unknown',
       source_principal: sourceIdentity, reason: 'source_limit',
     });
+    if (this.#tap?.active) {
+      this.#tap.publish({
+        event: 'refusal', reporter: 'source', what, reason: 'source_limit', message,
+        source: { ip: source.ip, workload: workloadRef(source), identity: sourceIdentity },
+      });
+    }
     const key = `${kind}:${source.uid}`;
     const fields = { source: sourceIdentity, sourceIp: source.ip, pod: `${source.namespace}/${source.name}`, reason: 'source_limit' };
     const pending = this.#logs.get(key);
