@@ -82,7 +82,8 @@ async function nodeCounters(env: BenchEnv, node = 'n1'): Promise<{ refused: numb
 export function fairnessCommands(env: BenchEnv, d: Durations): FairnessResult['commands'] {
   const vip = env.cluster.service(PATH_ROUTES['nodemesh-l4'].service).clusterIP;
   return {
-    quiet: rateCommand(vip, HTTP_PORT, { rate: QUIET_RATE, seconds: d.loadSeconds, connections: QUIET_CONNECTIONS }),
+    // The flood runs on the load CPU too: the quiet client sleeps between sends, alone as beside it.
+    quiet: rateCommand(vip, HTTP_PORT, { rate: QUIET_RATE, seconds: d.loadSeconds, connections: QUIET_CONNECTIONS, sharedCpu: true }),
     flood: ['taskset', '-c', LOAD_CPU, process.execPath, FLOODER, vip, String(HTTP_PORT), String(FLOOD_CONNECTIONS)],
   };
 }
@@ -94,7 +95,7 @@ export async function measureFairness(env: BenchEnv, d: Durations, rounds: numbe
   const destinationBefore = await nodeCounters(env, 'n2');
   // Warm the quiet path (pooled tunnels, JIT) so "alone" is its steady state.
   const vip = env.cluster.service(PATH_ROUTES['nodemesh-l4'].service).clusterIP;
-  await runRate(env.cluster, quietNetns, rateCommand(vip, HTTP_PORT, { rate: QUIET_RATE, seconds: 3, connections: QUIET_CONNECTIONS }));
+  await runRate(env.cluster, quietNetns, rateCommand(vip, HTTP_PORT, { rate: QUIET_RATE, seconds: 3, connections: QUIET_CONNECTIONS, sharedCpu: true }));
   const alone = await measureRounds(env, quietNetns, commands.quiet, rounds);
   const flooder = env.cluster.spawn(env.cluster.pod(NOISY_POD).netns, commands.flood);
   let underFlood: LatencyResult[];

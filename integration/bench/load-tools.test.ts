@@ -52,6 +52,17 @@ test('rate-client sends at the fixed rate and measures from the intended send ti
   assert.ok(unloaded.p50_ms < 20, fast);
 });
 
+test('rate-client with `sleep` keeps the rate on timers, at a fraction of the CPU spinning takes', async (t) => {
+  const port = await origin(t);
+  const measure = async (args: string[]) => JSON.parse((await run(process.execPath, [RATE_CLIENT, '127.0.0.1', String(port), '200', '1', '2', ...args])).stdout) as LatencyResult;
+  const spinning = await measure([]);
+  const sleeping = await measure(['sleep']);
+  assert.equal(sleeping.sent, 200);
+  assert.equal(sleeping.completed, 200);
+  assert.ok(sleeping.p50_ms < 20, JSON.stringify(sleeping));
+  assert.ok(sleeping.cpu_ms < spinning.cpu_ms / 2, `CPU ms: sleeping ${sleeping.cpu_ms}, spinning ${spinning.cpu_ms}`);
+});
+
 test('parseIperf reads the receiver rate and reports iperf3\'s own error', () => {
   assert.equal(parseIperf(JSON.stringify({ end: { sum_received: { bits_per_second: 2.5e9 } } })), 2.5);
   assert.throws(() => parseIperf(JSON.stringify({ error: 'unable to connect to server' })), /iperf3: unable to connect/);

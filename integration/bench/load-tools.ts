@@ -59,10 +59,13 @@ export interface LatencyResult {
   p90_ms: number;
   p99_ms: number;
   max_ms: number;
+  /** The client's own CPU time over the run (user + system). */
+  cpu_ms: number;
 }
 
-export function rateCommand(host: string, port: number, opts: { rate: number; seconds: number; connections: number }): string[] {
-  return ['taskset', '-c', LOAD_CPU, process.execPath, RATE_CLIENT, host, String(port), String(opts.rate), String(opts.seconds), String(opts.connections)];
+/** `sharedCpu`: another load generator runs on the load CPU meanwhile (rate-client.ts's `sleep`). */
+export function rateCommand(host: string, port: number, opts: { rate: number; seconds: number; connections: number; sharedCpu?: boolean }): string[] {
+  return ['taskset', '-c', LOAD_CPU, process.execPath, RATE_CLIENT, host, String(port), String(opts.rate), String(opts.seconds), String(opts.connections), ...(opts.sharedCpu ? ['sleep'] : [])];
 }
 
 export async function runRate(cluster: Cluster, netns: string, command: string[]): Promise<LatencyResult> {

@@ -3,16 +3,21 @@
 // and each latency is measured from the request's intended send time, so a slow
 // response delays nothing and hides nothing (no coordinated omission). A request
 // whose time has come waits in a queue while every connection is busy; that wait
-// counts. Prints one JSON line: sent, completed, errors and latency percentiles.
+// counts. Prints one JSON line: sent, completed, errors, latency percentiles and
+// its own CPU time.
+// It spins (setImmediate) between sends, on a CPU of its own; with `sleep` it
+// waits for each send time on a timer instead, for a CPU it shares with another
+// load generator: spinning, it is always runnable and the scheduler shares the
+// CPU by time slices, so a response waits for the other process's slice.
 //
-//   node rate-client.ts HOST PORT RATE SECONDS CONNECTIONS
+//   node rate-client.ts HOST PORT RATE SECONDS CONNECTIONS [sleep]
 
 import net from 'node:net';
 import { completeResponse } from './http-response.ts';
 
-const [host, portText, rateText, secondsText, connectionsText] = process.argv.slice(2);
+const [host, portText, rateText, secondsText, connectionsText, mode] = process.argv.slice(2);
 if (!host || !portText || !rateText || !secondsText || !connectionsText) {
-  console.error('usage: rate-client.ts HOST PORT RATE SECONDS CONNECTIONS');
+  console.error('usage: rate-client.ts HOST PORT RATE SECONDS CONNECTIONS [sleep]');
   process.exit(64);
 }
 const rate = Number(rateText);
@@ -82,8 +87,10 @@ const stop = start + BigInt(Math.round(seconds * 1e9));
 let next = start;
 
 // Spinning through setImmediate keeps the schedule to microseconds while still
-// letting the event loop deliver responses between ticks; the load generator has
-// its CPU to itself.
+// letting the event loop deliver responses between ticks, when the load generator
+// has its CPU to itself. A timer is late by up to a millisecond: that lateness
+// counts in the latency, from the intended send time.
+const sleep = mode === 'sleep';
 await new Promise<void>((resolve) => {
   const tick = () => {
     const now = process.hrtime.bigint();
@@ -93,6 +100,7 @@ await new Promise<void>((resolve) => {
     }
     dispatch();
     if (next >= stop) resolve();
+    else if (sleep) setTimeout(tick, Number(next - now) / 1e6);
     else setImmediate(tick);
   };
   tick();
@@ -113,4 +121,5 @@ console.log(JSON.stringify({
   p90_ms: round(percentile(sorted, 90)),
   p99_ms: round(percentile(sorted, 99)),
   max_ms: round(sorted[sorted.length - 1] ?? NaN),
+  cpu_ms: Math.round((process.cpuUsage().user + process.cpuUsage().system) / 1000),
 }));
