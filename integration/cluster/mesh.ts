@@ -157,18 +157,24 @@ export class Mesh {
   async startSuccessor(name: string): Promise<{ old: ClusterProcess; successor: ClusterProcess }> {
     const old = this.nodes.get(name);
     if (!old) throw new MeshStartError(`node ${name} runs no agent to succeed`);
-    const successor = await this.#spawnNode(name);
     const node = this.cluster.node(name);
     const namespaces = [node.netns, ...this.cluster.pods.filter((p) => p.node === name).map((p) => p.netns)];
     const listeners = async (netns: string, port: number) => (await this.cluster.exec(netns, ['ss', '-Hltn', `sport = :${port}`])).stdout.split('\n').filter((l) => l.trim()).length;
-    await this.#until(successor, `node ${name}'s successor`, 'two listeners on 15001 and 15008 in each namespace the old one serves', async () => {
-      for (const netns of namespaces) {
-        for (const port of [15001, 15008]) {
-          const count = await listeners(netns, port);
-          // A pod the node does not capture has none: nothing to hand over there.
-          if (count === 1) return false;
-        }
+    // The old daemon's own count first: one listener per data-plane worker (a pod the node
+    // does not capture has none: nothing to hand over there).
+    const held: { netns: string; port: number; count: number }[] = [];
+    for (const netns of namespaces) {
+      for (const port of [15001, 15008]) {
+        const count = await listeners(netns, port);
+        if (count > 0) held.push({ netns, port, count });
       }
+    }
+    const successor = await this.#spawnNode(name);
+    // Regression (routed pass, 2 workers): "two listeners" was met by the old daemon's own two
+    // workers, so the old one was stopped before the successor bound, gave up waiting for it
+    // after its 750 ms and closed: 30 ms of refused connections on a loaded machine.
+    await this.#until(successor, `node ${name}'s successor`, 'more listeners on 15001 and 15008 than the old daemon holds, in each namespace it serves', async () => {
+      for (const { netns, port, count } of held) if ((await listeners(netns, port)) <= count) return false;
       return true;
     });
     return { old, successor };
