@@ -85,8 +85,12 @@ test(cniTitle('nodemesh tap on the destination node shows a meshed request with 
     assert.deepEqual([request.destination.workload, request.destination.identity], ['shop/web-1', 'spiffe://cluster.local/ns/shop/sa/web']);
 
     // The plaintext pod to the server: captured at 15006 and, the port being HTTP, its request refused by the DENY policy.
-    assert.equal(await get('legacy/outsider', `http://${ip('shop/web-1')}:${PORT}/admin`), 403);
-    await waitUntil('the tap to see the refusal', async () => events().some((e) => e.event === 'refusal'), 15_000);
+    // Until both taps saw one: the terminal one is another process, subscribed when it is (in CI it
+    // once subscribed after the only refusal and waited 30 s for another).
+    await waitUntil('both taps to see a refusal', async () => {
+      assert.equal(await get('legacy/outsider', `http://${ip('shop/web-1')}:${PORT}/admin`), 403);
+      return events().some((e) => e.event === 'refusal') && /refusal/.test(readable.stdout);
+    }, 30_000);
     const refusal = events().find((e) => e.event === 'refusal')!;
     assert.equal(refusal.reason, 'policy');
     assert.equal(refusal.policy, 'shop/deny-plaintext');
