@@ -62,7 +62,11 @@ export async function waitForSuccessor(held: readonly HeldListener[], timeoutMs:
   const deadline = Date.now() + timeoutMs;
   // undefined: the node's own namespace.
   let pending = new Map<string | undefined, HeldListener[]>();
-  for (const h of held) pending.set(h.netns, [...(pending.get(h.netns) ?? []), h]);
+  for (const h of held) {
+    const group = pending.get(h.netns);
+    if (group) group.push(h);
+    else pending.set(h.netns, [h]);
+  }
   for (;;) {
     const still = new Map<string | undefined, HeldListener[]>();
     for (const [netns, listeners] of pending) {

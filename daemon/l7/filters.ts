@@ -53,12 +53,12 @@ function authorityOf(req: RoutableRequest): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** set replaces, add appends (comma-joined, as the spec shows), remove deletes; names case-insensitive. */
 /** A list-valued header (x-forwarded-for and its kin) with `value` appended to what the request carried. */
 export function appendToList(prior: string | string[] | undefined, value: string): string {
   return prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${value}` : value;
 }
 
+/** set replaces, add appends (comma-joined, as the spec shows), remove deletes; names case-insensitive. */
 export function modifyHeaders(headers: Headers, mod: HeaderModifier): void {
   for (const { name, value } of mod.set) headers[name.toLowerCase()] = value;
   for (const { name, value } of mod.add) {

@@ -28,8 +28,9 @@ const PUBLIC_ONLY: AuthorizationPolicy = {
   rules: [{ from: [], to: [{ ports: [], notPorts: [], methods: ['GET'], notMethods: [], paths: ['/public/*'], notPaths: [] }] }],
 };
 
-async function setup(t: TestContext, policies: AuthorizationPolicy[]) {
-  const server = http.createServer((req, res) => res.end(JSON.stringify({ path: req.url, xff: req.headers['x-forwarded-for'] })));
+/** The pod's server answers its path and x-forwarded-for unless `answer` says otherwise; `fairShare` weighs the HTTP path. */
+async function setup(t: TestContext, policies: AuthorizationPolicy[], opts: { answer?: http.RequestListener; fairShare?: FairShare } = {}) {
+  const server = http.createServer(opts.answer ?? ((req, res) => res.end(JSON.stringify({ path: req.url, xff: req.headers['x-forwarded-for'] }))));
   await new Promise<void>((resolve) => server.listen(0, pod.ip, resolve));
   t.after(() => {
     server.closeAllConnections();
@@ -45,7 +46,8 @@ async function setup(t: TestContext, policies: AuthorizationPolicy[]) {
   const registry = new Registry();
   const metrics = createMetrics(registry);
   const listener = await InboundPlaintextListener.bind({
-    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(), http: new HttpInbound(new Admission(config, metrics), metrics),
+    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(),
+    http: new HttpInbound(new Admission(config, metrics), metrics, undefined, undefined, undefined, opts.fairShare),
     host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
   });
   t.after(() => listener.close());
@@ -69,7 +71,7 @@ async function setup(t: TestContext, policies: AuthorizationPolicy[]) {
     s.on('close', () => resolve(got));
     s.end(bytes);
   });
-  return { request, raw, registry };
+  return { request, raw, registry, listenerPort: listener.port };
 }
 
 test('plaintext HTTP to a declared HTTP port is authorized per request, with x-forwarded-for for the outside client', async (t) => {
@@ -92,35 +94,16 @@ test('non-HTTP bytes on a declared HTTP port fall back to TCP: carried without L
 });
 
 test('HTTP at the destination is read under its source: the pod\'s answers to the heavier client are read less', async (t) => {
-  const server = http.createServer((req, res) => res.end(Buffer.alloc(Number(req.url!.slice(1)))));
-  await new Promise<void>((resolve) => server.listen(0, pod.ip, resolve));
-  t.after(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  const port = (server.address() as AddressInfo).port;
-  const service: Service = {
-    namespace: 'shop', name: 'inventory', vips: ['10.96.0.20'], ports: [{ name: 'http', port: 80, targetPort: port, targetPortName: '', appProtocol: '' }],
-    endpoints: [{ workloadUid: pod.uid, ip: pod.ip, ready: true }], opaquePorts: [],
-  };
-  const config = new ConfigStore('n1');
-  applyConfig(config, { workloads: [pod], services: [service] });
-  const metrics = createMetrics(new Registry());
   const throttled: { key: string; level: number }[][] = [];
   const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p) });
   t.after(() => fair.stop());
-  const listener = await InboundPlaintextListener.bind({
-    config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(),
-    http: new HttpInbound(new Admission(config, metrics), metrics, undefined, undefined, undefined, fair),
-    host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
-  });
-  t.after(() => listener.close());
+  const { listenerPort } = await setup(t, [], { answer: (req, res) => res.end(Buffer.alloc(Number(req.url!.slice(1)))), fairShare: fair });
   // Two clients from outside the mesh, by address; each sends the same requests, only the answers differ.
   const client = (localAddress: string) => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     t.after(() => agent.destroy());
     return (bytes: number) => new Promise<number>((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: listener.port, localAddress, path: `/${bytes}`, agent }, (res) => {
+      const req = http.request({ host: '127.0.0.1', port: listenerPort, localAddress, path: `/${bytes}`, agent }, (res) => {
         let got = 0;
         res.on('data', (c: Buffer) => (got += c.length));
         res.on('end', () => resolve(got));
