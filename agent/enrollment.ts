@@ -25,6 +25,7 @@ import { firstJumpEdits, iptablesRestore, iptablesSave, parseSavedTable, removal
 import { InvalidObjectError } from '../core/errors.ts';
 import { debug, logger } from '../core/log.ts';
 import { InPodCapture } from './in-pod-capture.ts';
+import { RulesCheckRotation } from './rules-check-rotation.ts';
 import { listNetns } from '../daemon/netns.ts';
 import { statSync } from 'node:fs';
 import type { PodNetnsFinder } from './pod-netns.ts';
@@ -241,10 +242,11 @@ export interface InPodEnrollment {
 /**
  * Brings in-pod capture to `pods` (IP -> namespace): for a new pod the listeners
  * first, then the rules (so no new connection is refused in between); for a pod
- * that left, the rules first, then the listeners. Returns the pods it could not
- * capture in-pod (they fall back to node-level capture).
+ * that left, the rules first, then the listeners. The rules of pods applied
+ * before are read back only when `rotation` says they are due. Returns the pods
+ * it could not capture in-pod (they fall back to node-level capture).
  */
-async function reconcileInPod(inPod: InPodEnrollment, pods: ReadonlyMap<string, string>, names: ReadonlyMap<string, string>): Promise<Set<string>> {
+async function reconcileInPod(inPod: InPodEnrollment, pods: ReadonlyMap<string, string>, names: ReadonlyMap<string, string>, rotation: RulesCheckRotation, resync: boolean): Promise<Set<string>> {
   const failed = new Set<string>();
   const attached = inPod.dataPlane.attachedPods();
   for (const [ip, netns] of attached) {
@@ -259,12 +261,17 @@ async function reconcileInPod(inPod: InPodEnrollment, pods: ReadonlyMap<string, 
     log.info('pod no longer captured in its namespace', { ip, netns });
   }
   const nodeAddresses = inPod.nodeAddresses();
+  const keys = new Map([...pods].map(([ip, netns]) => [ip, `${netns} ${nodeAddresses.join(',')}`]));
+  const due = rotation.due(keys, resync);
   for (const [ip, netns] of pods) {
     try {
       await inPod.dataPlane.attachPod(ip, netns);
+      if (!due.has(ip)) continue;
       if (await inPod.capture.apply(netns, nodeAddresses)) log.info('pod captured in its namespace', { pod: names.get(ip), ip, netns });
+      rotation.checked(ip, keys.get(ip)!);
     } catch (err) {
       failed.add(ip);
+      rotation.forget(ip);
       inPod.dataPlane.detachPod(ip);
       log.error('cannot capture a pod in its namespace; capturing it from the node instead', { pod: names.get(ip), ip, netns, error: (err as Error).message });
     }
@@ -290,13 +297,18 @@ export interface EnrollmentOptions {
   onReconciled?: () => void;
   /** Capture inside pods' namespaces where they can be found and entered; without it every pod is captured from the node. */
   inPod?: InPodEnrollment;
-  /** Re-checks the live rules this often, to repair drift such as a jump inserted above ours. Default 60 s. */
+  /**
+   * Re-checks the node's live rules this often, to repair drift such as a jump
+   * inserted above ours, and a tenth of the pods' in-pod rules (IN_POD_CHECK_ROUNDS). Default 60 s.
+   */
   resyncIntervalMs?: number;
   /** First retry delay after a failed reconcile; doubles up to 30 s. Default 1 s. */
   retryDelayMs?: number;
 }
 
 const MAX_RETRY_DELAY_MS = 30_000;
+/** Resyncs per pass over every pod's in-pod rules: each is read back every 10 minutes by default. */
+const IN_POD_CHECK_ROUNDS = 10;
 
 /**
  * Reconciles capture with the store's enrolled local workloads on every change that
@@ -312,14 +324,18 @@ export function enrollmentFromConfig(store: ConfigStore, reconciler: CaptureReco
   let captured = new Map<string, CaptureMode>();
   let retryDelay = baseRetry;
   let retryTimer: NodeJS.Timeout | undefined;
+  const rotation = new RulesCheckRotation(IN_POD_CHECK_ROUNDS);
+  let resyncDue = false;
 
   const runOnce = async (): Promise<void> => {
+    const resync = resyncDue;
+    resyncDue = false;
     const local = store.localWorkloads();
     const names = new Map(local.map((w) => [w.ip, `${w.namespace}/${w.name}`]));
     try {
       const { inPod } = opts;
       const inPodPods = inPod ? inPod.finder.find(local.map((w) => w.ip)) : new Map<string, string>();
-      const fellBack = inPod ? await reconcileInPod(inPod, inPodPods, names) : new Set<string>();
+      const fellBack = inPod ? await reconcileInPod(inPod, inPodPods, names, rotation, resync) : new Set<string>();
       const fromNode = local.filter((w) => !inPodPods.has(w.ip) || fellBack.has(w.ip));
       const pods = fromNode.map((w) => ({ ip: w.ip, name: `${w.namespace}/${w.name}` }));
       await reconciler.reconcile(pods, vipsWithEndpointsIn(store, new Set(pods.map((p) => p.ip))));
@@ -357,7 +373,10 @@ export function enrollmentFromConfig(store: ConfigStore, reconciler: CaptureReco
   store.onChange((update: ConfigUpdate) => {
     if (update.snapshot || update.upserts.some((r) => capturing(r.kind)) || update.removals.some((k) => capturing(k.kind))) trigger();
   });
-  const resync = setInterval(trigger, opts.resyncIntervalMs ?? 60_000);
+  const resync = setInterval(() => {
+    resyncDue = true;
+    trigger();
+  }, opts.resyncIntervalMs ?? 60_000);
   resync.unref();
   if (store.synced) trigger();
 

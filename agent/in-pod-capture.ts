@@ -19,8 +19,8 @@
 // Fail closed: the rules stay when the daemon stops, and redirect to ports
 // nobody listens on, so the pod's new connections are refused, never sent in
 // clear. Connections open when the rules arrive keep flowing: only SYNs are
-// redirected. Applied idempotently, one iptables-restore per table
-// per change, and adopted by a restarted daemon.
+// redirected. Applied idempotently, one iptables-restore for both tables per
+// change, and adopted by a restarted daemon.
 
 import type { CommandLine } from './iptables.ts';
 import { firstJumpEdits, iptablesRestore, iptablesSave, parseSavedTable, removalInput, runCommand, sameRules } from './iptables.ts';
@@ -132,13 +132,17 @@ export class InPodCapture {
     this.#ip = opts.ip ?? 'ip';
   }
 
-  /** Makes the pod's rules what they should be; returns whether anything changed. */
+  /**
+   * Makes the pod's rules what they should be; returns whether anything changed.
+   * Two commands when nothing did (one `ip -batch`, one `iptables-save` of every
+   * table), a third when something must be written: a node checks every pod.
+   */
   async apply(netns: string, nodeAddresses: readonly string[]): Promise<boolean> {
     let changed = await this.#ensureReplyRoute(netns);
-    for (const plan of inPodTables(nodeAddresses)) {
-      const input = planTable(await iptablesSave(this.#save, plan.table, netns), plan);
-      if (!input) continue;
-      trace('in-pod rules', { netns, table: plan.table, input });
+    const save = await iptablesSave(this.#save, undefined, netns);
+    const input = inPodTables(nodeAddresses).map((plan) => planTable(save, plan)).join('');
+    if (input) {
+      trace('in-pod rules', { netns, input });
       await iptablesRestore(this.#restore, input, netns);
       changed = true;
     }
@@ -148,9 +152,9 @@ export class InPodCapture {
   /** Removes every rule, chain and route of ours from the pod; returns whether there were any. */
   async remove(netns: string): Promise<boolean> {
     let removed = false;
-    for (const table of ['nat', 'mangle'] as const) {
-      const { input } = removalInput(await iptablesSave(this.#save, table, netns), table, 'NODEMESH-');
-      if (!input) continue;
+    const save = await iptablesSave(this.#save, undefined, netns);
+    const input = (['nat', 'mangle'] as const).map((table) => removalInput(save, table, 'NODEMESH-').input).join('');
+    if (input) {
       await iptablesRestore(this.#restore, input, netns);
       removed = true;
     }
@@ -167,12 +171,11 @@ export class InPodCapture {
   }
 
   async #ensureReplyRoute(netns: string): Promise<boolean> {
-    const rules = await runCommand(this.#ip, ['-4', 'rule', 'show'], undefined, netns);
-    const missing = !rules.includes(`lookup ${REPLY_TABLE}`);
-    // `route replace` is idempotent, and cheaper than reading a table that may not exist yet.
-    const batch = [`route replace local 0.0.0.0/0 dev lo table ${REPLY_TABLE}`];
-    if (missing) batch.push(`rule add fwmark ${MARK} lookup ${REPLY_TABLE} priority ${REPLY_RULE_PRIORITY}`);
-    await runCommand(this.#ip, ['-4', '-batch', '-'], `${batch.join('\n')}\n`, netns);
-    return missing;
+    // `route replace` is idempotent, and cheaper than reading a table that may not exist yet; the
+    // rules are listed in the same batch.
+    const rules = await runCommand(this.#ip, ['-4', '-batch', '-'], `route replace local 0.0.0.0/0 dev lo table ${REPLY_TABLE}\nrule show\n`, netns);
+    if (rules.includes(`lookup ${REPLY_TABLE}`)) return false;
+    await runCommand(this.#ip, ['-4', 'rule', 'add', 'fwmark', MARK, 'lookup', String(REPLY_TABLE), 'priority', String(REPLY_RULE_PRIORITY)], undefined, netns);
+    return true;
   }
 }

@@ -57,9 +57,9 @@ export function runCommand(command: CommandLine, args: readonly string[], input?
   });
 }
 
-/** `iptables-save -t TABLE`, in the network namespace at `netns` when given. */
-export function iptablesSave(command: CommandLine, table: string, netns?: string): Promise<string> {
-  return runCommand(command, ['-t', table], undefined, netns);
+/** `iptables-save -t TABLE` (every table without one), in the network namespace at `netns` when given. */
+export function iptablesSave(command: CommandLine, table: string | undefined, netns?: string): Promise<string> {
+  return runCommand(command, table ? ['-t', table] : [], undefined, netns);
 }
 
 /** One `iptables-restore --noflush -w` transaction: all of `input` applies, or none of it. */
