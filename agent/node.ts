@@ -30,6 +30,7 @@ import type { DaemonOptions } from '../daemon/daemon.ts';
 import { startDataPlane } from '../daemon/workers.ts';
 import type { DataPlane } from '../daemon/workers.ts';
 import { Tracing } from '../daemon/tracing.ts';
+import { releaseStartUpPages } from './start-up-pages.ts';
 
 const log = logger('node');
 
@@ -88,6 +89,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const certsIssued = readiness.register('certificates issued');
   const listenersBound = readiness.register('listeners bound');
   const podsCaptured = opts.dataPlane ? readiness.register('local pods captured') : () => {};
+  readiness.onReady(() => {
+    try {
+      log.info('released the file pages only start-up used', releaseStartUpPages());
+    } catch (err) {
+      log.debug('cannot release start-up pages', { error: (err as Error).message });
+    }
+  });
 
   const store = new ConfigStore(opts.nodeName);
   const saved = readLastKnownGood(configPath(opts.stateDir));

@@ -16,3 +16,17 @@ test('readiness: ready only after every registered task is done', () => {
   assert.equal(readiness.ready(), true);
   assert.deepEqual(readiness.pending(), []);
 });
+
+test('readiness: onReady runs once, when the last task is done', () => {
+  const readiness = new Readiness();
+  const configSynced = readiness.register('config synced');
+  const certsIssued = readiness.register('certificates issued');
+  let calls = 0;
+  readiness.onReady(() => calls++);
+  configSynced();
+  assert.equal(calls, 0);
+  certsIssued();
+  certsIssued();
+  configSynced();
+  assert.equal(calls, 1);
+});

@@ -4,13 +4,20 @@
 
 export class Readiness {
   readonly #pending = new Set<string>();
+  #onReady: (() => void)[] = [];
 
   /** Registers a pending task; the returned function marks it done (idempotent). */
   register(name: string): () => void {
     this.#pending.add(name);
     return () => {
-      this.#pending.delete(name);
+      if (!this.#pending.delete(name) || this.#pending.size) return;
+      for (const callback of this.#onReady.splice(0)) callback();
     };
+  }
+
+  /** Calls `callback` once, when the last pending task is done. */
+  onReady(callback: () => void): void {
+    this.#onReady.push(callback);
   }
 
   pending(): string[] {
