@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, stringify } from 'yaml';
 import { Ajv } from 'ajv';
-import { NODE_V8_FLAGS } from '../agent/v8-flags.ts';
+import { NODE_PROCESS_ENV, NODE_V8_FLAGS } from '../agent/v8-flags.ts';
 import { kustomize, KustomizeError, type KubeObject as Obj } from './testdata/kustomize.ts';
 
 const MANIFESTS = fileURLToPath(new URL('.', import.meta.url));
@@ -107,6 +107,9 @@ test('the node DaemonSet has the security settings and wiring the node needs, on
   assert.deepEqual(c.env.find((e: { name: string }) => e.name === 'NODE_NAME').valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
   assert.ok(c.args.includes('--node-name=$(NODE_NAME)'));
   assert.equal(c.env.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value, NODE_V8_FLAGS.join(' '), 'the DaemonSet starts nodes with agent/v8-flags.ts');
+  for (const [name, value] of Object.entries(NODE_PROCESS_ENV)) {
+    assert.equal(c.env.find((e: { name: string }) => e.name === name)?.value, value, `the DaemonSet sets ${name} as agent/v8-flags.ts says`);
+  }
 
   const mountOf = (flag: string) => c.args.find((a: string) => a.startsWith(`${flag}=`))?.slice(flag.length + 1) as string;
   const volumeAt = (file: string) => {

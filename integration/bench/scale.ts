@@ -14,7 +14,7 @@ import { stringify } from 'yaml';
 import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import { logger } from '../../core/log.ts';
 import { nodemeshBinary } from '../cluster/nodemesh-binary.ts';
-import { NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
+import { NODE_PROCESS_ENV, NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
 import { namespaceObject, objectFileName, podObject, serviceObject } from '../cluster/config-dir.ts';
 import type { PlannedPod, PlannedService } from '../cluster/plan.ts';
 import { stableUid } from '../cluster/plan.ts';
@@ -165,7 +165,7 @@ export async function runScaleBench(prefix: string, opts: { quick: boolean; env?
         '--node-name', name, '--controlplane', `127.0.0.1:${cp.port}`, '--token-file', join(dir, `token-${name}`),
         '--ca-file', join(cp.caDir, 'ca-cert.pem'), '--state-dir', join(dir, `state-${tag}-${name}`),
         '--admin-addr', `127.0.0.1:${adminPort}`, '--metrics-addr', `127.0.0.1:${metricsPort}`, '--health-addr', `127.0.0.1:${healthPort}`,
-      ], { env: { ...process.env, ...opts.env, NODEMESH_LOG_LEVEL: 'info', NODEMESH_DEBUG: 'config' } });
+      ], { env: { ...NODE_PROCESS_ENV, ...process.env, ...opts.env, NODEMESH_LOG_LEVEL: 'info', NODEMESH_DEBUG: 'config' } });
       return { name, proc, metricsPort, healthPort };
     };
     const ready = (a: { name: string; healthPort: number }) => until(`node ${a.name} ready`, 120_000, 50, async () => {

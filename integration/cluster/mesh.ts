@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { ErrorCode, NodemeshError } from '../../core/errors.ts';
 import type { Cluster } from './cluster.ts';
 import type { ClusterProcess } from './processes.ts';
-import { NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
+import { NODE_PROCESS_ENV, NODE_V8_FLAGS } from '../../agent/v8-flags.ts';
 import { nodemeshBinary } from './nodemesh-binary.ts';
 
 export const CONTROL_PLANE_PORT = 15010;
@@ -186,7 +186,7 @@ export class Mesh {
     const launch: NodeLaunch = {
       name, netns: node.netns, controlPlane: this.controlPlaneAddress, tokenFile: this.tokenFile(name), caFile: this.caFile,
       stateDir: this.stateDir(name), adminAddr: ADMIN_ADDR, podNetnsPrefix: `${node.netns}-pod-`,
-      env: this.#env(), logFile: this.logFile(`node-${name}`), args: ['node',
+      env: { ...NODE_PROCESS_ENV, ...this.#env() }, logFile: this.logFile(`node-${name}`), args: ['node',
       '--node-name', name,
       '--controlplane', this.controlPlaneAddress,
       '--token-file', this.tokenFile(name),
