@@ -135,7 +135,8 @@ export class InPodCapture {
   /**
    * Makes the pod's rules what they should be; returns whether anything changed.
    * Two commands when nothing did (one `ip -batch`, one `iptables-save` of every
-   * table), a third when something must be written: a node checks every pod.
+   * table), a third when something must be written: a node reads back each of
+   * its pods' rules every 10 minutes (rules-check-rotation.ts).
    */
   async apply(netns: string, nodeAddresses: readonly string[]): Promise<boolean> {
     let changed = await this.#ensureReplyRoute(netns);
