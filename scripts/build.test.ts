@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,4 +30,21 @@ test('build: the bundle runs on its own, laid out as in the image (dist, proto, 
   const demo = await run(process.execPath, [cli, 'demo', '--once']).then(() => assert.fail('demo ran without integration/'), (err: { code: number; stderr: string }) => err);
   assert.equal(demo.code, 1);
   assert.match(demo.stderr, /this build has no demo/);
+});
+
+// The bundle is built without esbuild's keepNames (a defineProperty per closure made each one a
+// dictionary-mode object: 1.5 MiB per 1,000 tunnels). Error names come from their classes
+// (core/errors.ts: new.target.name), so no error class of ours may be renamed by the bundler.
+test('build: every error class of ours keeps its name in the bundle', async () => {
+  await buildDist();
+  const bundle = readdirSync(DIST_DIR).filter((f) => f.endsWith('.mjs')).map((f) => readFileSync(join(DIST_DIR, f), 'utf8')).join('\n');
+  const errors = new Set<string>();
+  for (const dir of ['core', 'agent', 'daemon', 'daemon/l7', 'controlplane', 'cli']) {
+    for (const file of readdirSync(join(ROOT, dir)).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))) {
+      for (const m of readFileSync(join(ROOT, dir, file), 'utf8').matchAll(/^export class (\w+) extends \w*Error\b/gm)) errors.add(m[1]!);
+    }
+  }
+  assert.ok(errors.has('IptablesError') && errors.size > 10, `found ${[...errors]}`);
+  // esbuild writes `var Name = class extends ...` (named by its binding), or `var Name = class Name2` / `class _Name` when it renamed one.
+  for (const name of errors) assert.match(bundle, new RegExp(`\\bvar ${name} = class extends\\b`), `class ${name} is in the bundle under its own name`);
 });
