@@ -272,7 +272,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
       if (res.destroyed) return;
       if (!res.write(chunk)) await new Promise((resolve) => {
         res.once('drain', resolve);
-        res.once('close', resolve);
+        res.on('close', resolve);
       });
     }
     res.end('\n');

@@ -202,7 +202,7 @@ export class FairShare {
     // A throttled pod's new connection has its first bytes read (a handshake, a first request):
     // a window reaches each socket only every 2^level ticks, which at level 12 is minutes.
     if (s.level > 0) s.fresh.add(socket);
-    socket.once('close', () => {
+    socket.on('close', () => {
       s.sockets.delete(socket);
       s.fresh.delete(socket);
       s.stopped.delete(socket);

@@ -105,12 +105,12 @@ export class HbonePool {
       this.#streamDone(pooled);
       throw err instanceof PeerError ? err : new PeerError(`HBONE to ${req.destinationIp} (node ${req.destinationNode}): ${(err as Error).message}`, { cause: err });
     }
-    stream.once('close', () => this.#streamDone(pooled));
+    stream.on('close', () => this.#streamDone(pooled));
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(new (refusedOr(stream))(`HBONE tunnel to ${req.target} via ${req.destinationIp}:${this.#port} (node ${req.destinationNode}) failed: ${err.message}`, { cause: err }));
       const onClose = () => reject(new (refusedOr(stream))(`HBONE tunnel to ${req.target} (node ${req.destinationNode}) was closed before the peer answered (code ${stream.rstCode})`));
       stream.once('error', onError);
-      stream.once('close', onClose);
+      stream.on('close', onClose);
       stream.once('response', (headers) => {
         // Answered: these listeners would otherwise live as long as the tunnel.
         stream.off('error', onError);
@@ -204,7 +204,7 @@ export class HbonePool {
     const pooled: PooledSession = { key, session, sourceIdentity: req.sourceIdentity, chainPem: cert.chainPem, bundle, ready: Promise.resolve(), active: 0, draining: false };
     pooled.ready = new Promise<void>((resolve, reject) => {
       session.once('connect', () => resolve());
-      session.once('close', () => reject(describeFailure(socketError, where, req.destinationNode)));
+      session.on('close', () => reject(describeFailure(socketError, where, req.destinationNode)));
     });
     // Callers await `ready`; this keeps a failure nobody waits for from being unhandled.
     pooled.ready.catch(() => {});
@@ -213,7 +213,7 @@ export class HbonePool {
       trace('session error', { key, error: err.message });
     });
     session.once('goaway', () => (pooled.draining = true));
-    session.once('close', () => this.#evict(pooled));
+    session.on('close', () => this.#evict(pooled));
     trace('session opening', { key });
     return pooled;
   }

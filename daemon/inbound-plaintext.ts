@@ -129,7 +129,7 @@ export class InboundPlaintextListener extends CapturedListener {
       bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
       destroy: () => client.destroy(),
     });
-    client.once('close', () => tracked.finish());
+    client.on('close', () => tracked.finish());
     const conn = { authorization: input, sourceWorkload, destinationPrincipal, service, security: 'none' as const, addForwardedFor: true };
     if (protocol === 'http2') this.#opts.http!.serveHttp2(client, conn, head);
     else this.#opts.http!.serveHttp1(client, conn, head);

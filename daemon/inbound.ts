@@ -206,7 +206,7 @@ export class InboundListener {
       timer: setTimeout(() => this.#handshakeExpired(key), this.#handshakeTimeoutMs),
     };
     this.#handshakes.set(key, handshake);
-    raw.once('close', () => this.#handshakeDone(key));
+    raw.on('close', () => this.#handshakeDone(key));
   }
 
   #handshakeDone(key: string): void {
@@ -339,11 +339,11 @@ export class InboundListener {
     arm();
     session.on('stream', (stream) => {
       if (open++ === 0) clearTimeout(timer);
-      stream.once('close', () => {
+      stream.on('close', () => {
         if (--open === 0 && !session.closed && !session.destroyed) arm();
       });
     });
-    session.once('close', () => clearTimeout(timer));
+    session.on('close', () => clearTimeout(timer));
   }
 
   #onStream(ctx: SessionContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -390,7 +390,7 @@ export class InboundListener {
           destinationIp: target.ip, destinationPort: target.port, destinationWorkload: workload, destinationPrincipal: identity,
           service: httpService, security: 'mutual_tls', bytes: countBytes(stream), destroy: () => stream.destroy(),
         });
-        stream.once('close', () => tracked.finish());
+        stream.on('close', () => tracked.finish());
         const conn = { authorization: input, sourceWorkload, destinationPrincipal: identity, service: httpService, security: 'mutual_tls' as const, addForwardedFor: false };
         if (protocol === 'http2') this.#opts.http!.serveHttp2(stream, conn, head);
         else this.#opts.http!.serveHttp1(stream, conn, head);
@@ -442,7 +442,7 @@ export class InboundListener {
     }
     peer.open++;
     const counted = peer;
-    stream.once('close', () => {
+    stream.on('close', () => {
       counted.open--;
       if (counted.open < this.#maxStreamsPerPeer) counted.warned = false;
       if (counted.open === 0 && this.#peerStreams.get(key) === counted) this.#peerStreams.delete(key);

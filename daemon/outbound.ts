@@ -120,7 +120,7 @@ export class OutboundListener extends CapturedListener {
       bytes: () => ({ received: client.bytesRead, sent: client.bytesWritten }),
       destroy: () => client.destroy(),
     });
-    client.once('close', () => tracked.finish());
+    client.on('close', () => tracked.finish());
     const { http1, http2 } = this.#opts.http!;
     if (protocol === 'http2') http2.handle(client, conn, head);
     else http1.handle(client, conn, head);

@@ -108,7 +108,7 @@ export class SourceLimits {
     }
     count.connections++;
     if (slot !== undefined) this.#shared!.add(slot, CONNECTIONS, 1);
-    client.once('close', () => {
+    client.on('close', () => {
       count.connections--;
       if (slot !== undefined) this.#shared!.add(slot, CONNECTIONS, -1);
       this.#forget(source.uid, count);

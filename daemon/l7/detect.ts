@@ -82,6 +82,6 @@ export function detectProtocol(socket: Duplex, timeoutMs = DEFAULT_DETECT_TIMEOU
     const timer = timeoutMs > 0 ? setTimeout(() => finish('opaque'), timeoutMs) : undefined;
     socket.on('data', onData);
     socket.once('end', onEnd);
-    socket.once('close', onEnd);
+    socket.on('close', onEnd);
   });
 }

@@ -130,12 +130,12 @@ export class H1Outbound {
     const slot = this.#opts.limits?.startRequest(conn.source, conn.sourceIdentity);
     // Refused before any routing work; counted and logged by the limits.
     if (typeof slot === 'string') return reply(res, new LocalReply(503, slot, { [REASON_HEADER]: 'source_limit' }));
-    if (slot) res.once('close', slot);
+    if (slot) res.on('close', slot);
     const { config, metrics, router, budget } = this.#opts;
     const started = performance.now();
     const trace = this.#opts.tracing?.start('source', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
     const plan = router.plan(req, conn);
-    res.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started,
+    res.on('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started,
       { tap: this.#opts.tap, trace, method: req.method, url: req.url, protocol: 'http1' }));
     if (plan instanceof LocalReply) return reply(res, plan);
     // An HTTPRoute rule's `retry` replaces the node's statuses and attempts; the budget bounds both.
@@ -155,7 +155,7 @@ export class H1Outbound {
           else current?.settle({ kind: 'timeout' });
         }, plan.timeouts.request)
       : undefined;
-    res.once('close', () => {
+    res.on('close', () => {
       clearTimeout(overall);
       // The client went away: stop the attempt in flight.
       if (!res.writableFinished) current?.proxyRequest.destroy();

@@ -54,7 +54,7 @@ export class H2Outbound {
       if (this.#handing) this.#connections.set(session, this.#handing);
       session.on('error', (err) => log.debug('client HTTP/2 session error', { error: err.message }));
       this.#clientSessions.add(session);
-      session.once('close', () => this.#clientSessions.delete(session));
+      session.on('close', () => this.#clientSessions.delete(session));
       // Opened during a drain: the client learns at once to go elsewhere.
       if (this.#draining) session.once('connect', () => session.close());
     });
@@ -95,13 +95,13 @@ export class H2Outbound {
     if (!conn) return void stream.close(NGHTTP2_INTERNAL_ERROR);
     const slot = this.#opts.limits?.startRequest(conn.source, conn.sourceIdentity);
     if (typeof slot === 'string') return reply(stream, new LocalReply(503, slot, { [REASON_HEADER]: 'source_limit' }));
-    if (slot) stream.once('close', slot);
+    if (slot) stream.on('close', slot);
     const { config, metrics, router } = this.#opts;
     const started = performance.now();
     const trace = this.#opts.tracing?.start('source', headers, { method: headers[':method'] ?? 'GET', path: pathOf(headers[':path']) });
     const request = { url: headers[':path'], method: headers[':method'], headers: headers as Record<string, string | string[] | undefined> };
     const plan = router.plan(request, conn);
-    stream.once('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
+    stream.on('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
       tap: this.#opts.tap, trace, method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
       grpcStatus: () => grpcStatusOf(stream),
     }));
@@ -148,7 +148,7 @@ export class H2Outbound {
         reject(err);
       });
       session.once('goaway', forget);
-      session.once('close', forget);
+      session.on('close', forget);
     }));
     this.#sessions.set(key, opening);
     opening.catch(() => {

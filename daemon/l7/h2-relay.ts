@@ -24,7 +24,7 @@ export function relayStream(stream: ServerHttp2Stream, up: ClientHttp2Stream, mo
   };
   let trailers: IncomingHttpHeaders | undefined;
   stream.pipe(up);
-  stream.once('close', () => {
+  stream.on('close', () => {
     if (!up.closed) up.close(NGHTTP2_CANCEL);
   });
   up.on('trailers', (t) => (trailers = t));
@@ -46,7 +46,7 @@ export function relayStream(stream: ServerHttp2Stream, up: ClientHttp2Stream, mo
     if (stream.headersSent) stream.close(NGHTTP2_INTERNAL_ERROR);
     else replyHttp2(stream, new LocalReply(502, `upstream stream failed: ${err.message}`));
   });
-  up.once('close', () => {
+  up.on('close', () => {
     responded();
     // Reset by the upstream before any response: the client must not wait.
     if (!stream.headersSent && !stream.destroyed) replyHttp2(stream, new LocalReply(502, `upstream reset the stream (code ${up.rstCode})`));

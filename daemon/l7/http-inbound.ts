@@ -125,13 +125,13 @@ export class HttpInbound {
       if (this.#handing) this.#servedH2.set(session, this.#handing);
       session.on('error', (err) => log.debug('HTTP/2 session error in a tunnel', { error: err.message }));
       this.#h2Sessions.add(session);
-      session.once('close', () => this.#h2Sessions.delete(session));
+      session.on('close', () => this.#h2Sessions.delete(session));
       const timer = setTimeout(() => {
         log.debug('HTTP/2 connection closed: no SETTINGS in time', { timeoutMs: this.headTimeoutMs });
         session.destroy();
       }, this.headTimeoutMs);
       session.once('remoteSettings', () => clearTimeout(timer));
-      session.once('close', () => clearTimeout(timer));
+      session.on('close', () => clearTimeout(timer));
     });
     this.#h2Server.on('stream', (stream, headers) => this.#onH2Stream(stream, headers));
   }
@@ -152,7 +152,7 @@ export class HttpInbound {
     this.#served.set(downstream, served);
     this.#http1.add(downstream);
     this.#awaitHead(downstream, served);
-    downstream.once('close', () => {
+    downstream.on('close', () => {
       clearTimeout(served.headTimer);
       agent.destroy();
     });
@@ -164,7 +164,7 @@ export class HttpInbound {
   /** Serves HTTP/2 (prior knowledge: `head` holds the preface) arriving on `downstream`. */
   serveHttp2(downstream: Duplex, conn: InboundHttpConnection, head: Buffer): void {
     const served: ServedH2 = { conn };
-    downstream.once('close', () => {
+    downstream.on('close', () => {
       served.closed = true;
       served.pod?.close();
     });
@@ -184,7 +184,7 @@ export class HttpInbound {
     const { conn } = served;
     const started = performance.now();
     const trace = this.#tracing?.start('destination', headers, { method: headers[':method'] ?? 'GET', path: pathOf(headers[':path']) });
-    stream.once('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
+    stream.on('close', () => this.#record(conn, Number(stream.sentHeaders?.[':status'] ?? 0), started, {
       trace, method: headers[':method'], url: headers[':path'], protocol: 'http2', contentType: headers['content-type'],
       grpcStatus: () => {
         const status = stream.sentTrailers?.['grpc-status'] ?? stream.sentHeaders?.['grpc-status'];
@@ -261,13 +261,13 @@ export class HttpInbound {
     clearTimeout(served.headTimer);
     served.inFlight++;
     const socket = req.socket;
-    res.once('close', () => {
+    res.on('close', () => {
       if (--served.inFlight === 0 && !socket.destroyed) this.#awaitHead(socket, served);
     });
     const { conn, agent } = served;
     const started = performance.now();
     const trace = this.#tracing?.start('destination', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
-    res.once('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started, { trace, method: req.method, url: req.url, protocol: 'http1' }));
+    res.on('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started, { trace, method: req.method, url: req.url, protocol: 'http1' }));
     const denied = this.#deny(req, conn);
     if (denied) return replyHttp1(res, denied);
     const { destination, port } = conn.authorization;

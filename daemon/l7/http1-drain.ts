@@ -32,7 +32,7 @@ export class Http1Connections {
       if (this.#draining) res.shouldKeepAlive = false;
       if (!state) return;
       state.inFlight++;
-      res.once('close', () => {
+      res.on('close', () => {
         state.inFlight--;
         state.idleSince = Date.now();
       });
@@ -42,7 +42,7 @@ export class Http1Connections {
   /** A connection handed to the server. */
   add(connection: Duplex): void {
     this.#open.set(connection, { inFlight: 0, idleSince: Date.now() });
-    connection.once('close', () => this.#open.delete(connection));
+    connection.on('close', () => this.#open.delete(connection));
   }
 
   drain(): void {

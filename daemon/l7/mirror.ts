@@ -88,7 +88,7 @@ export function mirrorHttp2(
       ended = true;
       copy?.end();
     });
-    client.once('close', () => {
+    client.on('close', () => {
       if (!ended) abandon('the client stream closed first');
     });
     session(endpoint).then((s) => {
