@@ -4,7 +4,7 @@
 
 export class Readiness {
   readonly #pending = new Set<string>();
-  #onReady: (() => void)[] = [];
+  readonly #onReady: (() => void)[] = [];
 
   /** Registers a pending task; the returned function marks it done (idempotent). */
   register(name: string): () => void {

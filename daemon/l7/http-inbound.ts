@@ -261,13 +261,14 @@ export class HttpInbound {
     clearTimeout(served.headTimer);
     served.inFlight++;
     const socket = req.socket;
-    res.on('close', () => {
-      if (--served.inFlight === 0 && !socket.destroyed) this.#awaitHead(socket, served);
-    });
     const { conn, agent } = served;
     const started = performance.now();
     const trace = this.#tracing?.start('destination', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
-    res.on('close', () => this.#record(conn, res.headersSent ? res.statusCode : 0, started, { trace, method: req.method, url: req.url, protocol: 'http1' }));
+    // One listener per request, not one per job.
+    res.on('close', () => {
+      if (--served.inFlight === 0 && !socket.destroyed) this.#awaitHead(socket, served);
+      this.#record(conn, res.headersSent ? res.statusCode : 0, started, { trace, method: req.method, url: req.url, protocol: 'http1' });
+    });
     const denied = this.#deny(req, conn);
     if (denied) return replyHttp1(res, denied);
     const { destination, port } = conn.authorization;

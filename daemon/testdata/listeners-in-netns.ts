@@ -148,7 +148,7 @@ test('plaintext from outside the mesh: accepted when permissive, refused when st
 
 test('a policy change on the destination node closes the tunnels it denies', async () => {
   const socket = await openTunnel(A.ip, C.ip, 9090);
-  const closed = new Promise((resolve) => socket.on('close', resolve));
+  const closed = new Promise((resolve) => socket.once('close', resolve));
   socket.on('error', () => {});
   applyConfig(n2, { ...everything, policies: [denyFrom('shop', 'no-web', 'web')] }, 2);
   await closed;
@@ -161,7 +161,7 @@ test('a policy change on the destination node closes the tunnels it denies', asy
 test('drain: stops accepting, then closes what is left at the deadline', async () => {
   const socket = await openTunnel(A.ip, B.ip, 8080);
   socket.on('error', () => {});
-  const closed = new Promise((resolve) => socket.on('close', resolve));
+  const closed = new Promise((resolve) => socket.once('close', resolve));
   const started = Date.now();
   await d1.drain(300);
   await closed;
