@@ -120,3 +120,48 @@ test('HTTP at the destination is read under its source: the pod\'s answers to th
   fair.rebalance(FAIR_LAG_MS);
   assert.deepEqual(throttled, [[{ key: 'ip:127.0.0.7', level: 1 }]]);
 });
+
+test('the destination forwards with node:http: a chunked body and its trailers reach the client, the pod\'s hop-by-hop headers do not', async (t) => {
+  const { listenerPort } = await setup(t, [], {
+    answer: (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'keep-alive': 'timeout=99', trailer: 'x-checksum' });
+      res.write('first ');
+      res.addTrailers({ 'x-checksum': 'abc' });
+      res.end('last');
+    },
+  });
+  const got = await new Promise<{ body: string; headers: http.IncomingHttpHeaders; trailers: NodeJS.Dict<string> }>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: listenerPort, localAddress: OUTSIDER, path: '/', agent: false }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ body, headers: res.headers, trailers: res.trailers }));
+    }).on('error', reject);
+  });
+  assert.equal(got.body, 'first last');
+  assert.equal(got.headers['content-type'], 'text/plain');
+  assert.equal(got.headers['keep-alive'], undefined, 'the pod\'s keep-alive settings are its connection\'s, not the client\'s');
+  assert.equal(got.trailers['x-checksum'], 'abc');
+});
+
+test('regression: a client that goes away mid-response ends the destination\'s request to the pod', async (t) => {
+  let podSawClose!: () => void;
+  const closed = new Promise<void>((resolve) => (podSawClose = resolve));
+  const { listenerPort } = await setup(t, [], {
+    answer: (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: first\n\n');
+      res.on('close', () => podSawClose());
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port: listenerPort, localAddress: OUTSIDER, path: '/stream', agent: false }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => {});
+    req.setTimeout(5_000, () => reject(new Error('no first event')));
+  });
+  await closed;
+});

@@ -2,8 +2,9 @@
 // each request (HTTP/2: each stream) of a tunnel or plaintext connection is
 // authorized with its method and path (AuthorizationPolicy `methods`, `paths`
 // and their `not*`), answered 403 when denied, otherwise proxied to the pod over
-// a keep-alive connection (HTTP/2: a session) of that tunnel; the destination's
-// request metrics are reported here.
+// a keep-alive connection (HTTP/2: a session) of that tunnel with node:http
+// (http1-forward.ts; http-proxy only for upgrades); the destination's request
+// metrics are reported here.
 
 import http from 'node:http';
 import http2 from 'node:http2';
@@ -30,6 +31,7 @@ import { serviceRef, workloadRef } from '../tap.ts';
 import { socketLike } from './socket-like.ts';
 import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
 import { LocalReply, replyHttp1, replyHttp2 } from './local-reply.ts';
+import { forwardResponse, forwardedRequestHeaders } from './http1-forward.ts';
 
 const log = logger('http-inbound');
 /**
@@ -264,17 +266,27 @@ export class HttpInbound {
     const { conn, agent } = served;
     const started = performance.now();
     const trace = this.#tracing?.start('destination', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
+    let upstream: http.ClientRequest | undefined;
     // One listener per request, not one per job.
     res.on('close', () => {
+      // The client went away first: so does the request to the pod.
+      if (!res.writableFinished) upstream?.destroy();
       if (--served.inFlight === 0 && !socket.destroyed) this.#awaitHead(socket, served);
       this.#record(conn, res.headersSent ? res.statusCode : 0, started, { trace, method: req.method, url: req.url, protocol: 'http1' });
     });
     const denied = this.#deny(req, conn);
     if (denied) return replyHttp1(res, denied);
     const { destination, port } = conn.authorization;
-    this.#proxy.web(req, res, { target: { host: destination.ip, port }, agent, xfwd: conn.addForwardedFor }, (err: Error) => {
+    upstream = http.request({
+      host: destination.ip, port, method: req.method, path: req.url, agent, setHost: false,
+      headers: conn.addForwardedFor ? forwardedRequestHeaders(req) : req.headers,
+    });
+    upstream.on('response', (response) => forwardResponse(response, res));
+    upstream.on('error', (err) => {
+      if (res.headersSent) return void res.destroy();
       replyHttp1(res, new LocalReply(503, `cannot reach ${destination.namespace}/${destination.name} at ${destination.ip}:${port}: ${err.message}`));
     });
+    req.pipe(upstream);
   }
 
   #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
