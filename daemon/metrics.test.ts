@@ -6,7 +6,7 @@ import { setLevel } from '../core/log.ts';
 import { ConfigStore } from './config-store.ts';
 import { ConnectionTracker } from './connection-tracker.ts';
 import { createMetrics, liveEnds } from './metrics.ts';
-import { requestLabels } from './l7/request-metrics.ts';
+import { connectionRequestLabels, requestLabels } from './l7/request-metrics.ts';
 import { applyConfig, spiffe, workload } from './testdata/mesh-fixture.ts';
 
 const GRACE_MS = 60_000;
@@ -105,4 +105,40 @@ test('a workload back in the config before the grace period ends keeps its serie
   await tracker.dropDepartedSeries(live(), GRACE_MS / 2);
   await tracker.dropDepartedSeries(live(), 2 * GRACE_MS);
   assert.equal(await seriesCount(registry), before);
+});
+
+test('regression: a label set reused across a connection\'s requests counts each one, and is indexed again once its series were dropped', async () => {
+  const registry = new Registry();
+  const metrics = createMetrics(registry, { seriesGraceMs: GRACE_MS });
+  const config = new ConfigStore('n1');
+  const tracker = new ConnectionTracker(metrics);
+  const client = workload('frontend', '10.0.0.2', 'n2');
+  const server = workload('cart', '10.0.0.9', 'n1');
+  applyConfig(config, { workloads: [client, server] }, 1);
+  const connection = {};
+  const report = (responseCode: number, destinationWorkload = server) => ({
+    reporter: 'source' as const, sourceWorkload: client, sourcePrincipal: spiffe(client), destinationWorkload,
+    destinationPrincipal: spiffe(destinationWorkload), security: 'mutual_tls' as const, responseCode,
+  });
+  const ok = connectionRequestLabels(connection, report(200));
+  assert.equal(connectionRequestLabels(connection, report(200)), ok, 'the same ends and code: the same label set');
+  assert.notEqual(connectionRequestLabels(connection, report(503)), ok);
+  assert.deepEqual(connectionRequestLabels(connection, report(200)), requestLabels(report(200)));
+  const count = async () => (await registry.getSingleMetricAsString('nodemesh_requests_total')).match(/response_code="200"\} (\d+)/)?.[1];
+  for (let i = 0; i < 3; i++) metrics.requests.inc(connectionRequestLabels(connection, report(200)));
+  assert.equal(await count(), '3');
+
+  // The server leaves; past the grace period its series go, and the connection's cached label set with them.
+  applyConfig(config, { workloads: [client] }, 2);
+  const live = () => liveEnds(config.workloads(), (w) => config.identityOf(w));
+  await tracker.dropDepartedSeries(live(), 0);
+  assert.ok(await tracker.dropDepartedSeries(live(), GRACE_MS) > 0);
+  assert.equal(await count(), undefined);
+  assert.equal(metrics.series.size, 0);
+  metrics.requests.inc(connectionRequestLabels(connection, report(200)));
+  assert.equal(await count(), '1');
+  assert.ok(metrics.series.size > 0, 'noted again: a later sweep can drop it');
+  assert.equal(await tracker.dropDepartedSeries(live(), 2 * GRACE_MS), 0, 'seen gone again: a new grace period');
+  assert.ok(await tracker.dropDepartedSeries(live(), 3 * GRACE_MS) > 0);
+  assert.equal(await count(), undefined);
 });

@@ -131,6 +131,8 @@ export class SeriesIndex {
   readonly #metrics = new Set<IndexedMetric>();
   /** Every label set noted and not dropped: an increment of a known one costs one lookup. */
   readonly #known = new Set<string>();
+  /** The key of each label set object seen, per metric. */
+  readonly #keys = new Map<IndexedMetric, WeakMap<Labels, string>>();
 
   constructor(graceMs = SERIES_GRACE_MS) {
     this.graceMs = graceMs;
@@ -138,7 +140,11 @@ export class SeriesIndex {
 
   /** Indexes `metric` with these labels: called on every increment, so it allocates only for a new label set. */
   note(metric: IndexedMetric, labels: Labels): void {
-    const key = seriesKey(metric, labels);
+    // A label set reused across increments (request-metrics.ts keeps one per connection) has its key built once.
+    let keys = this.#keys.get(metric);
+    if (!keys) this.#keys.set(metric, (keys = new WeakMap()));
+    let key = keys.get(labels);
+    if (key === undefined) keys.set(labels, (key = seriesKey(metric, labels)));
     if (this.#known.has(key)) return;
     this.#known.add(key);
     this.#metrics.add(metric);

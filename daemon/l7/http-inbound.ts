@@ -23,7 +23,7 @@ import { sourceKey } from '../fair-share.ts';
 import type { FairShare } from '../fair-share.ts';
 import { Http1Connections } from './http1-drain.ts';
 import { UpstreamAgent } from './upstream-agent.ts';
-import { endTrace, pathOf, publishRequest, requestLabels } from './request-metrics.ts';
+import { connectionRequestLabels, endTrace, pathOf, publishRequest } from './request-metrics.ts';
 import type { Tracing } from '../tracing.ts';
 import type { TappedRequest } from './request-metrics.ts';
 import type { Tap } from '../tap.ts';
@@ -308,7 +308,7 @@ export class HttpInbound {
   }
 
   #record(conn: InboundHttpConnection, responseCode: number, started: number, tapped: TappedRequest): void {
-    const labels = requestLabels({
+    const labels = connectionRequestLabels(conn, {
       reporter: 'destination', sourceWorkload: conn.sourceWorkload, sourcePrincipal: conn.authorization.sourcePrincipal,
       destinationWorkload: conn.authorization.destination, destinationPrincipal: conn.destinationPrincipal, service: conn.service,
       security: conn.security, responseCode,

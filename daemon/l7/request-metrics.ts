@@ -32,6 +32,29 @@ export function requestLabels(r: RequestReport): Record<RequestLabel, string> {
   return { ...peerLabels(r), response_code: String(r.responseCode) };
 }
 
+/** The last label set built for a connection (or tunnel), with what it was built from. */
+const lastLabels = new WeakMap<object, { report: RequestReport; labels: Record<RequestLabel, string> }>();
+
+/**
+ * requestLabels for a request of `connection`, the previous request's label
+ * set when both ends and the code are the same objects and values: building
+ * ten labels per request (and the series index's key of them) was a tenth of
+ * what an HTTP request allocated.
+ */
+export function connectionRequestLabels(connection: object, r: RequestReport): Record<RequestLabel, string> {
+  const last = lastLabels.get(connection);
+  if (last && sameReport(last.report, r)) return last.labels;
+  const labels = requestLabels(r);
+  lastLabels.set(connection, { report: r, labels });
+  return labels;
+}
+
+function sameReport(a: RequestReport, b: RequestReport): boolean {
+  return a.responseCode === b.responseCode && a.destinationWorkload === b.destinationWorkload && a.service === b.service &&
+    a.sourceWorkload === b.sourceWorkload && a.sourcePrincipal === b.sourcePrincipal && a.destinationPrincipal === b.destinationPrincipal &&
+    a.reporter === b.reporter && a.security === b.security;
+}
+
 /**
  * Counts one request on the source node, HTTP/1 or HTTP/2. `responseCode` 0 is a
  * response cut before its headers, reported as Istio does.
@@ -43,7 +66,7 @@ export function recordSourceRequest(
   const w = upstream?.workload;
   const destinationPrincipal = w ? config.identityOf(w) : null;
   const service = upstream?.service ?? config.serviceByVip(conn.dstIp);
-  const labels = requestLabels({
+  const labels = connectionRequestLabels(conn, {
     reporter: 'source', sourceWorkload: conn.source, sourcePrincipal: conn.sourceIdentity, destinationWorkload: w,
     destinationPrincipal, service, security: w?.enrolled ? 'mutual_tls' : 'none',
     responseCode,
