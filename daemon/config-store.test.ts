@@ -64,3 +64,14 @@ test('config store: policies apply by selector, from the workload namespace and 
   store.apply({ epoch: 'e', version: 2, snapshot: false, upserts: [], removals: [{ kind: 'policy', key: 'shop/front' }] });
   assert.deepEqual(names(), ['nodemesh-system/mesh-wide', 'shop/all']);
 });
+
+test('config store: a workload\'s identity follows a change of trust domain (identities are kept per workload)', () => {
+  const store = new ConfigStore('n1');
+  const resource = workload('cart', '10.0.0.3', 'n1');
+  store.apply({ epoch: 'e', version: 1, snapshot: true, upserts: [resource], removals: [] });
+  const w = store.workloadByIp('10.0.0.3')!;
+  assert.equal(store.identityOf(w), 'spiffe://cluster.local/ns/shop/sa/cart');
+  assert.equal(store.identityOf(w), store.identityOf(w));
+  store.apply({ epoch: 'e', version: 2, snapshot: false, upserts: [{ kind: 'settings', key: 'mesh', version: 2, settings: { trustDomain: 'prod.example', rootNamespace: 'nodemesh-system' } }], removals: [] });
+  assert.equal(store.identityOf(w), 'spiffe://prod.example/ns/shop/sa/cart');
+});

@@ -36,6 +36,9 @@ export class ConfigStore {
   readonly #policiesByNamespace = new Map<string, AuthorizationPolicy[]>();
   readonly #routes = new Map<string, HttpRoute>();
   #settings: MeshSettings = DEFAULT_SETTINGS;
+  #identities = new WeakMap<Workload, string>();
+  /** The settings #identities were built under. */
+  #identitiesOf: MeshSettings = DEFAULT_SETTINGS;
   readonly #listeners: ChangeListener[] = [];
 
   constructor(nodeName: string) {
@@ -141,7 +144,14 @@ export class ConfigStore {
 
   /** The workload's SPIFFE identity in this mesh's trust domain. */
   identityOf(workload: Workload): string {
-    return identityOf(this.#settings.trustDomain, workload.namespace, workload.serviceAccount);
+    // Asked per HTTP request (metrics, the tunnel's peer identity): built once per workload object and settings.
+    if (this.#identitiesOf !== this.#settings) {
+      this.#identities = new WeakMap();
+      this.#identitiesOf = this.#settings;
+    }
+    let identity = this.#identities.get(workload);
+    if (identity === undefined) this.#identities.set(workload, (identity = identityOf(this.#settings.trustDomain, workload.namespace, workload.serviceAccount)));
+    return identity;
   }
 
   workloadByIp(ip: string): Workload | undefined {

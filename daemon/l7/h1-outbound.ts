@@ -141,7 +141,8 @@ export class H1Outbound {
     const maxAttempts = plan.retry ? plan.retry.attempts + 1 : this.#opts.maxAttempts;
     const backoff = () => (plan.retry?.backoffMs ? delay(plan.retry.backoffMs) : undefined);
     budget.request();
-    const body = await replayableBody(req);
+    // Most requests have no body: no read to wait for (an await costs a turn of the microtask queue).
+    const body = bodiless(req) ? NO_BODY : await replayableBody(req);
     // RequestMirror copies: fire-and-forget, they never delay or fail this request.
     mirrorHttp1(router, conn, plan, req, body);
     let overallTimedOut = false;
@@ -245,12 +246,16 @@ export class H1Outbound {
   }
 }
 
-/** The whole body when it is small enough to replay (or absent); undefined when it must stream. */
+/** The body of a request that has none, as sent and replayed (never written to). */
+const NO_BODY = Buffer.alloc(0);
+
+function bodiless(req: http.IncomingMessage): boolean {
+  return req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
+}
+
+/** The whole body of a request that has one, when it is small enough to replay; undefined when it must stream. */
 async function replayableBody(req: http.IncomingMessage): Promise<Buffer | undefined> {
-  const length = req.headers['content-length'];
-  const chunked = req.headers['transfer-encoding'] !== undefined;
-  if (!chunked && length === undefined) return Buffer.alloc(0);
-  if (chunked || Number(length) > MAX_REPLAY_BODY) return undefined;
+  if (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length']) > MAX_REPLAY_BODY) return undefined;
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);

@@ -74,12 +74,13 @@ export function recordSourceRequest(
   const seconds = (performance.now() - started) / 1000;
   metrics.requests.inc(labels);
   metrics.requestDuration.observe(labels, seconds);
-  const ends = (): { source: TapEnd; destination: TapEnd } => ({
+  if (!tapped?.tap?.active && !tapped?.trace) return;
+  const ends: { source: TapEnd; destination: TapEnd } = {
     source: { ip: conn.sourceIp, workload: workloadRef(conn.source), identity: conn.sourceIdentity },
     destination: { ip: upstream?.ip ?? conn.dstIp, port: upstream?.port ?? conn.dstPort, workload: workloadRef(w), identity: destinationPrincipal, service: serviceRef(service) },
-  });
-  if (tapped?.tap?.active) publishRequest(tapped, 'source', responseCode, seconds, ends(), w?.enrolled ? 'mutual_tls' : 'none');
-  if (tapped?.trace) endTrace(tapped.trace, responseCode, ends());
+  };
+  if (tapped.tap?.active) publishRequest(tapped, 'source', responseCode, seconds, ends, w?.enrolled ? 'mutual_tls' : 'none');
+  if (tapped.trace) endTrace(tapped.trace, responseCode, ends);
 }
 
 /** Ends a request's trace with both ends as the tap names them. */

@@ -9,7 +9,7 @@
 
 import type { Duplex } from 'node:stream';
 import { debug } from '../../core/log.ts';
-import type { HeaderModifier, HttpRouteRetry, Service, Workload } from '../../core/types.ts';
+import type { HeaderModifier, HttpRouteRetry, MeshSettings, Service, Workload } from '../../core/types.ts';
 import type { ConfigStore } from '../config-store.ts';
 import type { Admission } from '../admission.ts';
 import type { HbonePool } from '../hbone-pool.ts';
@@ -60,7 +60,10 @@ export class RequestRouter {
   readonly #balancer: PeakEwmaBalancer;
   readonly #dialer: PodDialer;
   #routes = new RouteTable([]);
-  #routesVersion = '';
+  /** The endpoint of each client connection's latest attempt, and the mesh settings (trust domain) it was made under. */
+  readonly #lastEndpoint = new WeakMap<HttpClientConnection, { endpoint: Endpoint; settings: MeshSettings }>();
+  #routesEpoch = '';
+  #routesVersion = -1;
 
   constructor(config: ConfigStore, pool: HbonePool, admission: Admission, balancer: PeakEwmaBalancer, dialer: PodDialer) {
     this.#config = config;
@@ -76,10 +79,10 @@ export class RequestRouter {
 
   #routeTable(): RouteTable {
     const config = this.#config;
-    const version = `${config.epoch}/${config.version}`;
-    if (version !== this.#routesVersion) {
+    if (config.version !== this.#routesVersion || config.epoch !== this.#routesEpoch) {
       this.#routes = new RouteTable(config.routes());
-      this.#routesVersion = version;
+      this.#routesEpoch = config.epoch;
+      this.#routesVersion = config.version;
     }
     return this.#routes;
   }
@@ -95,8 +98,11 @@ export class RequestRouter {
       const direct = { ip: conn.dstIp, port: conn.dstPort, workload: config.workloadByIp(conn.dstIp) };
       return new RequestPlan(this, req, conn, { direct }, NO_TIMEOUTS, undefined);
     }
+    const routes = this.#routeTable();
+    // Most Services have no route: no URL to parse, no rules to test.
+    if (!routes.hasRoutes(service)) return new RequestPlan(this, req, conn, { service, port: conn.dstPort }, NO_TIMEOUTS, undefined);
     const url = new URL(req.url ?? '/', 'http://request.invalid');
-    const decision = this.#routeTable().decide(service, conn.dstPort, conn.source.namespace, {
+    const decision = routes.decide(service, conn.dstPort, conn.source.namespace, {
       method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers,
     });
     if (decision.kind === 'unrouted') return new RequestPlan(this, req, conn, { service, port: conn.dstPort }, NO_TIMEOUTS, undefined);
@@ -153,19 +159,29 @@ export class RequestRouter {
     if ('direct' in target) return target.direct;
     const config = this.#config;
     const { service, port } = target;
-    const name = `${service.namespace}/${service.name}`;
     const servicePort = service.ports.find((p) => p.port === port);
-    if (!servicePort) return new LocalReply(503, `Service ${name} has no port ${port}`);
+    if (!servicePort) return new LocalReply(503, `Service ${service.namespace}/${service.name} has no port ${port}`);
     const candidates = service.endpoints.filter((e) => e.ready && targetPort(servicePort, config.endpointWorkload(e)) !== undefined);
-    const fresh = candidates.filter((e) => !tried.has(e.ip));
+    const fresh = tried.size ? candidates.filter((e) => !tried.has(e.ip)) : candidates;
     const endpoint = this.#balancer.choose(fresh.length ? fresh : candidates);
-    if (!endpoint) return new LocalReply(503, `Service ${name} has no ready endpoint for port ${port}`);
+    if (!endpoint) return new LocalReply(503, `Service ${service.namespace}/${service.name} has no ready endpoint for port ${port}`);
     const workload = config.endpointWorkload(endpoint);
     return { ip: endpoint.ip, port: targetPort(servicePort, workload)!, workload, service };
   }
 
   /** The endpoint with its connection: HBONE to a remote enrolled pod, else TCP (from inside a same-node pod's namespace when captured there). */
   endpoint(conn: HttpClientConnection, to: Upstream): Endpoint {
+    // A connection's requests mostly go where the previous one went: its endpoint is reused.
+    const settings = this.#config.settings();
+    const last = this.#lastEndpoint.get(conn);
+    const e = last?.endpoint;
+    if (e && e.ip === to.ip && e.port === to.port && e.workload === to.workload && e.service === to.service && last.settings === settings) return e;
+    const endpoint = this.#newEndpoint(conn, to);
+    this.#lastEndpoint.set(conn, { endpoint, settings });
+    return endpoint;
+  }
+
+  #newEndpoint(conn: HttpClientConnection, to: Upstream): Endpoint {
     const config = this.#config;
     const w = to.workload;
     const poolKey = `${conn.sourceIdentity}|${to.ip}:${to.port}`;
