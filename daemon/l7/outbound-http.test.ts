@@ -28,6 +28,8 @@ import { MemoryCertSource, spiffe, workload } from '../testdata/mesh-fixture.ts'
 import { createOutboundHttp } from './outbound-http.ts';
 import { Admission } from '../admission.ts';
 import { HttpInbound } from './http-inbound.ts';
+import { SourceLimits } from '../source-limits.ts';
+import { logger } from '../../core/log.ts';
 
 const client = workload('frontend', '127.0.0.2', 'n2', { namespace: 'web' });
 const v1 = workload('cart-v1', '127.0.0.3', 'n1', { labels: { app: 'cart', version: 'v1' }, serviceAccount: 'cart' });
@@ -124,7 +126,7 @@ async function h2Pod(t: TestContext, ip: string, name: string, port = 0): Promis
   return (server.address() as AddressInfo).port;
 }
 
-async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: AuthorizationPolicy[]; services?: (appPort: number) => Service[] } = {}) {
+async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: AuthorizationPolicy[]; services?: (appPort: number) => Service[]; limits?: SourceLimits } = {}) {
   const ca = await createMeshCa();
   const clientCerts = await MemoryCertSource.issuing(ca, [spiffe(client)]);
   const serverCerts = await MemoryCertSource.issuing(ca, [spiffe(v1), spiffe(local)]);
@@ -179,7 +181,7 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
   const pool = new HbonePool({ certs: clientCerts, port: hbonePort });
   t.after(() => pool.destroy());
   const admission = new Admission(sourceConfig, metrics);
-  const httpOutbound = createOutboundHttp({ config: sourceConfig, pool, admission, metrics });
+  const httpOutbound = createOutboundHttp({ config: sourceConfig, pool, admission, metrics, limits: things.limits });
   t.after(() => httpOutbound.close());
   let target: SocketAddress = { ip: '10.96.0.10', port: 80 };
   const outbound = await OutboundListener.bind({
@@ -593,4 +595,22 @@ test('a GRPCRoute answers for itself in gRPC: UNIMPLEMENTED when no rule matches
   const unusable = await call('/shop.Cart/Get');
   assert.equal(unusable.headers['grpc-status'], '14');
   assert.match(decodeURIComponent(String(unusable.headers['grpc-message'])), /^GRPCRoute shop\/grpc: backend shop\/grpc-gone: BackendNotFound/);
+});
+
+test('a request target the URL parser refuses ends that request alone and gives its concurrency slot back', async (t) => {
+  const limits = new SourceLimits(createMetrics(new Registry()), logger('outbound'), { maxConcurrentRequests: 1 });
+  t.after(() => limits.close());
+  // A route on the Service: routing parses the request's URL.
+  const { request, outbound } = await setup(t, { routes: [route([{ backendRefs: [backend('cart-v1')] }])], limits });
+  const raw = await new Promise<string>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip });
+    let got = '';
+    s.on('data', (c) => (got += c));
+    s.on('error', () => resolve(got));
+    s.on('close', () => resolve(got));
+    s.write('GET http://[bad/ HTTP/1.1\r\nhost: cart.shop\r\n\r\n');
+  });
+  assert.doesNotMatch(raw, /^HTTP\/1.1 200/);
+  for (let i = 0; i < 3; i++) assert.equal((await request(CART, '/after')).status, 200, 'the only slot is free again');
+  assert.equal(limits.usage(client.uid).requests, 0);
 });
