@@ -36,9 +36,8 @@ export class ConfigStore {
   readonly #policiesByNamespace = new Map<string, AuthorizationPolicy[]>();
   readonly #routes = new Map<string, HttpRoute>();
   #settings: MeshSettings = DEFAULT_SETTINGS;
+  /** Each workload object's identity under #settings. */
   #identities = new WeakMap<Workload, string>();
-  /** The settings #identities were built under. */
-  #identitiesOf: MeshSettings = DEFAULT_SETTINGS;
   readonly #listeners: ChangeListener[] = [];
 
   constructor(nodeName: string) {
@@ -88,7 +87,7 @@ export class ConfigStore {
     this.#servicesByEndpointIp.clear();
     this.#policiesByNamespace.clear();
     this.#routes.clear();
-    this.#settings = DEFAULT_SETTINGS;
+    this.#useSettings(DEFAULT_SETTINGS);
   }
 
   #index(r: Resource): void {
@@ -109,7 +108,7 @@ export class ConfigStore {
         this.#routes.set(r.key, r.route);
         break;
       case 'settings':
-        this.#settings = r.settings;
+        this.#useSettings(r.settings);
         break;
     }
   }
@@ -133,7 +132,7 @@ export class ConfigStore {
         this.#routes.delete(r.key);
         break;
       case 'settings':
-        this.#settings = DEFAULT_SETTINGS;
+        this.#useSettings(DEFAULT_SETTINGS);
         break;
     }
   }
@@ -142,13 +141,15 @@ export class ConfigStore {
     return this.#settings;
   }
 
+  /** A new trust domain names every workload anew. */
+  #useSettings(settings: MeshSettings): void {
+    this.#settings = settings;
+    this.#identities = new WeakMap();
+  }
+
   /** The workload's SPIFFE identity in this mesh's trust domain. */
   identityOf(workload: Workload): string {
-    // Asked per HTTP request (metrics, the tunnel's peer identity): built once per workload object and settings.
-    if (this.#identitiesOf !== this.#settings) {
-      this.#identities = new WeakMap();
-      this.#identitiesOf = this.#settings;
-    }
+    // Asked per HTTP request (metrics, the tunnel's peer identity): built once per workload object.
     let identity = this.#identities.get(workload);
     if (identity === undefined) this.#identities.set(workload, (identity = identityOf(this.#settings.trustDomain, workload.namespace, workload.serviceAccount)));
     return identity;

@@ -18,7 +18,7 @@ import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
 import type { Tap } from '../tap.ts';
 import type { Tracing } from '../tracing.ts';
-import { forwardResponse, forwardedRequestHeaders } from './http1-forward.ts';
+import { bodiless, forwardResponse, forwardedRequestHeaders } from './http1-forward.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 import { Http1Connections } from './http1-drain.ts';
@@ -248,10 +248,6 @@ export class H1Outbound {
 
 /** The body of a request that has none, as sent and replayed (never written to). */
 const NO_BODY = Buffer.alloc(0);
-
-function bodiless(req: http.IncomingMessage): boolean {
-  return req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
-}
 
 /** The whole body of a request that has one, when it is small enough to replay; undefined when it must stream. */
 async function replayableBody(req: http.IncomingMessage): Promise<Buffer | undefined> {

@@ -31,7 +31,7 @@ import { serviceRef, workloadRef } from '../tap.ts';
 import { socketLike } from './socket-like.ts';
 import { NOT_FORWARDED, relayStream } from './h2-relay.ts';
 import { LocalReply, replyHttp1, replyHttp2 } from './local-reply.ts';
-import { forwardResponse, forwardedRequestHeaders } from './http1-forward.ts';
+import { bodiless, forwardResponse, forwardedRequestHeaders } from './http1-forward.ts';
 
 const log = logger('http-inbound');
 /**
@@ -282,11 +282,11 @@ export class HttpInbound {
       headers: conn.addForwardedFor ? forwardedRequestHeaders(req) : req.headers,
     });
     upstream.on('response', (response) => forwardResponse(response, res));
-    upstream.on('error', (err) => {
-      if (res.headersSent) return void res.destroy();
-      replyHttp1(res, new LocalReply(503, `cannot reach ${destination.namespace}/${destination.name} at ${destination.ip}:${port}: ${err.message}`));
-    });
-    req.pipe(upstream);
+    // Once the response has begun, replyHttp1 only ends the client's connection.
+    upstream.on('error', (err) => replyHttp1(res, new LocalReply(503, `cannot reach ${destination.namespace}/${destination.name} at ${destination.ip}:${port}: ${err.message}`)));
+    // A bodiless request (most) has nothing to pipe; node's server discards its empty stream.
+    if (bodiless(req)) upstream.end();
+    else req.pipe(upstream);
   }
 
   #onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {

@@ -22,8 +22,13 @@ export function forwardedRequestHeaders(req: http.IncomingMessage): http.Outgoin
   headers['x-forwarded-for'] = appendToList(req.headers['x-forwarded-for'], req.socket.remoteAddress ?? '');
   headers['x-forwarded-port'] = appendToList(req.headers['x-forwarded-port'], hostPort(req.headers.host) ?? '80');
   headers['x-forwarded-proto'] = appendToList(req.headers['x-forwarded-proto'], 'http');
-  if ((req.method === 'DELETE' || req.method === 'OPTIONS') && req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) headers['content-length'] = '0';
+  if ((req.method === 'DELETE' || req.method === 'OPTIONS') && bodiless(req)) headers['content-length'] = '0';
   return headers;
+}
+
+/** A request with neither a length nor chunks: it has no body to read or send. */
+export function bodiless(req: http.IncomingMessage): boolean {
+  return req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
 }
 
 /** The port a Host header names, if any. */
