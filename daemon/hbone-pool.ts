@@ -16,6 +16,16 @@ import { spiffeIdOf } from './peer-identity.ts';
 
 const trace = debug('hbone');
 
+/**
+ * Whether `tunnel` (a stream of this pool, or any other connection) belongs to a
+ * session the destination is draining: node closes a client session on a GOAWAY
+ * without error, letting open streams finish. Keep-alive users of a tunnel send
+ * it no new request then; the next one goes in a tunnel of a new session.
+ */
+export function tunnelDraining(tunnel: object): boolean {
+  return (tunnel as Partial<ClientHttp2Stream>).session?.closed === true;
+}
+
 export interface HboneRequest {
   /** The source workload's SPIFFE ID: its certificate is presented. */
   sourceIdentity: string;

@@ -8,6 +8,7 @@
 import http2 from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { ConfigStore } from '../config-store.ts';
 import { logger } from '../../core/log.ts';
 import type { DaemonMetrics } from '../metrics.ts';
@@ -21,6 +22,7 @@ import { appendToList } from './filters.ts';
 import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
 import type { SourceLimits } from '../source-limits.ts';
 import { REASON_HEADER } from '../hbone-settings.ts';
+import { tunnelDraining } from '../hbone-pool.ts';
 
 const log = logger('h2-outbound');
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
@@ -42,6 +44,8 @@ export class H2Outbound {
   readonly #server = http2.createServer();
   readonly #connections = new WeakMap<ServerHttp2Session, HttpClientConnection>();
   readonly #sessions = new Map<string, Promise<ClientHttp2Session>>();
+  /** The connection each pooled session runs over, once connected. */
+  readonly #transports = new Map<string, Duplex>();
   /** The clients' sessions, for GOAWAY on drain. */
   readonly #clientSessions = new Set<ServerHttp2Session>();
   #draining = false;
@@ -87,6 +91,7 @@ export class H2Outbound {
   close(): void {
     for (const pending of this.#sessions.values()) pending.then((s) => s.destroy(), () => {});
     this.#sessions.clear();
+    this.#transports.clear();
   }
 
   async #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
@@ -132,15 +137,27 @@ export class H2Outbound {
     });
   }
 
-  /** The pooled HTTP/2 session to an endpoint, opened over the endpoint's own connection (HBONE or TCP). */
+  /**
+   * The pooled HTTP/2 session to an endpoint, opened over the endpoint's own
+   * connection (HBONE or TCP); a session whose tunnel is draining (tunnelDraining)
+   * is closed (its open streams finish) and another opened.
+   */
   #session(endpoint: Endpoint): Promise<ClientHttp2Session> {
     const key = endpoint.poolKey;
     const cached = this.#sessions.get(key);
-    if (cached) return cached;
+    if (cached) {
+      const transport = this.#transports.get(key);
+      if (!transport || !tunnelDraining(transport)) return cached;
+      this.#sessions.delete(key);
+      void cached.then((s) => s.close(), () => {});
+    }
     const opening = endpoint.connect().then((transport) => new Promise<ClientHttp2Session>((resolve, reject) => {
+      if (this.#sessions.get(key) === opening) this.#transports.set(key, transport);
       const session = http2.connect(`http://${endpoint.ip}:${endpoint.port}`, { createConnection: () => transport as net.Socket });
       const forget = () => {
-        if (this.#sessions.get(key) === opening) this.#sessions.delete(key);
+        if (this.#sessions.get(key) !== opening) return;
+        this.#sessions.delete(key);
+        this.#transports.delete(key);
       };
       session.once('connect', () => resolve(session));
       session.once('error', (err) => {
@@ -152,7 +169,9 @@ export class H2Outbound {
     }));
     this.#sessions.set(key, opening);
     opening.catch(() => {
-      if (this.#sessions.get(key) === opening) this.#sessions.delete(key);
+      if (this.#sessions.get(key) !== opening) return;
+      this.#sessions.delete(key);
+      this.#transports.delete(key);
     });
     return opening;
   }

@@ -1,11 +1,15 @@
 // A keep-alive http.Agent for one upstream endpoint whose connections come from
 // the mesh: an HBONE stream (HbonePool.connect) to a remote pod, or a plain
 // socket to a pod on this node after the in-process authorization. The agent
-// pools them as it pools sockets, so requests to an endpoint reuse tunnels.
+// pools them as it pools sockets, so requests to an endpoint reuse tunnels —
+// except tunnels of a session the destination node is draining (GOAWAY, on its
+// restart): they take no further request, which goes to a new tunnel of the
+// next daemon instead of racing the old one's drain deadline.
 
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PeerError } from '../../core/errors.ts';
+import { tunnelDraining } from '../hbone-pool.ts';
 import { socketLike } from './socket-like.ts';
 
 /** Idle pooled connections are closed after this long. */
@@ -34,10 +38,13 @@ const POOL_OPTIONS = Object.freeze({ host: 'endpoint', port: 0, servername: '' }
 
 export class UpstreamAgent extends http.Agent {
   readonly #connect: Connect;
+  /** The one pool's name in freeSockets. */
+  readonly #pool: string;
 
   constructor(connect: Connect) {
     super({ keepAlive: true, maxSockets: MAX_CONNECTIONS_PER_ENDPOINT, maxFreeSockets: MAX_CONNECTIONS_PER_ENDPOINT, scheduling: 'lifo' });
     this.#connect = connect;
+    this.#pool = this.getName(POOL_OPTIONS);
   }
 
   override createConnection(_options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
@@ -50,11 +57,20 @@ export class UpstreamAgent extends http.Agent {
   }
 
   addRequest(req: http.ClientRequest): void {
+    // LIFO: the base takes the last idle tunnel. Retiring a socket (destroyed, then
+    // `agentRemove`) takes it out of the list at once.
+    const idle = this.freeSockets[this.#pool];
+    while (idle?.length && tunnelDraining(idle[idle.length - 1]!)) {
+      const tunnel = idle[idle.length - 1]!;
+      tunnel.destroy();
+      tunnel.emit('agentRemove');
+    }
     (http.Agent.prototype as unknown as AgentInternals).addRequest.call(this, req, POOL_OPTIONS);
   }
 
   // The base methods also arm and clear node's guard against data arriving on idle sockets.
   override keepSocketAlive(socket: Duplex): boolean {
+    if (tunnelDraining(socket)) return false;
     const kept = (super.keepSocketAlive(socket) as unknown as boolean | undefined) !== false;
     (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(FREE_CONNECTION_TIMEOUT_MS);
     return kept;
