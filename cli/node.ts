@@ -31,6 +31,7 @@ const FLAGS = {
   'http-detect-timeout-ms': { type: 'string', default: '100', description: 'how long an undeclared port waits for the first bytes before it is treated as opaque TCP' },
   'http-retry-statuses': { type: 'string', default: '503', description: 'comma-separated HTTP statuses retried on another endpoint (within the retry budget)' },
   'http-max-attempts': { type: 'string', default: '3', description: 'attempts per HTTP request, the first included' },
+  'destination-request-metrics': { type: 'boolean', description: 'count meshed clients\' HTTP/gRPC requests on the destination node too (reporter="destination"); without it the destination reads a tunnel\'s HTTP only when policy refuses the connection as a whole (per-request 403s, or an ALLOW on methods or paths), a tap of requests or request tracing needs it, and splices it otherwise (the source node reports every request)' },
   'drain-deadline-ms': { type: 'string', default: String(DRAIN_DEADLINE_MS), description: 'on SIGTERM, how long open connections may run before they are closed (keep it below the pod\'s termination grace period)' },
   'pod-netns-dir': { type: 'string', default: '/var/run/netns', description: 'where the container runtime keeps pod network namespaces (pods found there are captured inside their namespace)' },
   'pod-netns-prefix': { type: 'string', default: '', description: 'only namespaces whose names start with this are searched for pods' },
@@ -72,6 +73,7 @@ export async function runNodeCommand(argv: string[]): Promise<void> {
       detectTimeoutMs: integerFlag('http-detect-timeout-ms', flags['http-detect-timeout-ms'], 1, 10_000),
       retryStatuses: flags['http-retry-statuses'].split(',').filter((v) => v.trim()).map((v) => integerFlag('http-retry-statuses', v.trim(), 500, 599)),
       maxAttempts: integerFlag('http-max-attempts', flags['http-max-attempts'], 1, 10),
+      destinationRequestMetrics: flags['destination-request-metrics'],
     },
     sourceLimits: {
       maxConnections: integerFlag('max-connections-per-pod', flags['max-connections-per-pod'], 1, 1_000_000),

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AuthorizationPolicy, PolicyOperation, PolicyRule, PolicySource, Workload } from '../core/types.ts';
+import fc from 'fast-check';
 import { authorize, cidrMatch, wildcardMatch } from './authorization.ts';
 import type { AuthorizationInput } from './authorization.ts';
 
@@ -182,4 +183,25 @@ test('wildcardMatch', () => {
   assert.equal(wildcardMatch('ab*', 'abc'), true);
   assert.equal(wildcardMatch('*bc', 'abc'), true);
   assert.equal(wildcardMatch('abc', 'abcd'), false);
+});
+
+test('property: a connection allowed at L4 allows each of its requests (why the destination may splice it)', () => {
+  const list = <T>(values: T[]) => fc.subarray(values, { maxLength: Math.min(2, values.length) });
+  const operation = fc.record({
+    ports: list([8080, 9090]), notPorts: list([8080, 9090]), methods: list(['GET', 'POST']), notMethods: list(['GET']),
+    paths: list(['/public/*', '/admin', '*']), notPaths: list(['/health']),
+  });
+  const source = fc.record({
+    principals: list(['spiffe://cluster.local/ns/web/sa/frontend', '*']), notPrincipals: list(['*']), namespaces: list(['web', 'ops']),
+    notNamespaces: list(['web']), ipBlocks: list(['10.0.1.0/24', '10.9.0.0/16']), notIpBlocks: list(['10.0.1.5']),
+  });
+  const rule = fc.record({ from: fc.array(source, { maxLength: 2 }), to: fc.array(operation, { maxLength: 2 }) });
+  const policies = fc.array(fc.record({ action: fc.constantFrom('ALLOW' as const, 'DENY' as const), rules: fc.array(rule, { maxLength: 2 }) }), { maxLength: 3 })
+    .map((ps) => ps.map((p, i) => policy(`p${i}`, p.action, p.rules)));
+  const request = fc.record({ method: fc.constantFrom('GET', 'POST', 'DELETE'), path: fc.constantFrom('/', '/public/a', '/admin', '/health') });
+  fc.assert(fc.property(policies, fc.constantFrom(8080, 9090), fc.boolean(), request, (ps, port, secure, http) => {
+    const conn = secure ? mtls({ port }) : plaintext({ port });
+    fc.pre(authorize(conn, ps).allowed);
+    assert.equal(authorize({ ...conn, http }, ps).allowed, true, 'allowed at L4, refused at L7');
+  }), { numRuns: 3000 });
 });

@@ -90,6 +90,8 @@ export interface DaemonOptions {
     retryStatuses?: number[];
     /** Attempts per request, the first included (default 3). */
     maxAttempts?: number;
+    /** Count meshed clients' requests on the destination node too (l7/http-inbound.ts); default off. */
+    destinationRequestMetrics?: boolean;
   };
 }
 
@@ -134,7 +136,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const fairShare = new FairShare({ registry: opts.registry });
   fairShare.start();
   const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
-  const httpInbound = new HttpInbound(admission, metrics, dialer, tracker.tap, opts.tracing, fairShare);
+  const httpInbound = new HttpInbound(admission, metrics, {
+    dialer, tap: tracker.tap, tracing: opts.tracing, fairShare, requestMetrics: opts.http?.destinationRequestMetrics,
+  });
   // fairShare too: the inbound listeners weigh their sources as the outbound one does.
   const shared = { config, tracker, admission, dialer, fairShare };
 

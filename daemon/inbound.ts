@@ -1,7 +1,9 @@
 // The HBONE listener (15008): mutual-TLS HTTP/2 CONNECT tunnels from other nodes.
 // The certificate to serve is chosen by the pod IP the peer dialled (its original
 // destination before our REDIRECT), so no SNI is needed. Each CONNECT stream is
-// authorized against the destination's policies and spliced to the local pod.
+// authorized against the destination's policies and spliced to the local pod;
+// on a port declared HTTP, read request by request when the node needs its
+// requests (HttpInbound.parsesTunnel).
 //
 // What a peer can claim and hold is bounded here: the source address it names in
 // `Forwarded: for=` counts only when it is a workload of the identity its
@@ -14,9 +16,9 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import http2 from 'node:http2';
-import type { IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import type { Http2Session, IncomingHttpHeaders, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import type { CertSource } from '../core/cert-source.ts';
-import type { Workload } from '../core/types.ts';
+import type { Service, Workload } from '../core/types.ts';
 import type { ConfigStore } from './config-store.ts';
 import { parseIdentity } from '../core/identity.ts';
 import { logger, debug } from '../core/log.ts';
@@ -108,6 +110,9 @@ export class InboundListener {
   readonly #handshakes = new Map<string, Handshake>();
   /** Open tunnel streams per peer key, and whether its refusal was logged at warn since it reached the limit. */
   readonly #peerStreams = new Map<string, { open: number; warned: boolean }>();
+  /** Sessions carrying a tunnel on an HTTP port spliced as TCP, to move when a tap wants requests. */
+  readonly #splicedHttp = new Set<Http2Session>();
+  readonly #unwatchRequests: () => void;
 
   private constructor(opts: InboundOptions, server: net.Server, port: number) {
     this.#opts = opts;
@@ -120,6 +125,7 @@ export class InboundListener {
     this.#idleTimeoutMs = opts.idleTimeoutMs ?? HBONE_IDLE_TIMEOUT_MS;
     this.#sockets = openSockets(server);
     server.on('connection', (socket) => this.#onConnection(socket));
+    this.#unwatchRequests = opts.http?.onRequestsWanted(() => this.#retireSplicedHttp()) ?? (() => {});
   }
 
   static async bind(opts: InboundOptions): Promise<InboundListener> {
@@ -140,6 +146,7 @@ export class InboundListener {
 
   /** Destroys every session and pending handshake. */
   close(): void {
+    this.#unwatchRequests();
     this.stopAccepting();
     for (const session of this.#sessions) session.destroy();
     for (const socket of this.#sockets) socket.destroy();
@@ -376,14 +383,15 @@ export class InboundListener {
       port: target.port,
     };
     const httpService = this.#opts.http ? httpServiceOf(config, target.ip, target.port) : undefined;
-    traceInbound('HBONE stream', { source: ctx.peerIdentity, sourceIp: input.sourceIp, target: authority, http: httpService !== undefined });
-    if (httpService) {
+    const parsed = httpService !== undefined && this.#opts.http!.parsesTunnel(input);
+    traceInbound('HBONE stream', { source: ctx.peerIdentity, sourceIp: input.sourceIp, target: authority, http: parsed });
+    if (httpService && parsed) {
       // Authorized per request: an ALLOW rule on methods or paths can only match there.
       stream.respond({ ':status': 200 });
       // A port declared HTTP that carries something else is still served, as TCP (fail-closed for L7 rules).
       detectProtocol(stream, DEFAULT_DETECT_TIMEOUT_MS).then(({ protocol, head }) => {
         if (stream.destroyed) return;
-        if (protocol === 'opaque') return this.#serveTcp(ctx, stream, input, authority, head);
+        if (protocol === 'opaque') return this.#serveTcp(ctx, stream, input, authority, head, httpService);
         const sourceWorkload = config.workloadByIp(input.sourceIp);
         const tracked = tracker.open({
           listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload, sourcePrincipal: ctx.peerIdentity,
@@ -397,7 +405,25 @@ export class InboundListener {
       });
       return;
     }
-    this.#serveTcp(ctx, stream, input, authority, Buffer.alloc(0));
+    if (httpService) this.#splicingHttp(stream.session!);
+    this.#serveTcp(ctx, stream, input, authority, Buffer.alloc(0), httpService);
+  }
+
+  /** `session` carries a tunnel on an HTTP port whose requests this node does not read. */
+  #splicingHttp(session: Http2Session): void {
+    if (this.#splicedHttp.has(session)) return;
+    this.#splicedHttp.add(session);
+    session.once('close', () => this.#splicedHttp.delete(session));
+  }
+
+  /**
+   * GOAWAY to every session carrying a spliced HTTP tunnel: its peer finishes the
+   * responses under way and sends its next requests in tunnels of a new session,
+   * which this node reads (a tap now wants their requests).
+   */
+  #retireSplicedHttp(): void {
+    for (const session of this.#splicedHttp) session.close();
+    this.#splicedHttp.clear();
   }
 
   /**
@@ -451,7 +477,7 @@ export class InboundListener {
   }
 
   /** Admits the tunnel as a whole and splices it to the pod; `head` was read from it already. */
-  #serveTcp(ctx: SessionContext, stream: ServerHttp2Stream, input: AuthorizationInput, authority: string | undefined, head: Buffer): void {
+  #serveTcp(ctx: SessionContext, stream: ServerHttp2Stream, input: AuthorizationInput, authority: string | undefined, head: Buffer, service?: Service): void {
     const { config, admission, tracker } = this.#opts;
     const workload = input.destination;
     const target = { ip: workload.ip, port: input.port };
@@ -474,7 +500,7 @@ export class InboundListener {
         return tracker.open({
           listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload,
           sourcePrincipal: ctx.peerIdentity, destinationIp: target.ip, destinationPort: target.port, destinationWorkload: workload,
-          destinationPrincipal: config.identityOf(workload), security: 'mutual_tls', authorization: input,
+          destinationPrincipal: config.identityOf(workload), service, security: 'mutual_tls', authorization: input,
           // Upstream is the pod: what we write to it came from the source.
           bytes: () => ({ received: upstream.bytesWritten, sent: upstream.bytesRead }),
           destroy: () => {

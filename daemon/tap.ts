@@ -82,12 +82,22 @@ export function tapMatches(filter: TapFilter, event: TapEvent): boolean {
   return true;
 }
 
+const wantsRequests = (filter: TapFilter) => !filter.events || filter.events.has('request');
+
 export class Tap {
   readonly #listeners = new Map<TapListener, TapFilter>();
+  /** Listeners wanting request events: while there are any, the destination reads every new tunnel's HTTP. */
+  #requestListeners = 0;
+  readonly #onRequestsWanted = new Set<() => void>();
 
   /** True while someone listens: record points build events only then. */
   get active(): boolean {
     return this.#listeners.size > 0;
+  }
+
+  /** True while someone listens for `request` events. */
+  get wantsRequests(): boolean {
+    return this.#requestListeners > 0;
   }
 
   /** Streams the events `filter` lets through to `listener` until the returned function is called. */
@@ -95,7 +105,16 @@ export class Tap {
     // One listener subscribed twice keeps two entries' worth of intent: wrap it.
     const own: TapListener = (e) => listener(e);
     this.#listeners.set(own, filter);
-    return () => this.#listeners.delete(own);
+    if (wantsRequests(filter) && this.#requestListeners++ === 0) for (const fn of this.#onRequestsWanted) fn();
+    return () => {
+      if (this.#listeners.delete(own) && wantsRequests(filter)) this.#requestListeners--;
+    };
+  }
+
+  /** Calls `fn` each time request events become wanted (the first such listener), until the returned function is called. */
+  onRequestsWanted(fn: () => void): () => void {
+    this.#onRequestsWanted.add(fn);
+    return () => this.#onRequestsWanted.delete(fn);
   }
 
   /** Sends `event` (stamped with the time) to every listener whose filter matches. */

@@ -101,6 +101,11 @@ export class Tracing {
     return new Tracing(opts, { api, tracer: provider.getTracer('nodemesh'), shutdown: () => provider.shutdown() });
   }
 
+  /** Whether each request leaves a record here: a span exported or an access-log line. */
+  get recordsRequests(): boolean {
+    return this.#tracer !== undefined || this.#opts.accessLogRequests === true;
+  }
+
   /**
    * Starts the trace of a request arriving with `headers`, and sets on them what
    * goes on with it: `x-request-id` when absent, `traceparent` of this node's

@@ -4,8 +4,9 @@
 // specifies them; a route edited in the control plane's directory steering the
 // next request of a held keep-alive connection while a slow request on it
 // completes; an endpoint refusing connections retried onto a healthy one; and a
-// request timeout answered 504. Needs root; fails (never skips) when the cluster
-// cannot be set up.
+// request timeout answered 504. The nodes count requests on the destination
+// too (--destination-request-metrics), where the refusing endpoint's attempts
+// show. Needs root; fails (never skips) when the cluster cannot be set up.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -64,7 +65,7 @@ const SLOW = gammaRoute('shop', 'slow', 'slow', 80, [{ timeouts: { request: '500
 let fx: MeshFixture;
 
 before(async () => {
-  fx = await startMeshFixture(SPEC, 'route', PREFIX);
+  fx = await startMeshFixture(SPEC, 'route', PREFIX, { nodeArgs: ['--destination-request-metrics'] });
   for (const route of [MATCHES, liveRoute('web-v1'), SLOW]) await writeObject(fx.configDir, route);
   await Promise.all(['shop/web-v1', 'shop/web-v2', 'shop/flaky-up'].map((pod) => startHttpApp(fx.cluster, pod, PORT)));
   await waitForRoute(fx.cluster, 'n1', 'shop', 'web-matches', 'with its four rules', (r) => r.rules.length === 4);

@@ -47,7 +47,7 @@ async function setup(t: TestContext, policies: AuthorizationPolicy[], opts: { an
   const metrics = createMetrics(registry);
   const listener = await InboundPlaintextListener.bind({
     config, tracker: new ConnectionTracker(metrics), admission: new Admission(config, metrics), balancer: new LoadBalancer(),
-    http: new HttpInbound(new Admission(config, metrics), metrics, undefined, undefined, undefined, opts.fairShare),
+    http: new HttpInbound(new Admission(config, metrics), metrics, { fairShare: opts.fairShare }),
     host: '127.0.0.1', port: 0, destinationOf: () => ({ ip: pod.ip, port }),
   });
   t.after(() => listener.close());

@@ -1,10 +1,11 @@
 // HTTP on the destination side, for ports a Service declares HTTP or HTTP/2:
-// each request (HTTP/2: each stream) of a tunnel or plaintext connection is
-// authorized with its method and path (AuthorizationPolicy `methods`, `paths`
-// and their `not*`), answered 403 when denied, otherwise proxied to the pod over
-// a keep-alive connection (HTTP/2: a session) of that tunnel with node:http
-// (http1-forward.ts; http-proxy only for upgrades); the destination's request
-// metrics are reported here.
+// each request (HTTP/2: each stream) of a plaintext connection, or of a tunnel
+// whose requests this node needs (parsesTunnel; other tunnels are spliced as
+// TCP), is authorized with its method and path (AuthorizationPolicy `methods`,
+// `paths` and their `not*`), answered 403 when denied, otherwise proxied to the
+// pod over a keep-alive connection (HTTP/2: a session) of that tunnel with
+// node:http (http1-forward.ts; http-proxy only for upgrades); the destination's
+// request metrics are reported here.
 
 import http from 'node:http';
 import http2 from 'node:http2';
@@ -87,6 +88,19 @@ interface ServedH2 {
   closed?: boolean;
 }
 
+export interface HttpInboundOptions {
+  dialer?: PodDialer;
+  tap?: Tap;
+  tracing?: Tracing;
+  fairShare?: FairShare;
+  /**
+   * Count every request of meshed clients here too (`reporter="destination"`).
+   * Without it a tunnel's HTTP is read only when something on this node needs
+   * its requests (parsesTunnel); the source node reports every request.
+   */
+  requestMetrics?: boolean;
+}
+
 export class HttpInbound {
   readonly #admission: Admission;
   readonly #metrics: DaemonMetrics;
@@ -102,19 +116,21 @@ export class HttpInbound {
 
   readonly #dialer: PodDialer;
   readonly #fairShare?: FairShare;
+  readonly #requestMetrics: boolean;
   readonly #tap: Tap | undefined;
   readonly #tracing: Tracing | undefined;
   readonly #http1: Http1Connections;
   /** HTTP/2 sessions of tunnels and plaintext clients, for GOAWAY on drain. */
   readonly #h2Sessions = new Set<ServerHttp2Session>();
 
-  constructor(admission: Admission, metrics: DaemonMetrics, dialer = new PodDialer(), tap?: Tap, tracing?: Tracing, fairShare?: FairShare) {
-    this.#fairShare = fairShare;
-    this.#tap = tap;
-    this.#tracing = tracing;
+  constructor(admission: Admission, metrics: DaemonMetrics, opts: HttpInboundOptions = {}) {
+    this.#fairShare = opts.fairShare;
+    this.#tap = opts.tap;
+    this.#tracing = opts.tracing;
     this.#admission = admission;
-    this.#dialer = dialer;
+    this.#dialer = opts.dialer ?? new PodDialer();
     this.#metrics = metrics;
+    this.#requestMetrics = opts.requestMetrics === true;
     this.#server = http.createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 60_000 });
     this.#http1 = new Http1Connections(this.#server);
     this.#server.on('request', (req, res) => this.#onRequest(req, res));
@@ -136,6 +152,27 @@ export class HttpInbound {
       session.on('close', () => clearTimeout(timer));
     });
     this.#h2Server.on('stream', (stream, headers) => this.#onH2Stream(stream, headers));
+  }
+
+  /**
+   * Whether a mesh tunnel (`input`: its L4 facts) to a port declared HTTP must be
+   * read request by request here, or can be spliced to the pod as TCP: read when
+   * the connection is refused as a whole (a policy on methods or paths may still
+   * allow some requests; the rest get their 403 and are counted), or when this
+   * node counts, taps or traces requests; spliced otherwise: an allowed
+   * connection allows each of its requests, and the source node has reported
+   * each one. A policy change that refuses a spliced tunnel closes it (the L4
+   * re-check) and the client's next tunnel is read; a tap asking for requests
+   * moves clients off spliced tunnels (inbound.ts).
+   */
+  parsesTunnel(input: AuthorizationInput): boolean {
+    return this.#requestMetrics || this.#tap?.wantsRequests === true || this.#tracing?.recordsRequests === true ||
+      !this.#admission.allows(input);
+  }
+
+  /** Calls `fn` whenever requests become wanted that spliced tunnels would not show (a tap of request events). */
+  onRequestsWanted(fn: () => void): () => void {
+    return this.#tap?.onRequestsWanted(fn) ?? (() => {});
   }
 
   /** Clients move to the next daemon: HTTP/1 `connection: close` and idle connections ended, HTTP/2 GOAWAY. */

@@ -26,7 +26,7 @@ import { OutboundListener } from '../outbound.ts';
 import type { SocketAddress } from '../original-dst.ts';
 import { MemoryCertSource, spiffe, workload } from '../testdata/mesh-fixture.ts';
 import { createOutboundHttp } from './outbound-http.ts';
-import { Admission } from '../admission.ts';
+import { Admission, decide } from '../admission.ts';
 import { HttpInbound } from './http-inbound.ts';
 import { SourceLimits } from '../source-limits.ts';
 import { logger } from '../../core/log.ts';
@@ -126,7 +126,9 @@ async function h2Pod(t: TestContext, ip: string, name: string, port = 0): Promis
   return (server.address() as AddressInfo).port;
 }
 
-async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: AuthorizationPolicy[]; services?: (appPort: number) => Service[]; limits?: SourceLimits } = {}) {
+async function setup(t: TestContext, things: {
+  routes?: HttpRoute[]; policies?: AuthorizationPolicy[]; services?: (appPort: number) => Service[]; limits?: SourceLimits; destinationRequestMetrics?: boolean;
+} = {}) {
   const ca = await createMeshCa();
   const clientCerts = await MemoryCertSource.issuing(ca, [spiffe(client)]);
   const serverCerts = await MemoryCertSource.issuing(ca, [spiffe(v1), spiffe(local)]);
@@ -163,7 +165,7 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
   const destinationMetrics = createMetrics(destinationRegistry);
   const destinationTracker = new ConnectionTracker(destinationMetrics);
   const destinationAdmission = new Admission(destinationConfig, destinationMetrics);
-  const destinationHttp = new HttpInbound(destinationAdmission, destinationMetrics);
+  const destinationHttp = new HttpInbound(destinationAdmission, destinationMetrics, { requestMetrics: things.destinationRequestMetrics });
   const inboundFor = async (ip: string, port: number) => {
     const inbound = await InboundListener.bind({
       config: destinationConfig, certs: serverCerts, tracker: destinationTracker, admission: destinationAdmission, host: ip, port, http: destinationHttp,
@@ -211,7 +213,8 @@ async function setup(t: TestContext, things: { routes?: HttpRoute[]; policies?: 
     });
   };
   const setTarget = (dst: SocketAddress) => (target = dst);
-  return { request, setTarget, outbound, h2Port, registry, destinationRegistry, pods: { a: a.state, b: b.state, c: c.state }, appPort: a.port, sourceConfig };
+  const destination = { config: destinationConfig, tracker: destinationTracker };
+  return { request, setTarget, outbound, h2Port, registry, destinationRegistry, destination, pods: { a: a.state, b: b.state, c: c.state }, appPort: a.port, sourceConfig };
 }
 
 const CART = { ip: '10.96.0.10', port: 80 };
@@ -405,6 +408,51 @@ test('on the destination node each request of a tunnel is authorized: only GET /
   const denied = [...destination.matchAll(/nodemesh_tcp_connections_denied_total\{reporter="destination",[^}]*reason="policy"\} (\d+)/g)];
   assert.equal(denied.reduce((sum, m) => sum + Number(m[1]), 0), 2, destination);
   assert.match(await registry.metrics(), /nodemesh_requests_total\{reporter="source",[^}]*response_code="403"\} [12]/);
+});
+
+const CART_V1 = { ip: '10.96.0.11', port: 80 };
+/** The sum of a metric's series whose labels match `labels` (a regex over the label text). */
+const sumOf = (text: string, metric: string, labels: RegExp) =>
+  text.split('\n').filter((l) => l.startsWith(`${metric}{`) && labels.test(l)).reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
+
+test('with no policy on methods or paths the destination splices a tunnel on an HTTP port: the source counts each request, the destination one connection and no request', async (t) => {
+  const { request, registry, destinationRegistry } = await setup(t);
+  for (let i = 0; i < 5; i++) assert.equal((await request(CART_V1, `/item/${i}`)).status, 200);
+  assert.equal(sumOf(await registry.metrics(), 'nodemesh_requests_total', /reporter="source",.*response_code="200"/), 5);
+  const destination = await destinationRegistry.metrics();
+  assert.equal(sumOf(destination, 'nodemesh_requests_total', /./), 0, 'the destination read no request');
+  assert.equal(sumOf(destination, 'nodemesh_tcp_connections_opened_total', /reporter="destination",source_workload="frontend",.*destination_service="cart[^"]*\.shop\.svc\.cluster\.local",connection_security_policy="mutual_tls"/), 1,
+    'one tunnel for the keep-alive connection, named with its Service');
+});
+
+test('a DENY on paths for another namespace\'s sources leaves the frontend\'s tunnel spliced: allowed at L4, each of its requests is allowed', async (t) => {
+  const denyOpsAdmin: AuthorizationPolicy = {
+    namespace: 'shop', name: 'ops-no-admin', selector: { app: 'cart' }, action: 'DENY',
+    rules: [{ from: [{ principals: [], notPrincipals: [], namespaces: ['ops'], notNamespaces: [], ipBlocks: [], notIpBlocks: [] }], to: [{ ports: [], notPorts: [], methods: [], notMethods: [], paths: ['/admin'], notPaths: [] }] }],
+  };
+  const { request, destinationRegistry } = await setup(t, { policies: [denyOpsAdmin] });
+  assert.equal((await request(CART_V1, '/admin')).status, 200);
+  assert.equal(sumOf(await destinationRegistry.metrics(), 'nodemesh_requests_total', /./), 0, 'the destination read no request');
+});
+
+test('with destination request metrics on, the destination reads and counts each request of a tunnel', async (t) => {
+  const { request, destinationRegistry } = await setup(t, { destinationRequestMetrics: true });
+  for (let i = 0; i < 5; i++) assert.equal((await request(CART_V1, `/item/${i}`)).status, 200);
+  assert.equal(sumOf(await destinationRegistry.metrics(), 'nodemesh_requests_total', /reporter="destination",source_workload="frontend",.*response_code="200"/), 5);
+});
+
+test('regression: a policy on paths that arrives while a tunnel is spliced closes the tunnel, and the client\'s next request is decided per request', async (t) => {
+  const { request, destination } = await setup(t);
+  assert.equal((await request(CART_V1, '/private')).status, 200, 'spliced: no policy yet');
+  const denyPrivate: AuthorizationPolicy = {
+    namespace: 'shop', name: 'deny-private', selector: { app: 'cart' }, action: 'DENY',
+    rules: [{ from: [], to: [{ ports: [], notPorts: [], methods: [], notMethods: [], paths: ['/private'], notPaths: [] }] }],
+  };
+  destination.config.apply({ epoch: 't', version: 2, snapshot: false, upserts: [{ kind: 'policy', key: 'shop/deny-private', version: 2, policy: denyPrivate }], removals: [] });
+  // What the daemon does on every config change (daemon.ts): open connections re-checked at L4.
+  destination.tracker.reauthorize((input) => decide(destination.config, input));
+  assert.equal((await request(CART_V1, '/public')).status, 200, 'a new tunnel, read per request');
+  assert.equal((await request(CART_V1, '/private')).status, 403);
 });
 
 test('HTTP/2 (h2c, gRPC-like) is routed per stream 90/10 on one session; trailers and grpc-status pass through', async (t) => {

@@ -35,7 +35,7 @@ const DENY_REMOVE: AuthorizationPolicy = {
   rules: [{ from: [], to: [{ ports: [], notPorts: [], methods: [], notMethods: [], paths: ['/shop.Cart/Remove'], notPaths: [] }] }],
 };
 
-async function mesh(t: TestContext) {
+async function mesh(t: TestContext, policies: AuthorizationPolicy[] = [DENY_REMOVE]) {
   const pod = http2.createServer();
   pod.on('stream', (stream) => {
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
@@ -60,7 +60,7 @@ async function mesh(t: TestContext) {
     upserts: [
       ...[client, cart].map((w): Resource => ({ kind: 'workload', key: w.uid, version: 1, workload: w })),
       { kind: 'service', key: 'shop/cart', version: 1, service } as Resource,
-      { kind: 'policy', key: 'shop/no-remove', version: 1, policy: DENY_REMOVE } as Resource,
+      ...policies.map((p): Resource => ({ kind: 'policy', key: `${p.namespace}/${p.name}`, version: 1, policy: p })),
     ],
   };
   const ca = await createMeshCa();
@@ -71,7 +71,7 @@ async function mesh(t: TestContext) {
   const dAdmission = new Admission(dConfig, dMetrics, dTap);
   const inbound = await InboundListener.bind({
     config: dConfig, certs: await MemoryCertSource.issuing(ca, [spiffe(cart)]), tracker: new ConnectionTracker(dMetrics, undefined, dTap), admission: dAdmission,
-    host: cart.ip, port: 0, http: new HttpInbound(dAdmission, dMetrics, undefined, dTap),
+    host: cart.ip, port: 0, http: new HttpInbound(dAdmission, dMetrics, { tap: dTap }),
     destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
   });
   t.after(() => inbound.close());
@@ -142,4 +142,21 @@ test('tap: each node sees the gRPC request it proxies (gRPC method, grpc-status,
   const refused = await until('the refused request', () => destination.find((e) => e.event === 'request' && e.status === 403));
   assert.equal(refused.grpcMethod, 'shop.Cart/Remove');
   assert.equal(source.filter((e) => e.event !== 'request').length, 0, 'the source tap was asked for requests only');
+});
+
+test('a tap of requests on the destination moves clients off spliced tunnels: the next call of a held gRPC channel is seen there', async (t) => {
+  // No policy reads requests: the destination splices the tunnel until someone taps requests.
+  const { call, dTap } = await mesh(t, []);
+  const before: TapEvent[] = [];
+  const unsubscribe = dTap.subscribe((e) => before.push(e), parseTapFilter(new URLSearchParams('event=open')));
+  assert.equal(await call('Add'), 200);
+  assert.equal(dTap.wantsRequests, false, 'a tap of opens alone does not want requests');
+  unsubscribe();
+  const seen: TapEvent[] = [];
+  dTap.subscribe((e) => seen.push(e), parseTapFilter(new URLSearchParams('event=request')));
+  assert.equal(dTap.wantsRequests, true);
+  // The first call after the tap may still finish on the spliced tunnel; the source then leaves it.
+  for (let i = 0; i < 3 && !seen.length; i++) assert.equal(await call('Add'), 200);
+  const request = await until('the destination to see a request', () => seen[0]);
+  assert.deepEqual([request.reporter, request.grpcMethod], ['destination', 'shop.Cart/Add']);
 });

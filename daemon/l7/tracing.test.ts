@@ -100,7 +100,7 @@ async function mesh(t: TestContext, tracing: (node: string) => Promise<Tracing |
   const dAdmission = new Admission(dConfig, dMetrics);
   const inbound = await InboundListener.bind({
     config: dConfig, certs: await MemoryCertSource.issuing(ca, [spiffe(cart)]), tracker: new ConnectionTracker(dMetrics), admission: dAdmission,
-    host: cart.ip, port: 0, http: new HttpInbound(dAdmission, dMetrics, undefined, undefined, destinationTracing),
+    host: cart.ip, port: 0, http: new HttpInbound(dAdmission, dMetrics, { tracing: destinationTracing }),
     destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
   });
   t.after(() => inbound.close());

@@ -1,11 +1,12 @@
 // The HTTP/1 path of both nodes in one process on loopback, to measure a change
 // to it without the cluster's noise: the source node's outbound side (told the
 // original destination, a Service with appProtocol http), an HBONE tunnel over
-// real TLS to the destination node's inbound side, and a loopback "pod"
-// answering 64 bytes; wrk (one thread, 32 keep-alive connections) loads it
-// from the other CPU:
+// real TLS to the destination node's inbound side (which splices it, as no
+// policy reads requests; with --destination-request-metrics it reads each one),
+// and a loopback "pod" answering 64 bytes; wrk (one thread, 32 keep-alive
+// connections) loads it from the other CPU:
 //
-//   taskset -c 1 node --max-semi-space-size=1 integration/bench/l7-inprocess.ts [rounds] [seconds]
+//   taskset -c 1 node --max-semi-space-size=1 integration/bench/l7-inprocess.ts [rounds] [seconds] [--destination-request-metrics]
 //
 // (the V8 flag the node DaemonSet runs with, agent/v8-flags.ts). After a 3 s
 // warm-up, one run under V8's sampling heap profiler, counting objects already
@@ -33,8 +34,9 @@ import { createMetrics } from '../../daemon/metrics.ts';
 import { OutboundListener } from '../../daemon/outbound.ts';
 import { MemoryCertSource, spiffe, workload } from '../../daemon/testdata/mesh-fixture.ts';
 
-const rounds = Number(process.argv[2] ?? 3);
-const seconds = Number(process.argv[3] ?? 4);
+const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const [rounds, seconds] = [Number(positional[0] ?? 3), Number(positional[1] ?? 4)];
+const destinationRequestMetrics = process.argv.includes('--destination-request-metrics');
 // Every connection logs its open and close.
 setLevel('warn');
 
@@ -62,7 +64,7 @@ const destinationMetrics = createMetrics(new Registry());
 const destinationAdmission = new Admission(destinationConfig, destinationMetrics);
 const inbound = await InboundListener.bind({
   config: destinationConfig, certs: await MemoryCertSource.issuing(ca, [spiffe(pod)]), tracker: new ConnectionTracker(destinationMetrics),
-  admission: destinationAdmission, host: pod.ip, port: 0, http: new HttpInbound(destinationAdmission, destinationMetrics),
+  admission: destinationAdmission, host: pod.ip, port: 0, http: new HttpInbound(destinationAdmission, destinationMetrics, { requestMetrics: destinationRequestMetrics }),
   destinationOf: (s) => ({ ip: s.localAddress!, port: s.localPort! }),
 });
 
