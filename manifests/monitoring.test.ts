@@ -57,6 +57,15 @@ test('grafana dashboard: every nodemesh_* series it queries is registered by the
   for (const needed of ['nodemesh_requests_total', 'nodemesh_request_duration_seconds_bucket', 'nodemesh_tcp_connections_denied_total', 'nodemesh_agent_certificate_expiry_timestamp_seconds', 'nodemesh_agent_process_resident_memory_bytes']) {
     assert.ok(queried.has(needed), `a panel shows ${needed}`);
   }
+  // Destination nodes count meshed requests only with --destination-request-metrics: a request panel
+  // reads each request once, from its source node, or from the destination for a plaintext client.
+  for (const panel of DASHBOARD.panels) {
+    for (const { expr } of panel.targets ?? []) {
+      for (const [selector] of expr.matchAll(/nodemesh_request(?:s_total|_duration_seconds_bucket)\{[^}]*\}/g)) {
+        assert.ok(selector.includes('reporter="source"') || selector.includes('connection_security_policy="none"'), `${panel.title}: ${selector} counts meshed requests only some nodes report`);
+      }
+    }
+  }
   assert.equal(DASHBOARD.uid, 'nodemesh-overview');
   assert.deepEqual(DASHBOARD.templating.list.map((v) => v.name), ['datasource', 'namespace']);
   assert.ok(DASHBOARD.panels.filter((p) => p.type === 'timeseries').every((p) => p.title && p.targets?.length));
