@@ -64,7 +64,10 @@ interface Pod {
   failWith: number[];
 }
 
-/** An HTTP "pod": echoes what it saw as JSON; /slow waits, /sse streams, WebSocket echoes. */
+/** 16 MiB of a pattern: more than every buffer and window on the way, so a slow reader holds the pod back. */
+const BIG_RESPONSE = Buffer.alloc(16 * 1024 * 1024, 'nodemesh-');
+
+/** An HTTP "pod": echoes what it saw as JSON; /slow waits, /big is BIG_RESPONSE, /sse streams, WebSocket echoes. */
 async function pod(t: TestContext, ip: string, name: string, port = 0): Promise<{ port: number; state: Pod }> {
   const state: Pod = { name, hits: 0, failWith: [] };
   const server = http.createServer((req, res) => {
@@ -72,6 +75,7 @@ async function pod(t: TestContext, ip: string, name: string, port = 0): Promise<
     const failure = state.failWith.shift();
     if (failure) return void res.writeHead(failure).end(`${name} failing`);
     if (req.url === '/slow') return void setTimeout(() => res.end('late'), 1_000).unref();
+    if (req.url === '/big') return void res.end(BIG_RESPONSE);
     if (req.url === '/sse') {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('data: first\n\n');
@@ -493,6 +497,31 @@ test('HTTP/2 (h2c, gRPC-like) is routed per stream 90/10 on one session; trailer
   assert.equal(failed.headers['grpc-message'], 'not found');
   assert.match(await registry.metrics(), /nodemesh_requests_total\{reporter="source",[^}]*destination_service="grpc-v1.shop.svc.cluster.local",connection_security_policy="mutual_tls",response_code="200"\} \d+/);
   assert.match(await registry.metrics(), /nodemesh_tcp_connections_opened_total\{reporter="source",[^}]*destination_service="grpc.shop.svc.cluster.local"[^}]*\} 1\n/, 'one client connection');
+});
+
+test('a response larger than every buffer on the way reaches a client that reads slowly, whole, through both nodes', async (t) => {
+  const { outbound, setTarget } = await setup(t);
+  setTarget(CART_V1);
+  const received = await new Promise<Buffer>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip, path: '/big', agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      // Pauses every 64 KiB for a moment: the source node must stop reading the tunnel meanwhile.
+      let sincePause = 0;
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        sincePause += c.length;
+        if (sincePause >= 64 * 1024) {
+          sincePause = 0;
+          res.pause();
+          setTimeout(() => res.resume(), 2);
+        }
+      });
+      res.on('end', () => resolve(Buffer.concat(chunks)));
+      res.on('error', reject);
+    }).on('error', reject);
+  });
+  assert.equal(received.length, BIG_RESPONSE.length);
+  assert.ok(received.equals(BIG_RESPONSE), 'the body arrived intact and in order');
 });
 
 test('a client that goes away in the middle of its body costs only its own request', async (t) => {
