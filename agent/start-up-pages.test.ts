@@ -42,12 +42,22 @@ test('a mapping whose fields could not be read is not dropped', () => {
   assert.equal(droppable(m!), false);
 });
 
-test('releasing start-up pages lowers this process\'s file-backed RSS, and the process runs on', async () => {
+test('releasing start-up pages lowers this process\'s file-backed RSS, and the process runs on', async (t) => {
   const fileKb = () => Number(/^RssFile:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
   const before = fileKb();
-  const released = releaseStartUpPages();
+  let released = releaseStartUpPages();
   assert.ok(released.mappings > 0 && released.mib > 0, JSON.stringify(released));
-  assert.ok(fileKb() < before, `RssFile ${before} -> ${fileKb()} kB`);
+  let after = fileKb();
+  if (after >= before) {
+    // Seen once in CI, seconds after the node executable was installed: the kernel kept every page
+    // (RssFile 48,900 -> 48,936 kB) though madvise succeeded. A node releases once, when ready; here a
+    // second call a moment later must work.
+    t.diagnostic(`first release kept the pages: RssFile ${before} -> ${after} kB, ${JSON.stringify(released)}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    released = releaseStartUpPages();
+    after = fileKb();
+  }
+  assert.ok(after < before, `RssFile ${before} -> ${after} kB, ${JSON.stringify(released)}`);
   // Code and data dropped come back from the file as they are touched.
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(JSON.parse(JSON.stringify({ a: [1, 'x'] })).a[1], 'x');
