@@ -7,7 +7,9 @@
 // the page cache keeps them, and the ones still in use fault back in (minor
 // faults) on their next touch. Only mappings that cannot hold data of ours are
 // touched: backed by a file, not writable, with no private (copied-on-write)
-// page, so dropping a page can only ever bring back the same bytes.
+// page, so dropping a page can only ever bring back the same bytes. A file
+// written moments ago (an executable just installed) is skipped until the
+// kernel has written it back: its smaps counts those pages dirty.
 
 import { readFileSync } from 'node:fs';
 import koffi from 'koffi';
