@@ -81,16 +81,6 @@ export class Admission {
     return decision;
   }
 
-  /**
-   * Whether the connection `input` is allowed as a whole, deciding only (no
-   * count, no log). An allowed connection allows each of its requests: at L4 a
-   * DENY rule on HTTP fields denies and an ALLOW grants only by a rule without
-   * them (authorization.ts).
-   */
-  allows(input: AuthorizationInput): boolean {
-    return decide(this.#config, input).allowed;
-  }
-
   /** Counts and logs a refusal decided before policy; `quiet` logs it at debug, for what a flood repeats. */
   refuse(refusal: Refusal, ctx: AdmissionContext & { quiet?: boolean }): void {
     const { destination, sourcePrincipal, reason } = refusal;

@@ -2,8 +2,8 @@
 // The certificate to serve is chosen by the pod IP the peer dialled (its original
 // destination before our REDIRECT), so no SNI is needed. Each CONNECT stream is
 // authorized against the destination's policies and spliced to the local pod;
-// on a port declared HTTP, read request by request when the node needs its
-// requests (HttpInbound.parsesTunnel).
+// on a port declared HTTP, read request by request only when policy refuses
+// the tunnel as a whole or the node needs its requests (HttpInbound.needsRequests).
 //
 // What a peer can claim and hold is bounded here: the source address it names in
 // `Forwarded: for=` counts only when it is a workload of the identity its
@@ -25,7 +25,8 @@ import { logger, debug } from '../core/log.ts';
 import { originalDestination } from './original-dst.ts';
 import type { SocketAddress } from './original-dst.ts';
 import { unmapIpv4 } from './authorization.ts';
-import type { AuthorizationInput } from './authorization.ts';
+import type { AuthorizationInput, Decision } from './authorization.ts';
+import { decide } from './admission.ts';
 import type { Admission, AdmissionContext } from './admission.ts';
 import type { ConnectionTracker } from './connection-tracker.ts';
 import { listen, listeningFd, openSockets, stopListening } from './listen.ts';
@@ -383,7 +384,11 @@ export class InboundListener {
       port: target.port,
     };
     const httpService = this.#opts.http ? httpServiceOf(config, target.ip, target.port) : undefined;
-    const parsed = httpService !== undefined && this.#opts.http!.parsesTunnel(input);
+    // A tunnel allowed as a whole allows each of its requests (at L4 a DENY rule on HTTP fields denies,
+    // an ALLOW grants only by a rule without them): it is read only when refused (per-request 403s, or
+    // an ALLOW on methods or paths), or when this node needs its requests.
+    const decision = httpService && !this.#opts.http!.needsRequests ? decide(config, input) : undefined;
+    const parsed = httpService !== undefined && decision?.allowed !== true;
     traceInbound('HBONE stream', { source: ctx.peerIdentity, sourceIp: input.sourceIp, target: authority, http: parsed });
     if (httpService && parsed) {
       // Authorized per request: an ALLOW rule on methods or paths can only match there.
@@ -406,7 +411,7 @@ export class InboundListener {
       return;
     }
     if (httpService) this.#splicingHttp(stream.session!);
-    this.#serveTcp(ctx, stream, input, authority, Buffer.alloc(0), httpService);
+    this.#serveTcp(ctx, stream, input, authority, Buffer.alloc(0), httpService, decision);
   }
 
   /** `session` carries a tunnel on an HTTP port whose requests this node does not read. */
@@ -476,12 +481,14 @@ export class InboundListener {
     return true;
   }
 
-  /** Admits the tunnel as a whole and splices it to the pod; `head` was read from it already. */
-  #serveTcp(ctx: SessionContext, stream: ServerHttp2Stream, input: AuthorizationInput, authority: string | undefined, head: Buffer, service?: Service): void {
+  /** Admits the tunnel as a whole (`admitted`: already allowed) and splices it to the pod; `head` was read from it already. */
+  #serveTcp(
+    ctx: SessionContext, stream: ServerHttp2Stream, input: AuthorizationInput, authority: string | undefined, head: Buffer, service?: Service, admitted?: Decision,
+  ): void {
     const { config, admission, tracker } = this.#opts;
     const workload = input.destination;
     const target = { ip: workload.ip, port: input.port };
-    const decision = admission.admit(input, { what: 'HBONE tunnel', log, fields: { peer: ctx.peerIp, target: authority } });
+    const decision = admitted ?? admission.admit(input, { what: 'HBONE tunnel', log, fields: { peer: ctx.peerIp, target: authority } });
     if (!decision.allowed) {
       // Past protocol detection the 200 is out: the tunnel can only be reset.
       if (stream.headersSent) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);

@@ -86,8 +86,6 @@ const wantsRequests = (filter: TapFilter) => !filter.events || filter.events.has
 
 export class Tap {
   readonly #listeners = new Map<TapListener, TapFilter>();
-  /** Listeners wanting request events: while there are any, the destination reads every new tunnel's HTTP. */
-  #requestListeners = 0;
   readonly #onRequestsWanted = new Set<() => void>();
 
   /** True while someone listens: record points build events only then. */
@@ -95,20 +93,20 @@ export class Tap {
     return this.#listeners.size > 0;
   }
 
-  /** True while someone listens for `request` events. */
+  /** True while someone listens for `request` events (a node has few taps, mostly none). */
   get wantsRequests(): boolean {
-    return this.#requestListeners > 0;
+    for (const filter of this.#listeners.values()) if (wantsRequests(filter)) return true;
+    return false;
   }
 
   /** Streams the events `filter` lets through to `listener` until the returned function is called. */
   subscribe(listener: TapListener, filter: TapFilter = {}): () => void {
+    const wanted = this.wantsRequests;
     // One listener subscribed twice keeps two entries' worth of intent: wrap it.
     const own: TapListener = (e) => listener(e);
     this.#listeners.set(own, filter);
-    if (wantsRequests(filter) && this.#requestListeners++ === 0) for (const fn of this.#onRequestsWanted) fn();
-    return () => {
-      if (this.#listeners.delete(own) && wantsRequests(filter)) this.#requestListeners--;
-    };
+    if (!wanted && wantsRequests(filter)) for (const fn of this.#onRequestsWanted) fn();
+    return () => this.#listeners.delete(own);
   }
 
   /** Calls `fn` each time request events become wanted (the first such listener), until the returned function is called. */

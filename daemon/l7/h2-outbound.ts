@@ -27,6 +27,12 @@ import { tunnelDraining } from '../hbone-pool.ts';
 const log = logger('h2-outbound');
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
 
+/** An endpoint's pooled session, and the connection it runs over once connected. */
+interface PooledSession {
+  session: Promise<ClientHttp2Session>;
+  transport?: Duplex;
+}
+
 export interface H2OutboundOptions {
   config: ConfigStore;
   metrics: DaemonMetrics;
@@ -43,9 +49,7 @@ export class H2Outbound {
   readonly #opts: H2OutboundOptions;
   readonly #server = http2.createServer();
   readonly #connections = new WeakMap<ServerHttp2Session, HttpClientConnection>();
-  readonly #sessions = new Map<string, Promise<ClientHttp2Session>>();
-  /** The connection each pooled session runs over, once connected. */
-  readonly #transports = new Map<string, Duplex>();
+  readonly #sessions = new Map<string, PooledSession>();
   /** The clients' sessions, for GOAWAY on drain. */
   readonly #clientSessions = new Set<ServerHttp2Session>();
   #draining = false;
@@ -89,9 +93,8 @@ export class H2Outbound {
   }
 
   close(): void {
-    for (const pending of this.#sessions.values()) pending.then((s) => s.destroy(), () => {});
+    for (const pooled of this.#sessions.values()) pooled.session.then((s) => s.destroy(), () => {});
     this.#sessions.clear();
-    this.#transports.clear();
   }
 
   async #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
@@ -145,19 +148,14 @@ export class H2Outbound {
   #session(endpoint: Endpoint): Promise<ClientHttp2Session> {
     const key = endpoint.poolKey;
     const cached = this.#sessions.get(key);
-    if (cached) {
-      const transport = this.#transports.get(key);
-      if (!transport || !tunnelDraining(transport)) return cached;
-      this.#sessions.delete(key);
-      void cached.then((s) => s.close(), () => {});
-    }
+    if (cached && !(cached.transport && tunnelDraining(cached.transport))) return cached.session;
+    if (cached) void cached.session.then((s) => s.close(), () => {});
+    // Connected after `pooled` exists.
     const opening = endpoint.connect().then((transport) => new Promise<ClientHttp2Session>((resolve, reject) => {
-      if (this.#sessions.get(key) === opening) this.#transports.set(key, transport);
+      pooled.transport = transport;
       const session = http2.connect(`http://${endpoint.ip}:${endpoint.port}`, { createConnection: () => transport as net.Socket });
       const forget = () => {
-        if (this.#sessions.get(key) !== opening) return;
-        this.#sessions.delete(key);
-        this.#transports.delete(key);
+        if (this.#sessions.get(key) === pooled) this.#sessions.delete(key);
       };
       session.once('connect', () => resolve(session));
       session.once('error', (err) => {
@@ -167,11 +165,10 @@ export class H2Outbound {
       session.once('goaway', forget);
       session.on('close', forget);
     }));
-    this.#sessions.set(key, opening);
+    const pooled: PooledSession = { session: opening };
+    this.#sessions.set(key, pooled);
     opening.catch(() => {
-      if (this.#sessions.get(key) !== opening) return;
-      this.#sessions.delete(key);
-      this.#transports.delete(key);
+      if (this.#sessions.get(key) === pooled) this.#sessions.delete(key);
     });
     return opening;
   }

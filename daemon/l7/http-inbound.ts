@@ -1,7 +1,6 @@
 // HTTP on the destination side, for ports a Service declares HTTP or HTTP/2:
 // each request (HTTP/2: each stream) of a plaintext connection, or of a tunnel
-// whose requests this node needs (parsesTunnel; other tunnels are spliced as
-// TCP), is authorized with its method and path (AuthorizationPolicy `methods`,
+// whose requests are needed (inbound.ts; other tunnels are spliced as TCP), is authorized with its method and path (AuthorizationPolicy `methods`,
 // `paths` and their `not*`), answered 403 when denied, otherwise proxied to the
 // pod over a keep-alive connection (HTTP/2: a session) of that tunnel with
 // node:http (http1-forward.ts; http-proxy only for upgrades); the destination's
@@ -96,7 +95,7 @@ export interface HttpInboundOptions {
   /**
    * Count every request of meshed clients here too (`reporter="destination"`).
    * Without it a tunnel's HTTP is read only when something on this node needs
-   * its requests (parsesTunnel); the source node reports every request.
+   * its requests (needsRequests); the source node reports every request.
    */
   requestMetrics?: boolean;
 }
@@ -155,19 +154,13 @@ export class HttpInbound {
   }
 
   /**
-   * Whether a mesh tunnel (`input`: its L4 facts) to a port declared HTTP must be
-   * read request by request here, or can be spliced to the pod as TCP: read when
-   * the connection is refused as a whole (a policy on methods or paths may still
-   * allow some requests; the rest get their 403 and are counted), or when this
-   * node counts, taps or traces requests; spliced otherwise: an allowed
-   * connection allows each of its requests, and the source node has reported
-   * each one. A policy change that refuses a spliced tunnel closes it (the L4
-   * re-check) and the client's next tunnel is read; a tap asking for requests
-   * moves clients off spliced tunnels (inbound.ts).
+   * Whether this node needs every request of its mesh tunnels, so none may be
+   * spliced: it counts them (requestMetrics), taps them, or traces them. The
+   * HBONE listener also reads a tunnel that policy refuses as a whole
+   * (inbound.ts).
    */
-  parsesTunnel(input: AuthorizationInput): boolean {
-    return this.#requestMetrics || this.#tap?.wantsRequests === true || this.#tracing?.recordsRequests === true ||
-      !this.#admission.allows(input);
+  get needsRequests(): boolean {
+    return this.#requestMetrics || this.#tap?.wantsRequests === true || this.#tracing?.recordsRequests === true;
   }
 
   /** Calls `fn` whenever requests become wanted that spliced tunnels would not show (a tap of request events). */
