@@ -87,7 +87,7 @@ async function pod(t: TestContext, ip: string, name: string, port = 0): Promise<
     req.on('end', () => {
       res.setHeader('content-type', 'application/json');
       res.setHeader('x-served-by', name);
-      res.end(JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks).toString() }));
+      res.end(JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString() }));
     });
   });
   const wss = new WebSocketServer({ server });
@@ -199,7 +199,7 @@ async function setup(t: TestContext, things: {
   t.after(() => agent.destroy());
 
   /** One request from the client pod, as if to `dst` (a VIP or pod IP). */
-  const request = (dst: SocketAddress, path: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}) => {
+  const request = (dst: SocketAddress, path: string, opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: string } = {}) => {
     target = dst;
     return new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
       const req = http.request({
@@ -260,6 +260,24 @@ test('x-forwarded-for carries the client pod IP; request header filters and URL 
   assert.equal(seen.headers.host, 'cart.internal');
   assert.equal(r.headers['x-route'], 'old');
   assert.equal(r.headers['x-served-by'], undefined);
+});
+
+test('forwarded request headers: the client\'s x-forwarded-* chains extended, every header sent once, cookies and repeated headers kept', async (t) => {
+  const { request } = await setup(t, { routes: [route([{ backendRefs: [backend('cart-v1')] }])] });
+  const r = await request(CART, '/item', {
+    headers: { 'x-forwarded-for': '192.0.2.7', 'x-forwarded-proto': 'https', 'x-trace': ['a', 'b'], cookie: ['x=1', 'y=2'] },
+  });
+  assert.equal(r.status, 200);
+  const seen = JSON.parse(r.body) as { headers: Record<string, string>; rawHeaders: string[] };
+  assert.equal(seen.headers['x-forwarded-for'], `192.0.2.7, ${client.ip}`);
+  assert.equal(seen.headers['x-forwarded-proto'], 'https, http');
+  assert.equal(seen.headers['x-forwarded-port'], '80');
+  assert.equal(seen.headers['x-trace'], 'a, b');
+  assert.equal(seen.headers.cookie, 'x=1; y=2');
+  const names = seen.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+  for (const name of ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-port', 'host']) {
+    assert.equal(names.filter((n) => n === name).length, 1, `${name} sent once: ${JSON.stringify(seen.rawHeaders)}`);
+  }
 });
 
 test('404 when no rule matches, 500 for invalid or zero-weight backends, 503 without ready endpoints, redirects answered locally', async (t) => {
