@@ -106,3 +106,33 @@ test('splice: an abort on one side destroys the other, and onClosed is called on
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(calls, 1);
 });
+
+test('regression: data for a side that closed resets the sender, as TCP does (it was dropped unseen and the sender waited for ever)', async (t) => {
+  const [userA, proxyA] = await socketPair(t);
+  // The destination node's connection to a pod: node's default, not half-open.
+  const podServer = net.createServer();
+  await new Promise<void>((resolve) => podServer.listen(0, '127.0.0.1', resolve));
+  const accepted = new Promise<net.Socket>((resolve) => podServer.once('connection', resolve));
+  const proxyB = net.connect((podServer.address() as net.AddressInfo).port, '127.0.0.1');
+  const pod = await accepted;
+  podServer.close();
+  t.after(() => {
+    pod.destroy();
+    proxyB.destroy();
+  });
+  const spliceClosed = new Promise<void>((resolve) => splice(proxyA, proxyB, () => resolve()));
+  const atA = collect(userA);
+  const proxyBClosed = new Promise((resolve) => proxyB.once('close', resolve));
+  // The pod closes its idle connection: the user sees the half-close, the pod's connection is gone.
+  pod.end();
+  pod.resume();
+  assert.equal((await atA).length, 0);
+  await proxyBClosed;
+  userA.write('a request after the pod left');
+  const outcome = await Promise.race([spliceClosed.then(() => 'reset'), new Promise((resolve) => setTimeout(resolve, 2_000, 'still open after 2 s').unref())]);
+  assert.equal(outcome, 'reset');
+  // The user's next write meets the reset.
+  const failed = new Promise<NodeJS.ErrnoException>((resolve) => userA.once('error', resolve));
+  setTimeout(() => userA.write('again'), 50);
+  assert.match((await failed).code ?? '', /^(ECONNRESET|EPIPE)$/);
+});

@@ -33,6 +33,10 @@ export function splice(a: Duplex, b: Duplex, onClosed: (error?: Error) => void):
 
 function relay(from: Duplex, to: Duplex): void {
   from.on('data', (chunk: Buffer) => {
+    // `to` closed (a pod that ended its connection, which ends ours to it): a write
+    // would drop the data unseen and the sender would wait for an answer for
+    // ever. TCP answers data for a closed socket with a reset; so does the splice.
+    if (to.destroyed) return void reset(from);
     if (!to.write(chunk)) from.pause();
   });
   to.on('drain', () => from.resume());
@@ -42,4 +46,11 @@ function relay(from: Duplex, to: Duplex): void {
   // A reader paused earlier (protocol detection, a tunnel being opened) stays
   // paused when a 'data' listener is added; pipe() resumes it, and so do we.
   from.resume();
+}
+
+/** Closes a stream so its peer learns of the failure: a TCP reset for a socket; an HBONE stream's destroy is a reset already (RST_STREAM). */
+function reset(stream: Duplex): void {
+  const socket = stream as Duplex & { resetAndDestroy?: () => void };
+  if (typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+  else stream.destroy();
 }

@@ -6,6 +6,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { splice } from '../splice.ts';
 import { UpstreamAgent, UpstreamConnectError } from './upstream-agent.ts';
 
 test('requests to an endpoint share its connections, whatever each request\'s own options say', async (t) => {
@@ -107,4 +108,57 @@ test('a tunnel whose session the destination drains (GOAWAY) takes no further re
   assert.equal(await get('/later'), '/later');
   assert.equal(sessions.length, 2, 'the requests after GOAWAY went over a new session');
   assert.equal(tunnels, 3, 'one new tunnel carried both: the busy old one was not pooled again');
+});
+
+test('regression: a tunnel whose pod closed the idle keep-alive connection behind it is not pooled (a request on it was never answered)', async (t) => {
+  // node's default keep-alive timeout is 5 s; this pod's 2.5 s (it tells clients `keep-alive: timeout=2`:
+  // under a second, node's agent would not pool the connection at all).
+  const pod = http.createServer({ keepAliveTimeout: 2_500 }, (req, res) => res.end(req.url));
+  await new Promise<void>((resolve) => pod.listen(0, '127.0.0.1', resolve));
+  const podPort = (pod.address() as AddressInfo).port;
+  // A destination node in miniature, splicing as the inbound side does: the pod's FIN half-closes the tunnel.
+  const node = http2.createServer();
+  const sessions: http2.ServerHttp2Session[] = [];
+  node.on('session', (s) => sessions.push(s));
+  node.on('stream', (stream) => {
+    const socket = net.connect(podPort, '127.0.0.1', () => {
+      stream.respond({ ':status': 200 });
+      splice(stream, socket, () => {});
+    });
+    socket.on('error', () => stream.destroy());
+  });
+  await new Promise<void>((resolve) => node.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const s of sessions) s.destroy();
+    node.close();
+    pod.closeAllConnections();
+    pod.close();
+  });
+  let client: http2.ClientHttp2Session | undefined;
+  const tunnels: http2.ClientHttp2Stream[] = [];
+  const agent = new UpstreamAgent(async () => {
+    client ??= http2.connect(`http://127.0.0.1:${(node.address() as AddressInfo).port}`);
+    const stream = client.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${podPort}` });
+    tunnels.push(stream);
+    await new Promise<void>((resolve, reject) => stream.once('response', () => resolve()).once('error', reject));
+    return stream;
+  });
+  t.after(() => {
+    agent.destroy();
+    client?.destroy();
+  });
+  const get = (path: string) => new Promise<string>((resolve, reject) => {
+    http.get({ host: 'pod', port: 1, path, agent }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+  assert.equal(await get('/first'), '/first');
+  // As on a busy node, the idle tunnel is read (flowing): the pod's FIN arrives as its end.
+  tunnels[0]!.resume();
+  while (!tunnels[0]!.readableEnded) await new Promise((resolve) => setTimeout(resolve, 20));
+  const after = await Promise.race([get('/after'), new Promise<string>((resolve) => setTimeout(resolve, 3_000, 'no answer in 3 s').unref())]);
+  assert.equal(after, '/after');
+  assert.equal(tunnels.length, 2, 'the request went over a new tunnel');
 });

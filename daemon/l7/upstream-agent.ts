@@ -4,7 +4,8 @@
 // pools them as it pools sockets, so requests to an endpoint reuse tunnels —
 // except tunnels of a session the destination node is draining (GOAWAY, on its
 // restart): they take no further request, which goes to a new tunnel of the
-// next daemon instead of racing the old one's drain deadline.
+// next daemon instead of racing the old one's drain deadline; and connections
+// the upstream ended (a pod closing an idle keep-alive connection).
 
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -49,7 +50,7 @@ export class UpstreamAgent extends http.Agent {
 
   override createConnection(_options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
     this.#connect().then(
-      (stream) => callback?.(null, socketLike(stream)),
+      (stream) => callback?.(null, endWhenEnded(socketLike(stream))),
       (err: Error) => callback?.(err instanceof UpstreamConnectError ? err : new UpstreamConnectError(err.message, { cause: err }), undefined as unknown as Duplex),
     );
     // Asynchronous: the agent takes the connection from the callback.
@@ -60,7 +61,7 @@ export class UpstreamAgent extends http.Agent {
     // LIFO: the base takes the last idle tunnel. Retiring a socket (destroyed, then
     // `agentRemove`) takes it out of the list at once.
     const idle = this.freeSockets[this.#pool];
-    while (idle?.length && tunnelDraining(idle[idle.length - 1]!)) {
+    while (idle?.length && !reusable(idle[idle.length - 1]!)) {
       const tunnel = idle[idle.length - 1]!;
       tunnel.destroy();
       tunnel.emit('agentRemove');
@@ -70,7 +71,7 @@ export class UpstreamAgent extends http.Agent {
 
   // The base methods also arm and clear node's guard against data arriving on idle sockets.
   override keepSocketAlive(socket: Duplex): boolean {
-    if (tunnelDraining(socket)) return false;
+    if (!reusable(socket)) return false;
     const kept = (super.keepSocketAlive(socket) as unknown as boolean | undefined) !== false;
     (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(FREE_CONNECTION_TIMEOUT_MS);
     return kept;
@@ -80,4 +81,23 @@ export class UpstreamAgent extends http.Agent {
     super.reuseSocket(socket, request);
     (socket as Duplex & { setTimeout(ms: number): void }).setTimeout(0);
   }
+}
+
+/** A connection a request may go out on: open both ways, and not a tunnel of a draining session. */
+function reusable(connection: Duplex): boolean {
+  return !connection.readableEnded && !connection.writableEnded && !tunnelDraining(connection);
+}
+
+/**
+ * Ends our side of a connection once the upstream ended its own, as node does
+ * for its sockets (allowHalfOpen false), so the pool lets it go. An HBONE
+ * tunnel is half-open by nature: when the pod closed an idle keep-alive
+ * connection, its tunnel stayed pooled, and a request sent on it went to a pod
+ * connection that no longer existed and was never answered.
+ */
+function endWhenEnded<T extends Duplex>(connection: T): T {
+  connection.on('end', () => {
+    if (!connection.writableEnded) connection.end();
+  });
+  return connection;
 }
