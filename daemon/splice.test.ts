@@ -4,12 +4,16 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import { splice } from './splice.ts';
 
-/** A connected pair of real TCP sockets on loopback: [client side, server side]. */
-async function socketPair(t: { after(fn: () => void): void }): Promise<[net.Socket, net.Socket]> {
+/**
+ * A connected pair of real TCP sockets on loopback: [client side, server side].
+ * The client side is half-open unless `halfOpenClient` is false (node's default,
+ * as the destination node connects to a pod).
+ */
+async function socketPair(t: { after(fn: () => void): void }, halfOpenClient = true): Promise<[net.Socket, net.Socket]> {
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const client = net.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, allowHalfOpen: true });
+  const client = net.connect({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, allowHalfOpen: halfOpenClient });
   const serverSide = await accepted;
   server.close();
   t.after(() => {
@@ -109,17 +113,8 @@ test('splice: an abort on one side destroys the other, and onClosed is called on
 
 test('regression: data for a side that closed resets the sender, as TCP does (it was dropped unseen and the sender waited for ever)', async (t) => {
   const [userA, proxyA] = await socketPair(t);
-  // The destination node's connection to a pod: node's default, not half-open.
-  const podServer = net.createServer();
-  await new Promise<void>((resolve) => podServer.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise<net.Socket>((resolve) => podServer.once('connection', resolve));
-  const proxyB = net.connect((podServer.address() as net.AddressInfo).port, '127.0.0.1');
-  const pod = await accepted;
-  podServer.close();
-  t.after(() => {
-    pod.destroy();
-    proxyB.destroy();
-  });
+  // The destination node's connection to a pod: not half-open.
+  const [proxyB, pod] = await socketPair(t, false);
   const spliceClosed = new Promise<void>((resolve) => splice(proxyA, proxyB, () => resolve()));
   const atA = collect(userA);
   const proxyBClosed = new Promise((resolve) => proxyB.once('close', resolve));

@@ -1,6 +1,7 @@
 // HTTP on the destination side, for ports a Service declares HTTP or HTTP/2:
 // each request (HTTP/2: each stream) of a plaintext connection, or of a tunnel
-// whose requests are needed (inbound.ts; other tunnels are spliced as TCP), is authorized with its method and path (AuthorizationPolicy `methods`,
+// whose requests are needed (inbound.ts; other tunnels are spliced as TCP), is
+// authorized with its method and path (AuthorizationPolicy `methods`,
 // `paths` and their `not*`), answered 403 when denied, otherwise proxied to the
 // pod over a keep-alive connection (HTTP/2: a session) of that tunnel with
 // node:http (http1-forward.ts; http-proxy only for upgrades); the destination's

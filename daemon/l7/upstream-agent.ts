@@ -83,9 +83,12 @@ export class UpstreamAgent extends http.Agent {
   }
 }
 
-/** A connection a request may go out on: open both ways, and not a tunnel of a draining session. */
+/**
+ * A connection a request may go out on: ours to write (an upstream that ended
+ * its side has ours ended too, endWhenEnded), and not a tunnel of a draining session.
+ */
 function reusable(connection: Duplex): boolean {
-  return !connection.readableEnded && !connection.writableEnded && !tunnelDraining(connection);
+  return !connection.writableEnded && !tunnelDraining(connection);
 }
 
 /**
