@@ -126,10 +126,17 @@ test(cniTitle('a 100 MiB HTTP upload streams from the client pod through both no
   t.diagnostic(`100 MiB in ${result.ms.toFixed(0)} ms (${(100 / (result.ms / 1000)).toFixed(0)} MiB/s); RSS n1 ${(baseline[0]! / MiB).toFixed(1)} MiB -> peak +${(growth[0]! / MiB).toFixed(1)} MiB, n2 ${(baseline[1]! / MiB).toFixed(1)} MiB -> peak +${(growth[1]! / MiB).toFixed(1)} MiB`);
 });
 
-test(cniTitle('during the 100 MiB upload neither node process grows by more than 32 MiB'), () => {
+/**
+ * The bound moved with the young generation (agent/v8-flags.ts; 32 MiB at 1 MiB semi-spaces): 2 MiB ones
+ * scavenge half as often, so more of the upload's garbage waits for its collection. Measured peak growth,
+ * routed, two workers per node: 1 MiB 18.0-26.6 MiB, 2 MiB 23.2-33.7 MiB over 8 runs.
+ */
+const UPLOAD_GROWTH_BOUND = 40 * MiB;
+
+test(cniTitle('during the 100 MiB upload neither node process grows by more than 40 MiB'), () => {
   assert.ok(uploadGrowth, 'the upload test must have run');
-  assert.ok(uploadGrowth.n1 <= 32 * MiB, `source node n1 grew by ${(uploadGrowth.n1 / MiB).toFixed(1)} MiB`);
-  assert.ok(uploadGrowth.n2 <= 32 * MiB, `destination node n2 grew by ${(uploadGrowth.n2 / MiB).toFixed(1)} MiB`);
+  assert.ok(uploadGrowth.n1 <= UPLOAD_GROWTH_BOUND, `source node n1 grew by ${(uploadGrowth.n1 / MiB).toFixed(1)} MiB`);
+  assert.ok(uploadGrowth.n2 <= UPLOAD_GROWTH_BOUND, `destination node n2 grew by ${(uploadGrowth.n2 / MiB).toFixed(1)} MiB`);
 });
 
 async function greetingVia(service: string): Promise<{ greeting: string; connectedMs: number; greetingMs: number }> {
