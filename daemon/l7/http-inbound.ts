@@ -310,7 +310,7 @@ export class HttpInbound {
     const { destination, port } = conn.authorization;
     upstream = http.request({
       host: destination.ip, port, method: req.method, path: req.url, agent, setHost: false,
-      headers: conn.addForwardedFor ? forwardedRequestHeaders(req) : req.headers,
+      headers: forwardedRequestHeaders(req, conn.addForwardedFor),
     });
     upstream.on('response', (response) => forwardResponse(response, res));
     // Once the response has begun, replyHttp1 only ends the client's connection.

@@ -13,28 +13,58 @@ import { appendToList, modifyHeaders } from './filters.ts';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
 
 /**
- * The request's headers as sent, with the client's address, port and scheme
- * appended to x-forwarded-* (as a forward proxy does), and a bodiless DELETE or
- * OPTIONS given content-length: 0 (some servers wait for a body otherwise).
+ * The request's headers as the next hop gets them: without the ones about the
+ * client's connection (RFC 9110 7.6.1: Connection, the headers it names,
+ * Keep-Alive and the like), and, with `forwardedFor`, with the client's address,
+ * port and scheme appended to x-forwarded-* (as a forward proxy does). A
+ * bodiless DELETE or OPTIONS is given content-length: 0 (some servers wait for
+ * a body otherwise). A forwarded `connection: close` made the pod close each
+ * pooled upstream connection after one request.
  * A flat [name, value, ...] list, not an object: node:http writes a list as it
  * comes, where an object costs a setHeader per header (a lowercased name and an
  * entry each): 1.1 KiB of the 34 a proxied request allocated (l7-inprocess.ts).
  */
-export function forwardedRequestHeaders(req: http.IncomingMessage): string[] {
+export function forwardedRequestHeaders(req: http.IncomingMessage, forwardedFor = true): string[] {
   const headers: (string | string[])[] = [];
+  const connection = req.headers.connection;
+  // Most clients send none or a bare keep-alive/close: no other header to drop.
+  const named = connection && /,|^(?!keep-alive$|close$)/i.test(connection.trim()) ? connectionTokens(connection) : undefined;
   for (const name in req.headers) {
     const value = req.headers[name];
-    if (value !== undefined && !FORWARDED.has(name)) headers.push(name, value);
+    if (value === undefined || REQUEST_HOP_BY_HOP.has(name) || named?.has(name)) continue;
+    if (forwardedFor && FORWARDED.has(name)) continue;
+    headers.push(name, value);
   }
-  headers.push(
-    'x-forwarded-for', appendToList(req.headers['x-forwarded-for'], req.socket.remoteAddress ?? ''),
-    'x-forwarded-port', appendToList(req.headers['x-forwarded-port'], hostPort(req.headers.host) ?? '80'),
-    'x-forwarded-proto', appendToList(req.headers['x-forwarded-proto'], 'http'),
-  );
+  if (forwardedFor) {
+    headers.push(
+      'x-forwarded-for', appendToList(req.headers['x-forwarded-for'], req.socket.remoteAddress ?? ''),
+      'x-forwarded-port', appendToList(req.headers['x-forwarded-port'], hostPort(req.headers.host) ?? '80'),
+      'x-forwarded-proto', appendToList(req.headers['x-forwarded-proto'], 'http'),
+    );
+  }
   if ((req.method === 'DELETE' || req.method === 'OPTIONS') && bodiless(req)) headers.push('content-length', '0');
   // A value may be a list (set-cookie): node:http writes one line per item. Its declared type has strings only.
   return headers as string[];
 }
+
+/**
+ * Hop-by-hop request headers. Not transfer-encoding: node:http frames the body
+ * it forwards by it (dropping it from a chunked GET would send the chunks unframed).
+ */
+const REQUEST_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer']);
+
+/**
+ * The header names a Connection header lists, lowercased, less those that frame
+ * the message: a client naming content-length would otherwise have its body
+ * forwarded unframed, read by the pod as a next request of its own.
+ */
+function connectionTokens(connection: string): Set<string> {
+  const named = new Set(connection.split(',').map((token) => token.trim().toLowerCase()));
+  for (const kept of FRAMING) named.delete(kept);
+  return named;
+}
+
+const FRAMING = ['host', 'content-length', 'transfer-encoding'];
 
 /** Headers forwardedRequestHeaders writes itself. */
 const FORWARDED = new Set(['x-forwarded-for', 'x-forwarded-port', 'x-forwarded-proto']);

@@ -62,6 +62,8 @@ interface Pod {
   hits: number;
   /** Status codes to answer the next requests with before behaving. */
   failWith: number[];
+  /** Connections accepted. */
+  connections: number;
 }
 
 /** 16 MiB of a pattern: more than every buffer and window on the way, so a slow reader holds the pod back. */
@@ -69,7 +71,7 @@ const BIG_RESPONSE = Buffer.alloc(16 * 1024 * 1024, 'nodemesh-');
 
 /** An HTTP "pod": echoes what it saw as JSON; /slow waits, /big is BIG_RESPONSE, /sse streams, WebSocket echoes. */
 async function pod(t: TestContext, ip: string, name: string, port = 0): Promise<{ port: number; state: Pod }> {
-  const state: Pod = { name, hits: 0, failWith: [] };
+  const state: Pod = { name, hits: 0, failWith: [], connections: 0 };
   const server = http.createServer((req, res) => {
     state.hits++;
     const failure = state.failWith.shift();
@@ -90,6 +92,7 @@ async function pod(t: TestContext, ip: string, name: string, port = 0): Promise<
       res.end(JSON.stringify({ name, method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, body: Buffer.concat(chunks).toString() }));
     });
   });
+  server.on('connection', () => state.connections++);
   const wss = new WebSocketServer({ server });
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`${name}:${String(m)}`)));
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, ip, () => resolve()));
@@ -278,6 +281,24 @@ test('forwarded request headers: the client\'s x-forwarded-* chains extended, ev
   for (const name of ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-port', 'host']) {
     assert.equal(names.filter((n) => n === name).length, 1, `${name} sent once: ${JSON.stringify(seen.rawHeaders)}`);
   }
+});
+
+test('regression: the client\'s Connection header and the headers it names stop at the source node; its `connection: close` leaves the pooled upstream connection open', async (t) => {
+  const { request, pods } = await setup(t, { routes: [route([{ backendRefs: [backend('cart-v1')] }])] });
+  for (let i = 0; i < 3; i++) {
+    const r = await request(CART, '/item', {
+      method: 'POST', body: 'payload',
+      // A hostile list too: the headers that frame the message are never dropped.
+      headers: { connection: 'close, x-secret, content-length, host', 'x-secret': '1', 'keep-alive': 'timeout=1', 'proxy-connection': 'close', te: 'trailers' },
+    });
+    assert.equal(r.status, 200);
+    const seen = JSON.parse(r.body) as { headers: Record<string, string | undefined>; body: string };
+    assert.equal(seen.body, 'payload');
+    assert.equal(seen.headers.host, 'cart.shop');
+    for (const name of ['x-secret', 'keep-alive', 'proxy-connection', 'te']) assert.equal(seen.headers[name], undefined, `${name} forwarded`);
+    assert.doesNotMatch(seen.headers.connection ?? '', /close|x-secret/);
+  }
+  assert.equal(pods.a.connections, 1, 'each client connection closed; the upstream one is reused');
 });
 
 test('404 when no rule matches, 500 for invalid or zero-weight backends, 503 without ready endpoints, redirects answered locally', async (t) => {
