@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NODE_V8_FLAGS } from '../agent/v8-flags.ts';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import { generateConfigDir } from './cluster/config-dir.ts';
 import { startMesh, type Mesh, type MeshOptions } from './cluster/mesh.ts';
@@ -82,12 +83,14 @@ async function meshedBothWays(cluster: Cluster, mesh: Mesh): Promise<void> {
   }
 }
 
-/** How a container's process really runs: its uid, effective capabilities (hex) and no_new_privs, from /proc; whether its root is read-only. */
-async function runsAs(container: string): Promise<{ uid: string; capEff: string; noNewPrivs: string; readOnlyRoot: boolean }> {
+/** How a container's process really runs: its uid, effective capabilities (hex) and no_new_privs, from /proc; whether its root is read-only; its node's arguments before the bundle. */
+async function runsAs(container: string): Promise<{ uid: string; capEff: string; noNewPrivs: string; readOnlyRoot: boolean; nodeFlags: string[] }> {
   const [pid, readOnly] = (await podman(['inspect', '--format', '{{.State.Pid}} {{.HostConfig.ReadonlyRootfs}}', container])).stdout.trim().split(' ');
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const field = (name: string) => new RegExp(`^${name}:\\s+(\\S+)`, 'm').exec(status)?.[1] ?? '';
-  return { uid: field('Uid'), capEff: field('CapEff'), noNewPrivs: field('NoNewPrivs'), readOnlyRoot: readOnly === 'true' };
+  const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+  const nodeFlags = argv.slice(1, argv.indexOf('/app/dist/nodemesh.mjs'));
+  return { uid: field('Uid'), capEff: field('CapEff'), noNewPrivs: field('NoNewPrivs'), readOnlyRoot: readOnly === 'true', nodeFlags };
 }
 
 describe('the image', { timeout: 30 * 60_000 }, () => {
@@ -121,8 +124,11 @@ describe('the image', { timeout: 30 * 60_000 }, () => {
     const container = `nodemesh-test-${process.pid}-node-n2`;
     const fx = await meshWith('node', [container], (cluster) => ({ nodes: { n2: nodeFromImage(cluster, TAG, container) } }));
     try {
-      // NET_ADMIN (12), NET_RAW (13), SYS_ADMIN (21) and nothing else, as uid 0, no privilege escalation.
-      assert.deepEqual(await runsAs(container), { uid: '0', capEff: (1n << 12n | 1n << 13n | 1n << 21n).toString(16).padStart(16, '0'), noNewPrivs: '1', readOnlyRoot: true });
+      // NET_ADMIN (12), NET_RAW (13), SYS_ADMIN (21) and nothing else, as uid 0, no privilege escalation;
+      // node started with the V8 flags the DaemonSet's command gives it.
+      assert.deepEqual(await runsAs(container), {
+        uid: '0', capEff: (1n << 12n | 1n << 13n | 1n << 21n).toString(16).padStart(16, '0'), noNewPrivs: '1', readOnlyRoot: true, nodeFlags: [...NODE_V8_FLAGS],
+      });
       await meshedBothWays(fx.cluster, fx.mesh);
       // It entered its pods' namespaces (setns, /var/run/netns) and ran iptables-restore and ip there.
       const workloads = await adminGet<{ name: string; capture: string | null }[]>(fx.cluster, 'n2', '/workloads');
@@ -139,7 +145,7 @@ describe('the image', { timeout: 30 * 60_000 }, () => {
     const container = `nodemesh-test-${process.pid}-controlplane`;
     const fx = await meshWith('cp', [container], (cluster) => ({ controlPlane: controlPlaneFromImage(cluster, TAG, container) }));
     try {
-      assert.deepEqual(await runsAs(container), { uid: '65532', capEff: '0'.repeat(16), noNewPrivs: '1', readOnlyRoot: true });
+      assert.deepEqual(await runsAs(container), { uid: '65532', capEff: '0'.repeat(16), noNewPrivs: '1', readOnlyRoot: true, nodeFlags: [] });
       assert.ok(await fx.mesh.isReady('n1') && await fx.mesh.isReady('n2'), 'both nodes are ready');
       await meshedBothWays(fx.cluster, fx.mesh);
     } finally {

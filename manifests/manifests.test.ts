@@ -18,6 +18,7 @@ import { kustomize, KustomizeError, type KubeObject as Obj } from './testdata/ku
 const MANIFESTS = fileURLToPath(new URL('.', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../examples/kubernetes/', import.meta.url));
 const GOLDEN = fileURLToPath(new URL('./rendered.golden.yaml', import.meta.url));
+const DOCKERFILE = fileURLToPath(new URL('../Dockerfile', import.meta.url));
 
 function objects(yamlText: string): Obj[] {
   return parseAllDocuments(yamlText).map((d) => {
@@ -106,7 +107,10 @@ test('the node DaemonSet has the security settings and wiring the node needs, on
   assert.equal(sc.privileged, undefined);
   assert.deepEqual(c.env.find((e: { name: string }) => e.name === 'NODE_NAME').valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } });
   assert.ok(c.args.includes('--node-name=$(NODE_NAME)'));
-  assert.equal(c.env.find((e: { name: string }) => e.name === 'NODE_OPTIONS')?.value, NODE_V8_FLAGS.join(' '), 'the DaemonSet starts nodes with agent/v8-flags.ts');
+  // The image's entrypoint, with agent/v8-flags.ts between node and the bundle.
+  const entrypoint = JSON.parse(/^ENTRYPOINT (.*)$/m.exec(readFileSync(DOCKERFILE, 'utf8'))![1]!) as string[];
+  assert.deepEqual(c.command, [entrypoint[0], ...NODE_V8_FLAGS, ...entrypoint.slice(1)], 'the DaemonSet starts nodes with agent/v8-flags.ts');
+  assert.equal(c.env.find((e: { name: string }) => e.name === 'NODE_OPTIONS'), undefined, 'the V8 flags are in the command, once');
   for (const [name, value] of Object.entries(NODE_PROCESS_ENV)) {
     assert.equal(c.env.find((e: { name: string }) => e.name === name)?.value, value, `the DaemonSet sets ${name} as agent/v8-flags.ts says`);
   }

@@ -4,9 +4,10 @@
 // without the cluster's noise. The client writes 128 KiB chunks as fast as the
 // path takes them:
 //
-//   taskset -c 1 node --max-semi-space-size=2 integration/bench/bulk-inprocess.ts [GiB]
+//   taskset -c 1 node --max-semi-space-size=2 --external-memory-accounted-in-global-limit \
+//     integration/bench/bulk-inprocess.ts [GiB]
 //
-// (the V8 flag the node DaemonSet runs with, agent/v8-flags.ts; add --trace-gc
+// (the V8 flags the node DaemonSet runs with, agent/v8-flags.ts; add --trace-gc
 // to see the collections). Prints Gb/s, the process's peak RSS, and its CPU
 // per GiB (both nodes, the client and the sink together).
 

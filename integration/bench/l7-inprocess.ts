@@ -6,9 +6,10 @@
 // and a loopback "pod" answering 64 bytes; wrk (one thread, 32 keep-alive
 // connections) loads it from the other CPU:
 //
-//   taskset -c 1 node --max-semi-space-size=2 integration/bench/l7-inprocess.ts [rounds] [seconds] [--destination-request-metrics]
+//   taskset -c 1 node --max-semi-space-size=2 --external-memory-accounted-in-global-limit \
+//     integration/bench/l7-inprocess.ts [rounds] [seconds] [--destination-request-metrics]
 //
-// (the V8 flag the node DaemonSet runs with, agent/v8-flags.ts). After a 3 s
+// (the V8 flags the node DaemonSet runs with, agent/v8-flags.ts). After a 3 s
 // warm-up, one run under V8's sampling heap profiler, counting objects already
 // collected too, prints the bytes allocated per request (stable from run to
 // run, where req/s on a shared machine is not); then `rounds` runs print req/s

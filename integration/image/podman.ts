@@ -1,6 +1,6 @@
 // The image on the test cluster: built by `make image` on the base of
 // scripts/image-base.ts, and run with podman in place of a mesh process, with
-// what the manifests give its container: the args, env, security context and
+// what the manifests give its container: the command, args, env, security context and
 // volume mounts of manifests/ are read and turned into `podman run` flags, so
 // the test runs the image as a cluster would, and follows the manifests when
 // they change. Only podman: it puts a container into a named network namespace
@@ -208,6 +208,8 @@ export function nodeFromImage(cluster: Cluster, image: string, containerName: st
       ...security,
       ...envFlags(container, { 'spec.nodeName': launch.name, 'metadata.namespace': 'nodemesh-system' }),
       ...await mountFlags(pod, container, sources),
+      // A container's `command` replaces the image's entrypoint, as in Kubernetes.
+      ...(container.command ? ['--entrypoint', JSON.stringify(container.command)] : []),
       image, ...args, '--admin-addr', launch.adminAddr, '--pod-netns-prefix', launch.podNetnsPrefix];
     return cluster.spawnOnHost(argv, { env: PODMAN_ENV, logFile: launch.logFile });
   };
