@@ -84,9 +84,12 @@ export class H1Outbound {
       });
     });
     this.#server.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket as net.Socket, head));
-    this.#server.on('clientError', (err, socket) => {
-      log.debug('malformed HTTP from client', { error: err.message });
-      if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    this.#server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+      // A client that reset its connection sent nothing wrong, and can be told nothing.
+      if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+      const status = clientErrorStatus(err.code);
+      log.debug('HTTP from client refused', { status, error: err.message, code: err.code });
+      socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     });
   }
 
@@ -244,6 +247,13 @@ export class H1Outbound {
       socket.destroy();
     });
   }
+}
+
+/** The status for a request node's parser refused: as node's own server answers. */
+function clientErrorStatus(code: string | undefined): number {
+  if (code === 'HPE_HEADER_OVERFLOW') return 431;
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 408;
+  return 400;
 }
 
 /** The body of a request that has none, as sent and replayed (never written to). */
