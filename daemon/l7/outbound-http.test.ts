@@ -301,20 +301,16 @@ test('regression: the client\'s Connection header and the headers it names stop 
   assert.equal(pods.a.connections, 1, 'each client connection closed; the upstream one is reused');
 });
 
-test('a request the parser refuses is answered by the source node: 431 for headers over 16 KiB, 400 for bytes that are not HTTP; a reset costs nothing', async (t) => {
+test('a request the parser refuses is answered by the source node: 431 for headers over 16 KiB, 400 for bytes that are not HTTP', async (t) => {
   const { outbound, setTarget, pods } = await setup(t, { routes: [route([{ backendRefs: [backend('cart-v1')] }])] });
   setTarget(CART);
-  const raw = (bytes: string, reset = false) => new Promise<string>((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip }, () => {
-      socket.write(bytes);
-      if (reset) setTimeout(() => socket.resetAndDestroy(), 50);
-    });
+  const raw = (bytes: string) => new Promise<string>((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port: outbound.port, localAddress: client.ip }, () => socket.write(bytes));
     let answer = '';
     socket.setEncoding('utf8').on('data', (c: string) => (answer += c)).on('close', () => resolve(answer)).on('error', reject);
   });
   assert.match(await raw(`GET / HTTP/1.1\r\nhost: cart.shop\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1.1 431 Request Header Fields Too Large\r\n/);
   assert.match(await raw('hello\r\n\r\n'), /^HTTP\/1.1 400 Bad Request\r\n/);
-  assert.equal(await raw(`GET / HTTP/1.1\r\nhost: cart.shop\r\nx-half: `, true), '', 'nothing written to a reset client');
   assert.equal(pods.a.hits, 0, 'none of them reached the pod');
 });
 
