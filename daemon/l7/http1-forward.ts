@@ -9,8 +9,16 @@ import type http from 'node:http';
 import type { HeaderModifier } from '../../core/types.ts';
 import { appendToList, modifyHeaders } from './filters.ts';
 
-/** Headers about one connection, not the message: node:http writes its own. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
+/**
+ * Headers about one connection, not the message (RFC 9110 7.6.1), less
+ * transfer-encoding: dropped from a request on its way, which node:http frames
+ * by its transfer-encoding (dropping it from a chunked GET would send the
+ * chunks unframed).
+ */
+const REQUEST_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer']);
+
+/** Headers about one connection, not the message, transfer-encoding too: node:http writes its own. */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([...REQUEST_HOP_BY_HOP, 'transfer-encoding']);
 
 /**
  * The request's headers as the next hop gets them: without the ones about the
@@ -28,7 +36,7 @@ export function forwardedRequestHeaders(req: http.IncomingMessage, forwardedFor 
   const headers: (string | string[])[] = [];
   const connection = req.headers.connection;
   // Most clients send none or a bare keep-alive/close: no other header to drop.
-  const named = connection && /,|^(?!keep-alive$|close$)/i.test(connection.trim()) ? connectionTokens(connection) : undefined;
+  const named = connection && !BARE_CONNECTION.test(connection) ? connectionTokens(connection) : undefined;
   for (const name in req.headers) {
     const value = req.headers[name];
     if (value === undefined || REQUEST_HOP_BY_HOP.has(name) || named?.has(name)) continue;
@@ -48,12 +56,6 @@ export function forwardedRequestHeaders(req: http.IncomingMessage, forwardedFor 
 }
 
 /**
- * Hop-by-hop request headers. Not transfer-encoding: node:http frames the body
- * it forwards by it (dropping it from a chunked GET would send the chunks unframed).
- */
-const REQUEST_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer']);
-
-/**
  * The header names a Connection header lists, lowercased, less those that frame
  * the message: a client naming content-length would otherwise have its body
  * forwarded unframed, read by the pod as a next request of its own.
@@ -65,6 +67,9 @@ function connectionTokens(connection: string): Set<string> {
 }
 
 const FRAMING = ['host', 'content-length', 'transfer-encoding'];
+
+/** A Connection header that names no other header. */
+const BARE_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
 
 /** Headers forwardedRequestHeaders writes itself. */
 const FORWARDED = new Set(['x-forwarded-for', 'x-forwarded-port', 'x-forwarded-proto']);

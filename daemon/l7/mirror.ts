@@ -13,11 +13,11 @@ import type net from 'node:net';
 import { debug } from '../../core/log.ts';
 import type { Endpoint, HttpClientConnection, RequestPlan, RequestRouter } from './request-router.ts';
 import { appendToList } from './filters.ts';
+import { HOP_BY_HOP } from './http1-forward.ts';
 import type { RoutableRequest } from './filters.ts';
 
 export const MAX_MIRROR_BODY = 64 * 1024;
 const MIRROR_TIMEOUT_MS = 10_000;
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
 const { NGHTTP2_CANCEL } = http2.constants;
 
 const trace = debug('http');
