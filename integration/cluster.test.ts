@@ -6,9 +6,12 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import { deletePrefix, listNamespaces, runPrefix, sweepStale } from './cluster/netns.ts';
 import { startServer, tcpRequest } from './cluster/servers.ts';
+import { cgroup2Mount } from './cluster/cgroup.ts';
 
 const BASE = 'nmc';
 const CLUSTER_MODULE = new URL('./cluster/cluster.ts', import.meta.url).href;
@@ -90,6 +93,22 @@ test('two nodes: pod-to-pod across nodes and on one node, a ClusterIP via DNAT, 
   await cluster.teardown();
   assert.deepEqual(await namespacesOf(prefix), []);
   for (const s of [...servers, http]) await eventually(`server ${s.pid} to be gone`, () => !isAlive(s.pid));
+});
+
+test('a node\'s daemon runs in a cgroup of its own, sees its CPU pressure inside its namespace, and teardown removes the cgroup', async (t) => {
+  await sweepStale(BASE);
+  const prefix = runPrefix(BASE, 'g');
+  let cluster: Cluster | undefined;
+  t.after(() => cluster?.teardown());
+  cluster = await createCluster({ nodes: 1, pods: [] }, { prefix });
+  const cgroup = join(cgroup2Mount()!, `${prefix}-n1`);
+  // What daemon/cpu-pressure.ts reads: its cgroup from /proc/self/cgroup, under the cgroup2 mount it sees.
+  const daemon = cluster.spawnNode(cluster.node('n1').netns, 'n1', ['sh', '-c', `grep -qx '0::/${prefix}-n1' /proc/self/cgroup && grep -q '^some .*total=' /sys/fs/cgroup/${prefix}-n1/cpu.pressure && exec sleep 60`]);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(daemon.exitStatus, undefined, 'the checks inside the node namespace failed');
+  assert.deepEqual(readFileSync(join(cgroup, 'cgroup.procs'), 'utf8').trim().split('\n'), [String(daemon.pid)]);
+  await cluster.teardown();
+  assert.equal(existsSync(cgroup), false);
 });
 
 test('pods added and removed later get wired and join or leave Service endpoints', async (t) => {

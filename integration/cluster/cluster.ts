@@ -13,6 +13,7 @@ import { buildNodes, buildPod, buildUnderlay, unwirePod } from './network.ts';
 import { renderKubeProxyRules, KUBE_SERVICES } from './kube-proxy.ts';
 import { ClusterCommandError, belongsTo, deleteNamespace, deleteNamespaceSync, listNamespaces, listNamespacesSync } from './netns.ts';
 import { ProcessTracker, type ClusterProcess, type SpawnOptions } from './processes.ts';
+import { createCgroup, inCgroup, removeCgroups } from './cgroup.ts';
 import { parseSavedTable } from '../../agent/iptables.ts';
 
 const log = logger('cluster');
@@ -43,6 +44,7 @@ export class Cluster implements ClusterPlan {
   readonly namespaces: NamespaceSpec[];
   readonly #processes = new ProcessTracker();
   readonly #teardownHooks: (() => Promise<void> | void)[] = [];
+  readonly #cgroups = new Set<string>();
   #teardown: Promise<void> | undefined;
 
   constructor(plan: ClusterPlan) {
@@ -86,6 +88,20 @@ export class Cluster implements ClusterPlan {
     this.#checkOwn(netns);
     if (this.#teardown) throw new NodemeshError(ErrorCode.CLUSTER_GONE, `cluster ${this.prefix} is torn down; cannot start ${argv.join(' ')}`);
     return this.#processes.spawn(['ip', 'netns', 'exec', netns, ...argv], opts);
+  }
+
+  /**
+   * Starts a node's daemon in the node's namespace and in a cgroup of its own
+   * (`<prefix>-<name>`, as its DaemonSet pod's container would be: cgroup.ts);
+   * teardown stops it and removes the cgroup.
+   */
+  spawnNode(netns: string, name: string, argv: string[], opts?: SpawnOptions): ClusterProcess {
+    this.#checkOwn(netns);
+    if (this.#teardown) throw new NodemeshError(ErrorCode.CLUSTER_GONE, `cluster ${this.prefix} is torn down; cannot start ${argv.join(' ')}`);
+    const cgroup = createCgroup(`${this.prefix}-${name}`);
+    if (!cgroup) return this.spawn(netns, argv, opts);
+    this.#cgroups.add(cgroup);
+    return this.#processes.spawn(inCgroup(cgroup, netns, argv), opts);
   }
 
   /**
@@ -176,6 +192,7 @@ export class Cluster implements ClusterPlan {
           }
         }
         await this.#processes.stopAll();
+        removeCgroups(this.#cgroups);
         const mine = (await listNamespaces()).filter((ns) => belongsTo(ns, this.prefix));
         const pods = mine.filter((ns) => ns.includes('-pod-'));
         await Promise.all(pods.map(deleteNamespace));
@@ -191,6 +208,7 @@ export class Cluster implements ClusterPlan {
   /** The last resort in a process 'exit' hook: nothing asynchronous runs there. */
   teardownSync(): void {
     this.#processes.killAllSync();
+    removeCgroups(this.#cgroups);
     for (const ns of listNamespacesSync().filter((n) => belongsTo(n, this.prefix))) deleteNamespaceSync(ns);
   }
 }

@@ -200,7 +200,7 @@ export class Mesh {
       ],
     };
     const launcher = this.#opts.launchers?.nodes?.[name];
-    const proc = launcher ? await launcher(launch) : this.cluster.spawn(node.netns, [process.execPath, ...NODE_V8_FLAGS, await nodemeshBinary(), ...launch.args], { env: launch.env, logFile: launch.logFile });
+    const proc = launcher ? await launcher(launch) : this.cluster.spawnNode(node.netns, name, [process.execPath, ...NODE_V8_FLAGS, await nodemeshBinary(), ...launch.args], { env: launch.env, logFile: launch.logFile });
     this.nodes.set(name, proc);
     return proc;
   }

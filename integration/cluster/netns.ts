@@ -3,7 +3,9 @@
 // can tell the leftovers of a dead run from a live one.
 
 import { execFile, execFileSync } from 'node:child_process';
+import { basename } from 'node:path';
 import { ErrorCode, NodemeshError } from '../../core/errors.ts';
+import { cgroupsMatching, removeCgroups } from './cgroup.ts';
 
 export class ClusterCommandError extends NodemeshError {
   readonly argv: string[];
@@ -122,5 +124,7 @@ export async function sweepStale(base: string): Promise<string[]> {
   }
   const deleted: string[] = [];
   for (const prefix of stale) deleted.push(...(await deletePrefix(prefix)));
+  // Node cgroups (cgroup.ts) of clusters whose process died without its teardown.
+  removeCgroups(cgroupsMatching(pattern).filter((dir) => !alive(Number(pattern.exec(basename(dir))![1]))));
   return deleted;
 }
