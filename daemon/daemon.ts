@@ -30,6 +30,7 @@ import { HttpInbound } from './l7/http-inbound.ts';
 import { explain } from './explain.ts';
 import { serviceServing } from './destination.ts';
 import { SourceLimits } from './source-limits.ts';
+import { CpuPressure } from './cpu-pressure.ts';
 import { FairShare } from './fair-share.ts';
 import type { ExplainQuery, Explanation } from './explain.ts';
 import type { TapListener } from './connection-tracker.ts';
@@ -133,7 +134,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const dialer = new PodDialer();
   // Shared by every listener set: a pod's count is the same whichever set accepted it.
   const limits = new SourceLimits(metrics, logger('outbound'), { ...opts.sourceLimits, tap: tracker.tap });
-  const fairShare = new FairShare({ registry: opts.registry });
+  const cpuPressure = CpuPressure.open();
+  const fairShare = new FairShare({ registry: opts.registry, cpuPressure });
   fairShare.start();
   const http = createOutboundHttp({ config, pool, admission, metrics, dialer, tap: tracker.tap, tracing: opts.tracing, limits, retryStatuses: opts.http?.retryStatuses, maxAttempts: opts.http?.maxAttempts });
   const httpInbound = new HttpInbound(admission, metrics, {
@@ -253,6 +255,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       http.close();
       pool.destroy();
       fairShare.stop();
+      cpuPressure?.close();
       limits.close();
     },
   };

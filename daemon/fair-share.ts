@@ -1,8 +1,8 @@
 // A fair share of the node proxy's work under contention. The proxy is one event
 // loop for every pod of its node: a pod flooding it (thousands of connections
 // ping-ponging small messages) fills every loop iteration, and a quiet pod's
-// request waits behind all of it. So when the loop lags, the sources reading
-// more than their share are read less.
+// request waits behind all of it. So when the loop lags, or the proxy waits for
+// a CPU, the sources reading more than their share are read less.
 //
 // Shaped to cost nothing without contention: no per-chunk work and no per-socket
 // timers. Each socket the node reads on a source's behalf is registered under
@@ -13,8 +13,9 @@
 // on a node that shares its CPU with the destination pod the destination
 // proxy's loop is where a quiet pod's requests wait. One timer every TICK_MS
 // (50 ms) measures its own drift: how late it fired is how long work waited
-// for the loop. Below LAG_MS (2 ms) and with nobody throttled the tick returns
-// at once. A late tick counts only when the loop itself was busy since the
+// for the loop; and the proxy's CPU pressure, how long its tasks waited for a
+// CPU (PRESSURE_CONTENDED). Below LAG_MS (2 ms) and that pressure, with nobody
+// throttled, the tick returns at once. A late tick counts only when the loop itself was busy since the
 // previous one (BUSY_UTILIZATION): a loop that was mostly idle and still fired
 // late was kept off the CPU by other processes, which reading less cannot help.
 // Past it, the tick reads each source's bytes read since it was last
@@ -43,6 +44,7 @@ import type { EventLoopUtilization } from 'node:perf_hooks';
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import { logger } from '../core/log.ts';
+import type { CpuPressure } from './cpu-pressure.ts';
 
 const log = logger('outbound');
 
@@ -100,6 +102,8 @@ interface Handle {
 
 interface Source {
   sockets: Set<net.Socket>;
+  /** Whether this node reads its requests (not only a local pod's answers to it): CPU pressure counts for it. */
+  requests: boolean;
   /** Bytes read by its sockets that closed. */
   closedBytes: number;
   /** Total bytes read when it was last measured (a contended tick, or its first socket's registration), and when (performance.now()). */
@@ -128,7 +132,34 @@ export interface FairShareOptions {
   registry?: Registry;
   /** How long a source with no socket left still counts (default SOURCE_MEMORY_MS). */
   memoryMs?: number;
+  /** The proxy's CPU pressure, read each tick (none in tests: the machine's load would decide them). */
+  cpuPressure?: CpuPressure;
 }
+
+/**
+ * CPU pressure (cpu-pressure.ts): a tick during which the proxy's tasks waited
+ * for a CPU this share of the time is contended, however late the tick fired.
+ * When the proxy shares its CPUs with the work its sources cause (the
+ * destination proxy and pod on the same node, or any other pod), its loop can
+ * keep up with its own work and still hold every request back: in the bench's
+ * fairness row (both nodes and the origin on one CPU, each node in its own
+ * cgroup) the source node's loop was never 2 ms late while the quiet pod's
+ * p50 went from 1 to 4-5 ms, and its pressure was 0-0.1 with the flood held
+ * to a few sockets, 0.3-0.5 once its window had grown back to a dozen.
+ * Counted for a loop that did a quarter of the tick's work itself
+ * (PRESSURE_BUSY_UTILIZATION; an idle one waiting behind other processes reads
+ * less for nobody, as with the lag) and for the sources whose requests it
+ * reads (register). Two levels per such tick: at one, each time the window
+ * grew back the quiet pod's requests queued for several ticks (quick runs, both
+ * nodes then reacting to pressure: p99 1.4-2.6x alone); at two 1.0-1.2x, at a
+ * quarter 3-5x. With only the source node reacting, quick runs gave 1.1-1.6x
+ * alone and the flood 4,200-5,700 req/s (12,000-20,000 unthrottled, when the
+ * quiet pod's p99 was 7-16x). Calm needs pressure under PRESSURE_CALM as well.
+ */
+export const PRESSURE_CONTENDED = 0.25;
+export const PRESSURE_BUSY_UTILIZATION = 0.25;
+const PRESSURE_LEVELS = 2;
+const PRESSURE_CALM = 0.1;
 
 const THROTTLED_METRIC = 'nodemesh_fair_share_throttled_seconds_total';
 const LAG_METRIC = 'nodemesh_event_loop_lag_max_seconds';
@@ -141,6 +172,7 @@ export class FairShare {
   /** Sources with no socket, oldest departure first. */
   readonly #departed = new Map<string, Source>();
   readonly #memoryMs: number;
+  readonly #cpuPressure?: CpuPressure;
   #timer: NodeJS.Timeout | undefined;
   #lastTickAt = 0;
   #lastUtilization: EventLoopUtilization | undefined;
@@ -156,6 +188,7 @@ export class FairShare {
     this.#lagMs = opts.lagMs ?? FAIR_LAG_MS;
     this.#onThrottle = opts.onThrottle;
     this.#memoryMs = opts.memoryMs ?? SOURCE_MEMORY_MS;
+    this.#cpuPressure = opts.cpuPressure;
     if (opts.registry) {
       this.#throttledSeconds = (opts.registry.getSingleMetric(THROTTLED_METRIC) as Counter | undefined) ??
         new Counter({ name: THROTTLED_METRIC, help: 'Seconds during which the node proxy read less from a source pod over its fair share because the event loop lagged (summed over sources).', registers: [opts.registry] });
@@ -186,19 +219,30 @@ export class FairShare {
     for (const source of this.#sources.values()) this.#resume(source);
   }
 
-  /** Counts `socket`'s reads toward its source pod until it closes. */
-  register(key: string, socket: net.Socket): void {
+  /**
+   * Counts `socket`'s reads toward its source pod until it closes. `reads`: the
+   * source's requests (its own connection, on the outbound side or as a
+   * plaintext client), or a local pod's answers to it (a tunnel's connection
+   * to the pod). Only sources whose requests this node reads are read less for
+   * CPU pressure: on the destination node the flood is already held back at
+   * its own node, and what a busy destination spends its CPU on (handshakes,
+   * streams) is not in the bytes — traced in the bench, the destination, busy
+   * with the flood's tunnels starting, found the quiet pod's answers the
+   * heaviest and held them back for 50-250 ms. Lag still counts for both.
+   */
+  register(key: string, socket: net.Socket, reads: 'requests' | 'answers' = 'requests'): void {
     let source = this.#sources.get(key);
     if (source?.leftAt !== undefined) {
       source.leftAt = undefined;
       this.#departed.delete(key);
     }
     if (!source) {
-      source = { sockets: new Set(), closedBytes: 0, lastBytes: socket.bytesRead, lastAt: performance.now(), fresh: new Set(), demand: 0, level: 0, offset: 0, stopped: new Map() };
+      source = { sockets: new Set(), requests: false, closedBytes: 0, lastBytes: socket.bytesRead, lastAt: performance.now(), fresh: new Set(), demand: 0, level: 0, offset: 0, stopped: new Map() };
       this.#sources.set(key, source);
     }
     const s = source;
     s.sockets.add(socket);
+    if (reads === 'requests') s.requests = true;
     // A throttled pod's new connection has its first bytes read (a handshake, a first request):
     // a window reaches each socket only every 2^level ticks, which at level 12 is minutes.
     if (s.level > 0) s.fresh.add(socket);
@@ -224,8 +268,9 @@ export class FairShare {
     // Over the interval since the previous tick (two reads of the loop's counters).
     const utilization = performance.eventLoopUtilization(this.#lastUtilization).utilization;
     this.#lastUtilization = performance.eventLoopUtilization();
-    if (lag < this.#lagMs && this.#throttled === 0) return;
-    this.#rebalance(lag, utilization);
+    const pressure = this.#cpuPressure?.sample() ?? 0;
+    if (lag < this.#lagMs && pressure < PRESSURE_CONTENDED && this.#throttled === 0) return;
+    this.#rebalance(lag, utilization, pressure);
   }
 
   /** Drops the sources that left more than the memory ago: only those, oldest first. */
@@ -243,15 +288,16 @@ export class FairShare {
   }
 
   /** Exposed for tests: one tick's decision as if the loop lagged by `lag` ms, busy for `utilization` of the interval. */
-  rebalance(lag: number, utilization = 1): void {
-    this.#rebalance(lag, utilization);
+  rebalance(lag: number, utilization = 1, pressure = 0): void {
+    this.#rebalance(lag, utilization, pressure);
   }
 
-  #rebalance(lag: number, utilization: number): void {
+  #rebalance(lag: number, utilization: number, pressure: number): void {
     const ownLag = utilization >= BUSY_UTILIZATION;
-    const contended = lag >= this.#lagMs && ownLag;
+    const starved = pressure >= PRESSURE_CONTENDED && utilization >= PRESSURE_BUSY_UTILIZATION;
+    const lagging = lag >= this.#lagMs && ownLag;
     // Not our work the loop waited for: as good as calm for climbing back.
-    const calm = lag < this.#lagMs / 2 || !ownLag;
+    const calm = (lag < this.#lagMs / 2 || !ownLag) && pressure < PRESSURE_CALM;
     // What each source would have read per ms since it was last measured had it
     // not been throttled: its bytes, scaled up by the capacity it was given, over
     // the time. Shares are of that demand, not of what was read, or a quiet source
@@ -293,9 +339,9 @@ export class FairShare {
       if (share === Infinity) {
         // Alone now: nobody to be fair to, so no level to climb down first.
         source.level = 0;
-      } else if (contended && delta > share) {
-        if (source.level === 0) log.info('reading less from a source pod over its fair share: the event loop lags', { source: key, lagMs: Math.round(lag), sources: used.size });
-        source.level = Math.min(MAX_LEVEL, source.level + levelsFor(lag, this.#lagMs));
+      } else if ((lagging || (starved && source.requests)) && delta > share) {
+        if (source.level === 0) log.info('reading less from a source pod over its fair share: the event loop lags or the proxy waits for a CPU', { source: key, lagMs: Math.round(lag), cpuPressure: Math.round(pressure * 100) / 100, sources: used.size });
+        source.level = Math.min(MAX_LEVEL, source.level + (lagging ? levelsFor(lag, this.#lagMs) : PRESSURE_LEVELS));
       } else if (source.level > 0 && delta <= share) {
         // Not (or no longer) the one the loop waits for: a level down at once.
         source.level = Math.max(0, source.level - 1);

@@ -503,7 +503,7 @@ export class InboundListener {
         const sourceWorkload = config.workloadByIp(input.sourceIp);
         // The pod's answers: a tunnel whose answers are not read sends no next request (one window of a
         // closed-loop flood's tunnels moves at a time), and the tunnel's HTTP/2 stream has no handle to stop.
-        this.#opts.fairShare?.register(sourceKey(sourceWorkload, input.sourceIp), upstream);
+        this.#opts.fairShare?.register(sourceKey(sourceWorkload, input.sourceIp), upstream, 'answers');
         return tracker.open({
           listener: 'inbound', reporter: 'destination', sourceIp: input.sourceIp, sourceWorkload,
           sourcePrincipal: ctx.peerIdentity, destinationIp: target.ip, destinationPort: target.port, destinationWorkload: workload,

@@ -17,7 +17,7 @@ import { HbonePool } from './hbone-pool.ts';
 import { Admission } from './admission.ts';
 import { OutboundListener } from './outbound.ts';
 import { SourceLimits } from './source-limits.ts';
-import { FAIR_LAG_MS, FairShare, levelsFor } from './fair-share.ts';
+import { FAIR_LAG_MS, FairShare, levelsFor, PRESSURE_CONTENDED } from './fair-share.ts';
 import { Tap } from './tap.ts';
 import { createOutboundHttp } from './l7/outbound-http.ts';
 import { applyConfig, echoServer, MemoryCertSource, workload } from './testdata/mesh-fixture.ts';
@@ -239,6 +239,15 @@ async function noisyAndQuiet(t: TestContext, fair: FairShare, count: number) {
   return { noisy, quiet };
 }
 
+/** 16 KiB on each of `heavy`, a byte on `light`; resolves once the sockets still reading have read theirs. */
+async function sendRound(heavy: { app: net.Socket; proxySide: net.Socket }[], light?: { app: net.Socket; proxySide: net.Socket }): Promise<void> {
+  const expected = heavy.filter((p) => reading(p.proxySide)).map((p): [net.Socket, number] => [p.proxySide, p.proxySide.bytesRead + 16 * 1024]);
+  if (light) expected.push([light.proxySide, light.proxySide.bytesRead + 1]);
+  for (const pair of heavy) pair.app.write(Buffer.alloc(16 * 1024));
+  light?.app.write('q');
+  await arrived(...expected);
+}
+
 test('under event-loop lag fewer of the heaviest source\'s sockets read each lagging tick; the quiet source keeps reading', async (t) => {
   const throttled: string[][] = [];
   const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
@@ -358,12 +367,7 @@ test('a late tick of a loop that was mostly idle (another process held the CPU) 
   const levels: number[] = [];
   const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
   const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
-  const flood = async () => {
-    const expected = noisy.filter((p) => reading(p.proxySide)).map((p): [net.Socket, number] => [p.proxySide, p.proxySide.bytesRead + 16 * 1024]);
-    for (const pair of noisy) pair.app.write(Buffer.alloc(16 * 1024));
-    quiet.app.write('q');
-    await arrived(...expected);
-  };
+  const flood = () => sendRound(noisy, quiet);
   await flood();
   // Eight times the threshold late, busy 10% of the interval: the lag was not ours.
   fair.rebalance(FAIR_LAG_MS * 8, 0.1);
@@ -374,6 +378,63 @@ test('a late tick of a loop that was mostly idle (another process held the CPU) 
   assert.deepEqual(levels, [3]);
   assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 1);
   assert.equal(reading(quiet.proxySide), true);
+  fair.stop();
+});
+
+test('a tick on which the proxy waited for a CPU reads the heaviest source less by two levels, even when it fired early; pressure on an idle loop reads nobody less', async (t) => {
+  const levels: number[] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
+  const flood = () => sendRound(noisy, quiet);
+  await flood();
+  // Waiting for a CPU half the tick, while the loop itself was busy a tenth of it: not its work.
+  fair.rebalance(0, 0.1, 0.5);
+  assert.equal(fair.pauses, 0);
+  await flood();
+  // The same pressure on a loop busy 30% of the tick, which fired half a millisecond early
+  // (regression: a negative lag made the level NaN, and the next tick threw on an undefined socket).
+  fair.rebalance(-0.5, 0.3, 0.5);
+  assert.deepEqual(levels, [2]);
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 2, 'a quarter of its sockets read');
+  assert.equal(reading(quiet.proxySide), true);
+  fair.rebalance(-0.5, 0.3, 0.5);
+  assert.deepEqual(levels, [2, 4]);
+  fair.stop();
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 8);
+});
+
+test('CPU pressure reads less only from sources whose requests this node reads, not a remote source\'s answers from a local pod (lag still does)', async (t) => {
+  // Regression: a destination busy with a flood's new tunnels found the quiet pod's answers the heaviest and held them back.
+  const throttled: string[][] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => throttled.push(p.map((s) => s.key)) });
+  const answers = await Promise.all(Array.from({ length: 4 }, () => socketPair(t)));
+  const light = await socketPair(t);
+  for (const pair of answers) fair.register('remote-quiet', pair.proxySide, 'answers');
+  fair.register('remote-noisy', light.proxySide, 'answers');
+  const answer = () => sendRound(answers, light);
+  await answer();
+  fair.rebalance(0, 1, 0.9);
+  assert.equal(fair.pauses, 0);
+  assert.equal(answers.filter((p) => reading(p.proxySide)).length, 4);
+  await answer();
+  fair.rebalance(FAIR_LAG_MS, 1, 0);
+  assert.deepEqual(throttled, [['remote-quiet']]);
+  fair.stop();
+});
+
+test('a throttled source climbs back only on ticks whose CPU pressure is under the calm share', async (t) => {
+  const levels: number[] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
+  const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
+  await sendRound(noisy, quiet);
+  fair.rebalance(0, 0.5, 0.5);
+  // Its sockets that still read keep it the heaviest: between calm and contended the level holds.
+  const keepFlooding = () => sendRound(noisy);
+  await keepFlooding();
+  fair.rebalance(0, 0.5, PRESSURE_CONTENDED / 2);
+  await keepFlooding();
+  fair.rebalance(0, 0.5, 0);
+  assert.deepEqual(levels, [2, 2, 2 - 1 / 8]);
   fair.stop();
 });
 

@@ -245,7 +245,7 @@ export class HttpInbound {
   #connectPod(conn: InboundHttpConnection, opts?: DeliveryOptions): Promise<net.Socket> {
     const { destination, port, sourceIp } = conn.authorization;
     return this.#dialer.connect(destination.ip, port, sourceIp, opts).then((socket) => {
-      this.#fairShare?.register(sourceKey(conn.sourceWorkload, sourceIp), socket);
+      this.#fairShare?.register(sourceKey(conn.sourceWorkload, sourceIp), socket, 'answers');
       return socket;
     });
   }
