@@ -14,13 +14,11 @@ const SOME_TOTAL = /^some .*total=(\d+)/m;
 export class CpuPressure {
   readonly #fd: number;
   readonly #buffer = Buffer.alloc(256);
-  #lastTotal: number;
-  #lastAt: number;
+  #lastTotal = 0;
+  #lastAt = performance.now();
 
-  private constructor(fd: number, total: number) {
+  private constructor(fd: number) {
     this.#fd = fd;
-    this.#lastTotal = total;
-    this.#lastAt = performance.now();
   }
 
   /** The first of `paths` that reads as PSI: the proxy's cgroup's, else the machine's; undefined on a kernel without PSI. */
@@ -30,7 +28,7 @@ export class CpuPressure {
       let fd: number | undefined;
       try {
         fd = openSync(path, 'r');
-        const pressure = new CpuPressure(fd, 0);
+        const pressure = new CpuPressure(fd);
         const total = pressure.#readTotal();
         if (total === undefined) throw new Error('no some line');
         pressure.#lastTotal = total;

@@ -15,9 +15,10 @@
 // (50 ms) measures its own drift: how late it fired is how long work waited
 // for the loop; and the proxy's CPU pressure, how long its tasks waited for a
 // CPU (PRESSURE_CONTENDED). Below LAG_MS (2 ms) and that pressure, with nobody
-// throttled, the tick returns at once. A late tick counts only when the loop itself was busy since the
-// previous one (BUSY_UTILIZATION): a loop that was mostly idle and still fired
-// late was kept off the CPU by other processes, which reading less cannot help.
+// throttled, the tick returns at once. A late tick counts only when the loop
+// itself was busy since the previous one (BUSY_UTILIZATION): a loop that was
+// mostly idle and still fired late was kept off the CPU by other processes,
+// which reading less cannot help.
 // Past it, the tick reads each source's bytes read since it was last
 // measured (socket.bytesRead, kept by libuv; closed sockets' counts are added as
 // they close), scaled up by the capacity a throttled source was given, per ms:
@@ -191,7 +192,7 @@ export class FairShare {
     this.#cpuPressure = opts.cpuPressure;
     if (opts.registry) {
       this.#throttledSeconds = (opts.registry.getSingleMetric(THROTTLED_METRIC) as Counter | undefined) ??
-        new Counter({ name: THROTTLED_METRIC, help: 'Seconds during which the node proxy read less from a source pod over its fair share because the event loop lagged (summed over sources).', registers: [opts.registry] });
+        new Counter({ name: THROTTLED_METRIC, help: 'Seconds during which the node proxy read less from a source pod over its fair share because the event loop lagged or the proxy waited for a CPU (summed over sources).', registers: [opts.registry] });
       if (!opts.registry.getSingleMetric(LAG_METRIC)) {
         const self = this;
         new Gauge({
