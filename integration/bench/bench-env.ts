@@ -116,7 +116,7 @@ export async function startBenchEnv(prefix: string, nodeEnv: Record<string, stri
     const meshOptions: MeshOptions = { configDir, env: { NODEMESH_LOG_LEVEL: 'warn', ...nodeEnv } };
     let mesh = await startPinnedMesh(cluster, meshOptions, PINNED_NODES);
 
-    for (const name of ['server-plain', 'server-mesh']) {
+    for (const name of ['server-plain', 'server-mesh', 'server-local']) {
       const pod = cluster.pod(name);
       const conf = join(workDir, `origin-${name}.conf`);
       await writeFile(conf, originConf(workDir, `origin-${name}`, HTTP_PORT));

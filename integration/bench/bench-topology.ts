@@ -1,5 +1,5 @@
 // The benchmark cluster: two nodes; on node n1 one client pod per path (and the
-// fairness row's noisy pod), on node n2
+// fairness row's noisy pod, and the workers row's same-node origin), on node n2
 // a plain server pod (direct and the nginx chains) and an enrolled one (the mesh paths),
 // each running nginx with a 1 KiB body and an iperf3 server; plus idle enrolled pods
 // so the node daemons carry a realistic number of local workloads.
@@ -37,6 +37,9 @@ export const PATH_ROUTES: Record<PathName, { client: string; service: string }> 
   'nodemesh-l7': { client: 'client-mesh', service: 'origin-http' },
 };
 
+/** The mesh paths' Services with the origin on the client's node (`server-local`, n1), for the workers row. */
+export const SAME_NODE_SERVICES = { 'nodemesh-l4': 'origin-local-tcp', 'nodemesh-l7': 'origin-local-http' } as const;
+
 export function benchClusterSpec(): ClusterSpec {
   const idle = Array.from({ length: IDLE_ENROLLED_PODS }, (_, i) => ({
     name: `idle-${i}`,
@@ -57,6 +60,8 @@ export function benchClusterSpec(): ClusterSpec {
       { name: 'client-noisy', node: 'n1', serviceAccount: 'noisy', annotations: { ...MESH, 'nodemesh.io/max-connections': String(NOISY_MAX_CONNECTIONS) } },
       { name: 'server-plain', node: 'n2', labels: { app: 'origin-plain' } },
       { name: 'server-mesh', node: 'n2', labels: { app: 'origin-mesh' }, serviceAccount: 'origin', annotations: MESH },
+      // The workers row's same-node runs: an enrolled origin on n1, beside client-mesh.
+      { name: 'server-local', node: 'n1', labels: { app: 'origin-local' }, serviceAccount: 'origin', annotations: MESH },
       ...idle,
     ],
     services: [
@@ -64,6 +69,8 @@ export function benchClusterSpec(): ClusterSpec {
       // Declared TCP (appProtocol tcp), so the mesh carries it as opaque TCP even though nginx speaks HTTP.
       { name: 'origin-tcp', selector: { app: 'origin-mesh' }, ports: [{ name: 'web', port: HTTP_PORT, appProtocol: 'tcp' }, { name: 'iperf', port: IPERF_PORT, appProtocol: 'tcp' }] },
       { name: 'origin-http', selector: { app: 'origin-mesh' }, ports: [{ name: 'http', port: HTTP_PORT, appProtocol: 'http' }] },
+      { name: SAME_NODE_SERVICES['nodemesh-l4'], selector: { app: 'origin-local' }, ports: [{ name: 'web', port: HTTP_PORT, appProtocol: 'tcp' }] },
+      { name: SAME_NODE_SERVICES['nodemesh-l7'], selector: { app: 'origin-local' }, ports: [{ name: 'http', port: HTTP_PORT, appProtocol: 'http' }] },
     ],
   };
 }

@@ -32,9 +32,9 @@ export interface PathRound {
   errors: number;
 }
 
-/** The commands one path runs, for the report. */
-export function pathCommands(env: BenchEnv, path: PathName, d: Durations): Record<string, string[]> {
-  const vip = env.cluster.service(PATH_ROUTES[path].service).clusterIP;
+/** The commands one path runs, for the report; `service` in place of the path's own (the workers row's same-node runs). */
+export function pathCommands(env: BenchEnv, path: PathName, d: Durations, service = PATH_ROUTES[path].service): Record<string, string[]> {
+  const vip = env.cluster.service(service).clusterIP;
   const url = `http://${vip}:${HTTP_PORT}/`;
   return {
     rps: wrkCommand(url, { connections: SATURATION_CONNECTIONS, seconds: d.loadSeconds }),
@@ -54,8 +54,8 @@ export function daemonPidsByNode(env: BenchEnv, path: PathName): number[][] {
 
 export type Saturation = Pick<PathRound, 'rps' | 'cpu_s_per_1k_req' | 'rss_mib' | 'errors'>;
 
-/** The saturation run alone (wrk, 32 keep-alive connections), with the path's daemons' CPU and sampled RSS. */
-export async function measureSaturation(env: BenchEnv, path: PathName, d: Durations): Promise<Saturation> {
+/** The saturation run alone (wrk, 32 keep-alive connections), with the path's daemons' CPU and sampled RSS; `service` as pathCommands. */
+export async function measureSaturation(env: BenchEnv, path: PathName, d: Durations, service?: string): Promise<Saturation> {
   const netns = env.cluster.pod(PATH_ROUTES[path].client).netns;
   const byNode = daemonPidsByNode(env, path);
   const pids = byNode.flat();
@@ -67,7 +67,7 @@ export async function measureSaturation(env: BenchEnv, path: PathName, d: Durati
   sample();
   const sampler = setInterval(sample, RSS_SAMPLE_MS);
   const cpuBefore = pids.reduce((s, pid) => s + cpuSeconds(pid), 0);
-  const saturation = await runWrk(env.cluster, netns, pathCommands(env, path, d).rps!).finally(() => clearInterval(sampler));
+  const saturation = await runWrk(env.cluster, netns, pathCommands(env, path, d, service).rps!).finally(() => clearInterval(sampler));
   const cpuUsed = pids.reduce((s, pid) => s + cpuSeconds(pid), 0) - cpuBefore;
   sample();
   return {

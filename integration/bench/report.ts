@@ -11,7 +11,7 @@ import type { TunnelMemory } from './tunnel-memory.ts';
 import type { FairnessResult } from './fairness.ts';
 import { round } from './stats.ts';
 import type { WorkersResult } from './workers.ts';
-import { WORKERS_PATHS, WORKERS_TARGET } from './workers.ts';
+import { WORKERS_RUN_NAMES, WORKERS_TARGET } from './workers.ts';
 
 export interface PathResult {
   rps: number | null;
@@ -123,7 +123,7 @@ function targets(r: BenchResults): [string, string, boolean | null][] {
     out.push(check(f.refused_source_limit > 0, `${f.refused_source_limit} refused (source_limit) of ${f.flood.attempted} tried, cap ${f.flood.max_connections}`, 'fairness: the flood\'s excess connections refused'));
   }
   if (r.workers) {
-    for (const path of WORKERS_PATHS) {
+    for (const path of WORKERS_RUN_NAMES) {
       const measured = r.workers.ratio?.[path] ?? null;
       const rps = (n: 1 | 2) => cell(r.workers!.settings?.[`workers_${n}`].paths[path]?.rps);
       const text = measured === null ? `not measured (${r.workers.notes.join('; ') || 'no numbers'})` : `${measured}x (${rps(1)} -> ${rps(2)} req/s)`;
@@ -157,8 +157,8 @@ export function renderReport(r: BenchResults): string {
     const w = r.workers;
     const setting = (n: 1 | 2) => {
       const s = w.settings![`workers_${n}`];
-      const rounds = (p: (typeof WORKERS_PATHS)[number]) => (s.paths[p]?.rps_rounds ?? []).join(' / ');
-      const paths = WORKERS_PATHS.map((p) => `${p} ${cell(s.paths[p]?.rps)} req/s (rounds ${rounds(p) || 'none'}; ${cell(s.paths[p]?.cpu_s_per_1k_req)} CPU s / 1k req)`).join(', ');
+      const rounds = (p: (typeof WORKERS_RUN_NAMES)[number]) => (s.paths[p]?.rps_rounds ?? []).join(' / ');
+      const paths = WORKERS_RUN_NAMES.map((p) => `${p} ${cell(s.paths[p]?.rps)} req/s (rounds ${rounds(p) || 'none'}; ${cell(s.paths[p]?.cpu_s_per_1k_req)} CPU s / 1k req)`).join(', ');
       return `\`${s.node_args.join(' ')}\` ${paths}, ${s.inbound_listeners} listener(s) on n2's inbound port`;
     };
     lines.push('', `Workers (the nodemesh node processes on cpus ${w.node_cpus}, not pinned to one: the load generator on cpu 0 and the origin, control plane and nginx on cpu 1 share those cores with them; wrk as the req/s row, median of ${w.rounds} round(s)): ${setting(1)}; ${setting(2)}.`);
