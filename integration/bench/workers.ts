@@ -31,6 +31,7 @@ export const WORKERS_RUNS = [
   { name: 'nodemesh-l7-same-node', path: 'nodemesh-l7', service: SAME_NODE_SERVICES['nodemesh-l7'] },
 ] as const satisfies readonly { name: string; path: PathName; service?: string }[];
 export const WORKERS_RUN_NAMES = WORKERS_RUNS.map((r) => r.name);
+const serviceOf = (run: (typeof WORKERS_RUNS)[number]) => ('service' in run ? run.service : undefined);
 export const WORKERS_TARGET = 1.5;
 /** The node's inbound (HBONE) port: one SO_REUSEPORT listener per worker is expected on it. */
 const INBOUND_PORT = 15008;
@@ -57,7 +58,7 @@ export interface WorkersResult {
   node_cpus: string;
   rounds: number;
   settings: Record<`workers_${Workers}`, WorkersSetting> | null;
-  /** req/s with 2 workers / with 1, per path. */
+  /** req/s with 2 workers / with 1, per run. */
   ratio: Record<WorkersRun, number | null> | null;
   errors: number;
   /** Why the row has no numbers (e.g. the node refused the flag), or why a path's are null. */
@@ -69,16 +70,16 @@ async function inboundListeners(env: BenchEnv): Promise<number> {
   return res.stdout.split('\n').filter((l) => l.trim()).length;
 }
 
-/** One setting's start, warm-up and saturation runs of both paths: one round. */
+/** One setting's start, warm-up and saturation runs (every one of WORKERS_RUNS): one round. */
 async function measureRound(env: BenchEnv, workers: Workers, roundNo: number, d: Durations, notes: string[]): Promise<{ listeners: number; runs: Record<WorkersRun, Saturation | null> }> {
   await env.restartMesh({ nodeArgs: nodeArgs(workers), cpus: ALL_CPUS });
   // Warm both paths on the new daemons (certificates, pools, every worker's JIT) before anything is recorded.
-  for (const run of WORKERS_RUNS) await measureSaturation(env, run.path, { ...d, loadSeconds: WARM_SECONDS }, 'service' in run ? run.service : undefined);
+  for (const run of WORKERS_RUNS) await measureSaturation(env, run.path, { ...d, loadSeconds: WARM_SECONDS }, serviceOf(run));
   const listeners = await inboundListeners(env);
   if (listeners !== workers) notes.push(`--workers ${workers}, round ${roundNo}: n2 had ${listeners} listener(s) on ${INBOUND_PORT}, not one per worker`);
   const runs = {} as Record<WorkersRun, Saturation | null>;
   for (const run of WORKERS_RUNS) {
-    runs[run.name] = await measureSaturation(env, run.path, d, 'service' in run ? run.service : undefined);
+    runs[run.name] = await measureSaturation(env, run.path, d, serviceOf(run));
     log.info('measured', { row: 'workers', workers, round: roundNo, run: run.name, ...runs[run.name] });
   }
   // The daemons are new each round: their request counters say whether this round's HTTP was handled as HTTP.
@@ -101,16 +102,16 @@ export async function measureWorkers(env: BenchEnv, rounds: number, d: Durations
         const { listeners, runs } = await measureRound(env, workers, r, d, notes);
         const into = samples.get(workers)!;
         into.listeners.push(listeners);
-        for (const path of WORKERS_RUN_NAMES) {
-          result.errors += runs[path]?.errors ?? 0;
-          if (runs[path]) into.runs.get(path)!.push(runs[path]);
+        for (const name of WORKERS_RUN_NAMES) {
+          result.errors += runs[name]?.errors ?? 0;
+          if (runs[name]) into.runs.get(name)!.push(runs[name]);
         }
       }
     }
     const setting = (workers: Workers): WorkersSetting => {
       const { listeners, runs } = samples.get(workers)!;
-      const pick = (path: WorkersRun) => {
-        const got = runs.get(path)!;
+      const pick = (name: WorkersRun) => {
+        const got = runs.get(name)!;
         if (!got.length) return null;
         return { rps: round(median(got.map((s) => s.rps))), cpu_s_per_1k_req: round(median(got.map((s) => s.cpu_s_per_1k_req)), 4), rps_rounds: got.map((s) => s.rps) };
       };
@@ -118,8 +119,8 @@ export async function measureWorkers(env: BenchEnv, rounds: number, d: Durations
     };
     const [one, two] = [setting(1), setting(2)];
     result.settings = { workers_1: one, workers_2: two };
-    const ratio = (path: WorkersRun) => {
-      const [a, b] = [one.paths[path]?.rps, two.paths[path]?.rps];
+    const ratio = (name: WorkersRun) => {
+      const [a, b] = [one.paths[name]?.rps, two.paths[name]?.rps];
       return a && b != null ? round(b / a) : null;
     };
     result.ratio = Object.fromEntries(WORKERS_RUN_NAMES.map((name) => [name, ratio(name)])) as Record<WorkersRun, number | null>;
