@@ -16,15 +16,21 @@ function psiFile(t: TestContext, someTotal: number): string {
   return file;
 }
 
+/** A reader of a PSI file whose some total starts at `someTotal`; `update` rewrites the total. */
+function openedPsi(t: TestContext, someTotal: number): { pressure: CpuPressure; update: (total: number) => void } {
+  const file = psiFile(t, someTotal);
+  const pressure = CpuPressure.open([file])!;
+  t.after(() => pressure.close());
+  return { pressure, update: (total) => writeFileSync(file, psi(total)) };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('the share of the time since the previous sample that some task waited for a CPU, from the some line\'s total (µs)', async (t) => {
-  const file = psiFile(t, 1_000_000);
-  const pressure = CpuPressure.open([file])!;
-  t.after(() => pressure.close());
+  const { pressure, update } = openedPsi(t, 1_000_000);
   await sleep(100);
   // 40 ms of waiting in at least 100 ms: at most 0.4, and read again from the same descriptor.
-  writeFileSync(file, psi(1_040_000));
+  update(1_040_000);
   const share = pressure.sample();
   assert.ok(share > 0 && share <= 0.4, `share ${share}`);
   // Nothing more waited: 0 over the next interval, not the average since opening.
@@ -33,14 +39,12 @@ test('the share of the time since the previous sample that some task waited for 
 });
 
 test('a total that runs backwards or faster than the clock reads as 0 or 1, never outside', async (t) => {
-  const file = psiFile(t, 5_000_000);
-  const pressure = CpuPressure.open([file])!;
-  t.after(() => pressure.close());
+  const { pressure, update } = openedPsi(t, 5_000_000);
   await sleep(10);
-  writeFileSync(file, psi(1));
+  update(1);
   assert.equal(pressure.sample(), 0);
   await sleep(10);
-  writeFileSync(file, psi(1 + 60_000_000));
+  update(1 + 60_000_000);
   assert.equal(pressure.sample(), 1);
 });
 

@@ -64,16 +64,25 @@ export class CpuPressure {
 }
 
 /**
- * cgroup v2: /proc/self/cgroup's "0::<path>" under the cgroup2 mount
- * (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host). In a container
- * with its own cgroup namespace the path is "/" and the mount is its cgroup.
+ * cgroup v2: /proc/self/cgroup's "0::<path>" under the cgroup2 mount. In a
+ * container with its own cgroup namespace the path is "/" and the mount is its
+ * cgroup.
  */
 function ownCgroupFile(): string | undefined {
   try {
     const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
-    const mount = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[f.indexOf('-') + 1] === 'cgroup2')?.[4];
+    const mount = cgroup2Mount();
     return line && mount ? `${mount}${line.slice(3).replace(/\/$/, '')}/cpu.pressure` : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** Where this process sees cgroup2 mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host). */
+export function cgroup2Mount(): string | undefined {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const fields = line.split(' ');
+    if (fields[fields.indexOf('-') + 1] === 'cgroup2') return fields[4];
+  }
+  return undefined;
 }

@@ -239,6 +239,13 @@ async function noisyAndQuiet(t: TestContext, fair: FairShare, count: number) {
   return { noisy, quiet };
 }
 
+/** noisyAndQuiet on a fair share of its own, with the noisy source's level at every throttling tick. */
+async function watchedNoisyAndQuiet(t: TestContext, count: number) {
+  const levels: number[] = [];
+  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
+  return { fair, levels, ...await noisyAndQuiet(t, fair, count) };
+}
+
 /** 16 KiB on each of `heavy`, a byte on `light`; resolves once the sockets still reading have read theirs. */
 async function sendRound(heavy: { app: net.Socket; proxySide: net.Socket }[], light?: { app: net.Socket; proxySide: net.Socket }): Promise<void> {
   const expected = heavy.filter((p) => reading(p.proxySide)).map((p): [net.Socket, number] => [p.proxySide, p.proxySide.bytesRead + 16 * 1024]);
@@ -348,9 +355,7 @@ test('the levels a lagging tick adds grow with the lag: one per doubling over th
   assert.equal(levelsFor(FAIR_LAG_MS, FAIR_LAG_MS), 1);
   assert.equal(levelsFor(FAIR_LAG_MS * 8, FAIR_LAG_MS), 3);
   assert.equal(levelsFor(FAIR_LAG_MS * 100, FAIR_LAG_MS), 7);
-  const levels: number[] = [];
-  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
-  const { noisy, quiet } = await noisyAndQuiet(t, fair, 16);
+  const { fair, levels, noisy, quiet } = await watchedNoisyAndQuiet(t, 16);
   for (const pair of noisy) pair.app.write(Buffer.alloc(16 * 1024));
   quiet.app.write('q');
   await arrived(...noisy.map((p): [net.Socket, number] => [p.proxySide, 16 * 1024]), [quiet.proxySide, 1]);
@@ -364,9 +369,7 @@ test('the levels a lagging tick adds grow with the lag: one per doubling over th
 });
 
 test('a late tick of a loop that was mostly idle (another process held the CPU) reads nobody less; the same lag from its own work does', async (t) => {
-  const levels: number[] = [];
-  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
-  const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
+  const { fair, levels, noisy, quiet } = await watchedNoisyAndQuiet(t, 8);
   const flood = () => sendRound(noisy, quiet);
   await flood();
   // Eight times the threshold late, busy 10% of the interval: the lag was not ours.
@@ -382,9 +385,7 @@ test('a late tick of a loop that was mostly idle (another process held the CPU) 
 });
 
 test('a tick on which the proxy waited for a CPU reads the heaviest source less by two levels, even when it fired early; pressure on an idle loop reads nobody less', async (t) => {
-  const levels: number[] = [];
-  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
-  const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
+  const { fair, levels, noisy, quiet } = await watchedNoisyAndQuiet(t, 8);
   const flood = () => sendRound(noisy, quiet);
   await flood();
   // Waiting for a CPU half the tick, while the loop itself was busy a tenth of it: not its work.
@@ -423,9 +424,7 @@ test('CPU pressure reads less only from sources whose requests this node reads, 
 });
 
 test('a throttled source climbs back only on ticks whose CPU pressure is under the calm share', async (t) => {
-  const levels: number[] = [];
-  const fair = new FairShare({ tickMs: 40, onThrottle: (p) => levels.push(p.find((s) => s.key === 'noisy')!.level) });
-  const { noisy, quiet } = await noisyAndQuiet(t, fair, 8);
+  const { fair, levels, noisy, quiet } = await watchedNoisyAndQuiet(t, 8);
   await sendRound(noisy, quiet);
   fair.rebalance(0, 0.5, 0.5);
   // Its sockets that still read keep it the heaviest: between calm and contended the level holds.

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createCluster, type Cluster } from './cluster/cluster.ts';
 import { deletePrefix, listNamespaces, runPrefix, sweepStale } from './cluster/netns.ts';
 import { startServer, tcpRequest } from './cluster/servers.ts';
-import { cgroup2Mount } from './cluster/cgroup.ts';
+import { cgroup2Mount } from '../daemon/cpu-pressure.ts';
 
 const BASE = 'nmc';
 const CLUSTER_MODULE = new URL('./cluster/cluster.ts', import.meta.url).href;

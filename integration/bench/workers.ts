@@ -14,7 +14,7 @@
 import type { BenchEnv } from './bench-env.ts';
 import { ALL_CPUS } from './bench-env.ts';
 import type { PathName } from './bench-topology.ts';
-import { SAME_NODE_SERVICES } from './bench-topology.ts';
+import { PATH_ROUTES, SAME_NODE_SERVICES } from './bench-topology.ts';
 import { l7Active, measureSaturation } from './path-bench.ts';
 import type { Durations, Saturation } from './path-bench.ts';
 import { logger } from '../../core/log.ts';
@@ -23,15 +23,14 @@ import { median, round } from './stats.ts';
 const log = logger('bench');
 
 export const WORKER_COUNTS = [1, 2] as const;
-/** What each setting measures: a path, to its own Service or to the same-node one. */
+/** What each setting measures: a path's client to its own Service or to the same-node one. */
 export const WORKERS_RUNS = [
-  { name: 'nodemesh-l4', path: 'nodemesh-l4' },
-  { name: 'nodemesh-l7', path: 'nodemesh-l7' },
+  { name: 'nodemesh-l4', path: 'nodemesh-l4', service: PATH_ROUTES['nodemesh-l4'].service },
+  { name: 'nodemesh-l7', path: 'nodemesh-l7', service: PATH_ROUTES['nodemesh-l7'].service },
   { name: 'nodemesh-l4-same-node', path: 'nodemesh-l4', service: SAME_NODE_SERVICES['nodemesh-l4'] },
   { name: 'nodemesh-l7-same-node', path: 'nodemesh-l7', service: SAME_NODE_SERVICES['nodemesh-l7'] },
-] as const satisfies readonly { name: string; path: PathName; service?: string }[];
+] as const satisfies readonly { name: string; path: PathName; service: string }[];
 export const WORKERS_RUN_NAMES = WORKERS_RUNS.map((r) => r.name);
-const serviceOf = (run: (typeof WORKERS_RUNS)[number]) => ('service' in run ? run.service : undefined);
 export const WORKERS_TARGET = 1.5;
 /** The node's inbound (HBONE) port: one SO_REUSEPORT listener per worker is expected on it. */
 const INBOUND_PORT = 15008;
@@ -74,12 +73,12 @@ async function inboundListeners(env: BenchEnv): Promise<number> {
 async function measureRound(env: BenchEnv, workers: Workers, roundNo: number, d: Durations, notes: string[]): Promise<{ listeners: number; runs: Record<WorkersRun, Saturation | null> }> {
   await env.restartMesh({ nodeArgs: nodeArgs(workers), cpus: ALL_CPUS });
   // Warm both paths on the new daemons (certificates, pools, every worker's JIT) before anything is recorded.
-  for (const run of WORKERS_RUNS) await measureSaturation(env, run.path, { ...d, loadSeconds: WARM_SECONDS }, serviceOf(run));
+  for (const run of WORKERS_RUNS) await measureSaturation(env, run.path, { ...d, loadSeconds: WARM_SECONDS }, run.service);
   const listeners = await inboundListeners(env);
   if (listeners !== workers) notes.push(`--workers ${workers}, round ${roundNo}: n2 had ${listeners} listener(s) on ${INBOUND_PORT}, not one per worker`);
   const runs = {} as Record<WorkersRun, Saturation | null>;
   for (const run of WORKERS_RUNS) {
-    runs[run.name] = await measureSaturation(env, run.path, d, serviceOf(run));
+    runs[run.name] = await measureSaturation(env, run.path, d, run.service);
     log.info('measured', { row: 'workers', workers, round: roundNo, run: run.name, ...runs[run.name] });
   }
   // The daemons are new each round: their request counters say whether this round's HTTP was handled as HTTP.

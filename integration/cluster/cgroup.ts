@@ -7,20 +7,12 @@
 // runtime does. A host without a writable cgroup2 mount runs the daemons in
 // the harness's own cgroup (the daemon then reads the machine's pressure).
 
-import { mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { logger } from '../../core/log.ts';
+import { cgroup2Mount } from '../../daemon/cpu-pressure.ts';
 
 const log = logger('cluster');
-
-/** Where cgroup2 is mounted on this host (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid one). */
-export function cgroup2Mount(): string | undefined {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const fields = line.split(' ');
-    if (fields[fields.indexOf('-') + 1] === 'cgroup2') return fields[4];
-  }
-  return undefined;
-}
 
 /** Creates `<mount>/<name>`; undefined (said once) when the host has none to create it in. */
 export function createCgroup(name: string): string | undefined {

@@ -85,9 +85,13 @@ export class Cluster implements ClusterPlan {
 
   /** Starts a long-running process in one of the cluster's namespaces; teardown stops it. */
   spawn(netns: string, argv: string[], opts?: SpawnOptions): ClusterProcess {
+    this.#checkSpawn(netns, argv);
+    return this.#processes.spawn(['ip', 'netns', 'exec', netns, ...argv], opts);
+  }
+
+  #checkSpawn(netns: string, argv: string[]): void {
     this.#checkOwn(netns);
     if (this.#teardown) throw new NodemeshError(ErrorCode.CLUSTER_GONE, `cluster ${this.prefix} is torn down; cannot start ${argv.join(' ')}`);
-    return this.#processes.spawn(['ip', 'netns', 'exec', netns, ...argv], opts);
   }
 
   /**
@@ -96,8 +100,7 @@ export class Cluster implements ClusterPlan {
    * teardown stops it and removes the cgroup.
    */
   spawnNode(netns: string, name: string, argv: string[], opts?: SpawnOptions): ClusterProcess {
-    this.#checkOwn(netns);
-    if (this.#teardown) throw new NodemeshError(ErrorCode.CLUSTER_GONE, `cluster ${this.prefix} is torn down; cannot start ${argv.join(' ')}`);
+    this.#checkSpawn(netns, argv);
     const cgroup = createCgroup(`${this.prefix}-${name}`);
     if (!cgroup) return this.spawn(netns, argv, opts);
     this.#cgroups.add(cgroup);
