@@ -144,18 +144,19 @@ export interface FairShareOptions {
  * destination proxy and pod on the same node, or any other pod), its loop can
  * keep up with its own work and still hold every request back: in the bench's
  * fairness row (both nodes and the origin on one CPU, each node in its own
- * cgroup) the source node's loop was never 2 ms late while the quiet pod's
- * p50 went from 1 to 4-5 ms, and its pressure was 0-0.1 with the flood held
- * to a few sockets, 0.3-0.5 once its window had grown back to a dozen.
- * Counted for a loop that did a quarter of the tick's work itself
- * (PRESSURE_BUSY_UTILIZATION; an idle one waiting behind other processes reads
- * less for nobody, as with the lag) and for the sources whose requests it
- * reads (register). Two levels per such tick: at one, each time the window
- * grew back the quiet pod's requests queued for several ticks (quick runs, both
- * nodes then reacting to pressure: p99 1.4-2.6x alone); at two 1.0-1.2x, at a
- * quarter 3-5x. With only the source node reacting, quick runs gave 1.1-1.6x
- * alone and the flood 4,200-5,700 req/s (12,000-20,000 unthrottled, when the
- * quiet pod's p99 was 7-16x). Calm needs pressure under PRESSURE_CALM as well.
+ * cgroup) the source node's loop was never 2 ms late while the quiet pod's p50
+ * went from 1 to 4-5 ms, and its pressure was 0-0.1 with the flood held to a
+ * few sockets, 0.3-0.5 once its window had grown back to a dozen. Counted for a
+ * loop that did a quarter of the tick's work itself (PRESSURE_BUSY_UTILIZATION;
+ * an idle one waiting behind other processes reads less for nobody, as with the
+ * lag) and for the sources whose requests it reads (register). Two levels per
+ * such tick, never past one socket reading (pressureLevelCap): at one a tick,
+ * each time the window grew back the quiet pod's requests queued for several
+ * ticks (quick runs, both nodes then reacting to pressure: p99 1.4-2.6x alone);
+ * at two 1.0-1.2x, at a quarter 3-5x. With only the source node reacting, quick
+ * runs gave 1.1-1.6x alone and the flood 4,200-5,700 req/s (12,000-20,000
+ * unthrottled, when the quiet pod's p99 was 7-16x). Calm needs pressure under
+ * PRESSURE_CALM as well.
  */
 export const PRESSURE_CONTENDED = 0.25;
 export const PRESSURE_BUSY_UTILIZATION = 0.25;
@@ -341,8 +342,11 @@ export class FairShare {
         // Alone now: nobody to be fair to, so no level to climb down first.
         source.level = 0;
       } else if ((lagging || (starved && source.requests)) && delta > share) {
-        if (source.level === 0) log.info('reading less from a source pod over its fair share: the event loop lags or the proxy waits for a CPU', { source: key, lagMs: Math.round(lag), cpuPressure: Math.round(pressure * 100) / 100, sources: used.size });
-        source.level = Math.min(MAX_LEVEL, source.level + (lagging ? levelsFor(lag, this.#lagMs) : PRESSURE_LEVELS));
+        const was = source.level;
+        source.level = lagging
+          ? Math.min(MAX_LEVEL, source.level + levelsFor(lag, this.#lagMs))
+          : Math.min(source.level + PRESSURE_LEVELS, pressureLevelCap(source.sockets.size));
+        if (was === 0 && source.level > 0) log.info('reading less from a source pod over its fair share: the event loop lags or the proxy waits for a CPU', { source: key, lagMs: Math.round(lag), cpuPressure: Math.round(pressure * 100) / 100, sources: used.size });
       } else if (source.level > 0 && delta <= share) {
         // Not (or no longer) the one the loop waits for: a level down at once.
         source.level = Math.max(0, source.level - 1);
@@ -446,6 +450,20 @@ export class FairShare {
     source.resumeTimer = undefined;
     for (const socket of [...source.stopped.keys()]) this.#start(source, socket);
   }
+}
+
+/**
+ * The highest level CPU pressure alone takes (or holds) a source with `sockets`
+ * sockets to: one socket reading all of each tick. Pressure is not the loop's
+ * own cost, and may come from anything on the node; climbing on it without
+ * end took any pod heavier than its neighbours, however few its connections,
+ * to 2^-12 of one socket's time — a bulk transfer on one connection beside a
+ * quiet pod, starved while the node was busy. A flood of many connections is
+ * still cut to one (in the bench's fairness row it settled at 1-4 of 2,000);
+ * lag, which the flood itself causes, may take it further.
+ */
+export function pressureLevelCap(sockets: number): number {
+  return sockets > 1 ? Math.log2(sockets) : 0;
 }
 
 /**

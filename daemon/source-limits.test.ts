@@ -399,9 +399,33 @@ test('a tick on which the proxy waited for a CPU reads the heaviest source less 
   assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 2, 'a quarter of its sockets read');
   assert.equal(reading(quiet.proxySide), true);
   fair.rebalance(-0.5, 0.3, 0.5);
-  assert.deepEqual(levels, [2, 4]);
+  // Pressure alone goes no further than one of its eight sockets reading the whole tick.
+  assert.deepEqual(levels, [2, 3]);
+  fair.rebalance(-0.5, 0.3, 0.5);
+  assert.deepEqual(levels, [2, 3, 3]);
+  assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 1);
   fair.stop();
   assert.equal(noisy.filter((p) => reading(p.proxySide)).length, 8);
+});
+
+test('regression: sustained CPU pressure starved a heavy pod on one connection (level 12, a 4,096th of each tick); pressure alone now leaves it reading, lag still throttles it', async (t) => {
+  const { fair, levels, noisy, quiet } = await watchedNoisyAndQuiet(t, 1);
+  for (let tick = 0; tick < 8; tick++) {
+    await sendRound(noisy, quiet);
+    fair.rebalance(0, 1, 0.9);
+    assert.equal(reading(noisy[0]!.proxySide), true);
+  }
+  assert.deepEqual(levels, []);
+  assert.equal(fair.pauses, 0);
+  await sendRound(noisy, quiet);
+  fair.rebalance(FAIR_LAG_MS * 8, 1, 0.9);
+  assert.deepEqual(levels, [3]);
+  // Pressure alone does not hold the level lag took it to: back to reading the whole tick.
+  await sendRound(noisy, quiet);
+  fair.rebalance(0, 1, 0.9);
+  assert.equal(fair.pauses, 1);
+  assert.equal(reading(noisy[0]!.proxySide), true);
+  fair.stop();
 });
 
 test('CPU pressure reads less only from sources whose requests this node reads, not a remote source\'s answers from a local pod (lag still does)', async (t) => {
