@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Registry } from 'prom-client';
+import { Counter, Histogram, Registry } from 'prom-client';
 import type { Workload } from '../core/types.ts';
 import { setLevel } from '../core/log.ts';
 import { ConfigStore } from './config-store.ts';
 import { ConnectionTracker } from './connection-tracker.ts';
-import { createMetrics, liveEnds } from './metrics.ts';
+import { createMetrics, liveEnds, REQUEST_LABELS } from './metrics.ts';
+import type { DaemonMetrics } from './metrics.ts';
 import { connectionRequestLabels, requestLabels } from './l7/request-metrics.ts';
 import { applyConfig, spiffe, workload } from './testdata/mesh-fixture.ts';
 
@@ -141,4 +142,44 @@ test('regression: a label set reused across a connection\'s requests counts each
   assert.equal(await tracker.dropDepartedSeries(live(), 2 * GRACE_MS), 0, 'seen gone again: a new grace period');
   assert.ok(await tracker.dropDepartedSeries(live(), 3 * GRACE_MS) > 0);
   assert.equal(await count(), undefined);
+});
+
+test('a reused label set\'s increments, updated in place, export what prom-client\'s own inc and observe give; after remove and reset too', async () => {
+  // Guards the prom-client internals the in-place update relies on: an upgrade that changes them fails here.
+  const ours = createMetrics(new Registry());
+  const plainRegistry = new Registry();
+  const plain = {
+    requests: new Counter({ name: 'nodemesh_requests_total', help: 'h', labelNames: REQUEST_LABELS, registers: [plainRegistry] }),
+    requestDuration: new Histogram({
+      name: 'nodemesh_request_duration_seconds', help: 'h', labelNames: REQUEST_LABELS, registers: [plainRegistry],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    }),
+  };
+  const client = workload('frontend', '10.0.0.2', 'n2');
+  const labels = requestLabels({ reporter: 'source', sourceWorkload: client, sourcePrincipal: spiffe(client), destinationPrincipal: null, security: 'none', responseCode: 200 });
+  const other = { ...labels, response_code: '503' };
+  const both = (f: (m: Pick<DaemonMetrics, 'requests' | 'requestDuration'>) => void) => [ours, plain].forEach(f);
+  const values = async (m: Pick<DaemonMetrics, 'requests' | 'requestDuration'>) => [await m.requests.get(), await m.requestDuration.get()].map((v) => v.values);
+  const same = async () => assert.deepEqual(await values(ours), await values(plain));
+  for (const seconds of [0.0004, 0.005, 0.003, 7, 31, 0]) {
+    both((m) => {
+      m.requests.inc(labels);
+      m.requests.inc(other, 2);
+      m.requestDuration.observe(labels, seconds);
+    });
+  }
+  await same();
+  assert.equal((await ours.requests.get()).values.find((v) => v.labels.response_code === '200')?.value, 6);
+  assert.equal((await ours.requestDuration.get()).values.find((v) => v.metricName?.endsWith('_count') && v.labels.response_code === '200')?.value, 6);
+  // Values prom-client refuses are still refused.
+  assert.throws(() => ours.requests.inc(labels, -1));
+  assert.throws(() => ours.requestDuration.observe(labels, Number.NaN));
+  both((m) => {
+    m.requests.remove(labels);
+    m.requestDuration.reset();
+    m.requests.inc(labels);
+    m.requestDuration.observe(labels, 0.2);
+  });
+  await same();
+  assert.equal((await ours.requests.get()).values.find((v) => v.labels.response_code === '200')?.value, 1);
 });
