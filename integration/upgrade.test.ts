@@ -22,6 +22,8 @@ import { startCapture, tcpPackets } from './e2e/pcap.ts';
 const LOAD = fileURLToPath(new URL('./e2e/upgrade-load.ts', import.meta.url));
 const SLOW_STREAM = fileURLToPath(new URL('./e2e/slow-stream.ts', import.meta.url));
 const STREAM_REPLIES = 20;
+/** The server stream's gRPC deadline: a stream stalled by the upgrade ends with DEADLINE_EXCEEDED and its replies so far. */
+const STREAM_DEADLINE_MS = 30_000;
 const DRAIN_DEADLINE_MS = 3000;
 
 const SPEC: ClusterSpec = {
@@ -68,7 +70,7 @@ test(cniTitle('a rolling upgrade of both nodes\' daemons fails no HTTP request a
   t.after(() => load.stop());
   await load.waitForOutput('running', 15_000);
   // A server stream running while n1's daemon is replaced: it must complete (or be moved by GOAWAY).
-  const stream = fx.cluster.spawn(fx.cluster.pod('shop/client').netns, [process.execPath, SLOW_STREAM, 'call', `${fx.cluster.service('shop/stream').clusterIP}:9000`, String(STREAM_REPLIES), '100']);
+  const stream = fx.cluster.spawn(fx.cluster.pod('shop/client').netns, [process.execPath, SLOW_STREAM, 'call', `${fx.cluster.service('shop/stream').clusterIP}:9000`, String(STREAM_REPLIES), '100', String(STREAM_DEADLINE_MS)]);
   t.after(() => stream.stop());
   await sleep(500);
   const replaced: ClusterProcess[] = [];
@@ -76,18 +78,19 @@ test(cniTitle('a rolling upgrade of both nodes\' daemons fails no HTTP request a
     const { old } = await fx.mesh.startSuccessor(node);
     await sleep(300);
     old.signal('SIGTERM');
-    const exit = await old.exited;
+    // Bounded waits, so a hang names what hung (once the routed pass ran into the test's own timeout).
+    const exit = await old.waitForExit(DRAIN_DEADLINE_MS + 10_000);
     assert.equal(exit.code, 0, `the old daemon of ${node} stopped cleanly`);
     replaced.push(old);
     await sleep(300);
   }
   await sleep(500);
-  await stream.exited;
+  await stream.waitForExit(STREAM_DEADLINE_MS + 5_000);
   const streamed = JSON.parse(stream.stdout.trim()) as { code: number; details: string; replies: number };
   t.diagnostic(`gRPC server stream through the upgrade: status ${streamed.code}, ${streamed.replies} of ${STREAM_REPLIES} replies`);
   assert.deepEqual(streamed, { code: 0, details: 'OK', replies: STREAM_REPLIES }, 'the gRPC stream completed');
   load.signal('SIGTERM');
-  await load.exited;
+  await load.waitForExit(10_000);
   const summary = JSON.parse(load.stdout.trim().split('\n').at(-1)!) as LoadSummary;
   t.diagnostic(`upgrade: ${summary.requests} requests, ${summary.failedRequests} failed; ${summary.connections} new connections, ${summary.failedConnections} refused; long-lived: ${summary.longLived.echoes} echoes, ${summary.longLived.ended ?? 'open'}`);
   assert.deepEqual(summary.errors, [], 'errors the client saw');

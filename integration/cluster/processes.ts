@@ -97,6 +97,19 @@ export class ClusterProcess {
     });
   }
 
+  /** Resolves with the exit once the process has exited; rejects with its output when it has not within `timeoutMs`. */
+  async waitForExit(timeoutMs: number): Promise<Exit> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new NodemeshError(ErrorCode.CLUSTER_PROCESS, `${this.describe()} did not exit within ${timeoutMs} ms\n${this.outputTail()}`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exited, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   describe(): string {
     return `process ${this.pid} (${this.argv.join(' ')})`;
   }

@@ -1,7 +1,8 @@
 // A slow gRPC server stream for the rolling-upgrade test, real @grpc/grpc-js
 // with JSON messages (a generic service definition, no .proto needed):
 //   node slow-stream.ts serve PORT           prints "listening on PORT"
-//   node slow-stream.ts call HOST:PORT N MS  reads N replies sent MS apart, prints {code, details, replies}
+//   node slow-stream.ts call HOST:PORT N MS [DEADLINE_MS]  reads N replies sent MS apart within a gRPC
+//                                            deadline (default 60 s), prints {code, details, replies}
 import * as grpc from '@grpc/grpc-js';
 
 const json = {
@@ -16,7 +17,7 @@ const service = {
   },
 } satisfies grpc.ServiceDefinition;
 
-const [mode, where, n = '10', ms = '100'] = process.argv.slice(2);
+const [mode, where, n = '10', ms = '100', deadlineMs = '60000'] = process.argv.slice(2);
 
 if (mode === 'serve') {
   const server = new grpc.Server();
@@ -40,9 +41,9 @@ if (mode === 'serve') {
   process.on('SIGTERM', () => process.exit(0));
 } else {
   const Client = grpc.makeGenericClientConstructor(service, 'Slow');
-  const client = new Client(where!, grpc.credentials.createInsecure()) as unknown as grpc.Client & { count(req: object): grpc.ClientReadableStream<{ i: number }> };
+  const client = new Client(where!, grpc.credentials.createInsecure()) as unknown as grpc.Client & { count(req: object, options: grpc.CallOptions): grpc.ClientReadableStream<{ i: number }> };
   const replies: number[] = [];
-  const call = client.count({ n: Number(n), ms: Number(ms) });
+  const call = client.count({ n: Number(n), ms: Number(ms) }, { deadline: Date.now() + Number(deadlineMs) });
   call.on('data', (r: { i: number }) => replies.push(r.i));
   call.on('error', () => {});
   call.on('status', (s: grpc.StatusObject) => {
