@@ -25,7 +25,7 @@ import { Http1Connections } from './http1-drain.ts';
 import { pathOf, recordSourceRequest } from './request-metrics.ts';
 import { mirrorHttp1 } from './mirror.ts';
 import { LocalReply, replyHttp1 as reply } from './local-reply.ts';
-import type { Endpoint, HttpClientConnection, RequestRouter } from './request-router.ts';
+import type { Endpoint, HttpClientConnection, RequestPlan, RequestRouter } from './request-router.ts';
 import type { SourceLimits } from '../source-limits.ts';
 import { REASON_HEADER } from '../hbone-settings.ts';
 
@@ -131,13 +131,24 @@ export class H1Outbound {
     const slot = this.#opts.limits?.startRequest(conn.source, conn.sourceIdentity);
     // Refused before any routing work; counted and logged by the limits.
     if (typeof slot === 'string') return reply(res, new LocalReply(503, slot, { [REASON_HEADER]: 'source_limit' }));
-    if (slot) res.on('close', slot);
     const { config, metrics, router, budget } = this.#opts;
     const started = performance.now();
     const trace = this.#opts.tracing?.start('source', req.headers, { method: req.method ?? 'GET', path: pathOf(req.url) });
-    const plan = router.plan(req, conn);
-    res.on('close', () => recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started,
-      { tap: this.#opts.tap, trace, method: req.method, url: req.url, protocol: 'http1' }));
+    let plan: RequestPlan | LocalReply | undefined;
+    let overall: NodeJS.Timeout | undefined;
+    let current: InFlight | undefined;
+    // One listener for all of a request's ends: each more one grows the response's listener array.
+    // Before routing, which can throw (a target the URL parser refuses): the slot is given back.
+    res.on('close', () => {
+      slot?.();
+      clearTimeout(overall);
+      // The client went away: stop the attempt in flight.
+      if (!res.writableFinished) current?.proxyRequest.destroy();
+      if (!plan) return;
+      recordSourceRequest(config, metrics, conn, plan instanceof LocalReply ? undefined : plan.chosen, res.headersSent ? res.statusCode : 0, started,
+        { tap: this.#opts.tap, trace, method: req.method, url: req.url, protocol: 'http1' });
+    });
+    plan = router.plan(req, conn);
     if (plan instanceof LocalReply) return reply(res, plan);
     // An HTTPRoute rule's `retry` replaces the node's statuses and attempts; the budget bounds both.
     const retryStatuses = plan.retry?.codes.length ? new Set(plan.retry.codes) : this.#opts.retryStatuses;
@@ -149,19 +160,13 @@ export class H1Outbound {
     // RequestMirror copies: fire-and-forget, they never delay or fail this request.
     mirrorHttp1(router, conn, plan, req, body);
     let overallTimedOut = false;
-    let current: InFlight | undefined;
-    const overall = plan.timeouts.request
-      ? setTimeout(() => {
-          overallTimedOut = true;
-          if (res.headersSent) res.destroy();
-          else current?.settle({ kind: 'timeout' });
-        }, plan.timeouts.request)
-      : undefined;
-    res.on('close', () => {
-      clearTimeout(overall);
-      // The client went away: stop the attempt in flight.
-      if (!res.writableFinished) current?.proxyRequest.destroy();
-    });
+    if (plan.timeouts.request && !res.destroyed) {
+      overall = setTimeout(() => {
+        overallTimedOut = true;
+        if (res.headersSent) res.destroy();
+        else current?.settle({ kind: 'timeout' });
+      }, plan.timeouts.request);
+    }
     for (let attempt = 1; ; attempt++) {
       const endpoint = plan.next();
       if (endpoint instanceof LocalReply) return reply(res, endpoint);
