@@ -167,6 +167,30 @@ export class ConnectionTracker {
       entry.info.destroy();
     }
   }
+
+  /**
+   * destroyAll, then waits up to `graceMs` for the closes. A connection whose
+   * close has not come by then is recorded closed here, its log line saying so,
+   * and forgotten: a drain's deadline must end the drain. Seen on the routed
+   * profile with two workers: after the deadline a daemon's last tunnel never
+   * reported its close, and the daemon never exited. Returns how many were.
+   */
+  async closeAll(reason: string, graceMs: number): Promise<number> {
+    this.destroyAll(reason);
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([
+      this.idle().then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs))),
+    ]);
+    clearTimeout(timer);
+    if (!late) return 0;
+    const stuck = [...this.#entries.values()];
+    for (const entry of stuck) {
+      entry.closeReason = `${reason}; its close did not come within ${graceMs} ms`;
+      this.#finish(entry);
+    }
+    return stuck.length;
+  }
 }
 
 function describe(e: Entry): Record<string, unknown> {

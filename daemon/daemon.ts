@@ -39,6 +39,8 @@ import type { Tracing } from './tracing.ts';
 
 const log = logger('daemon');
 /** The listeners made in each in-pod-captured pod's namespace, in bindListeners' order. */
+/** How long connections closed at the drain deadline get to report their close before the daemon stops without them. */
+const CLOSE_GRACE_MS = 1000;
 const POD_LISTENERS = [[15001, 'outbound listener'], [15006, 'inbound plaintext listener'], [HBONE_PORT, 'inbound HBONE listener']] as const;
 
 export interface DaemonOptions {
@@ -243,8 +245,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       clearTimeout(timer);
       if (outcome === 'deadline') {
         log.warn('drain deadline reached: closing the remaining connections', { open: tracker.size });
-        tracker.destroyAll('drain deadline reached');
-        await tracker.idle();
+        const stuck = await tracker.closeAll('drain deadline reached', CLOSE_GRACE_MS);
+        if (stuck) log.warn('connections closed at the drain deadline did not report their close: stopping without them', { connections: stuck, graceMs: CLOSE_GRACE_MS });
       }
     },
     async stop() {
