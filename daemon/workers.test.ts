@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { ConfigStore } from './config-store.ts';
-import { startDataPlane } from './workers.ts';
+import { callTimeoutMs, startDataPlane } from './workers.ts';
 import { MemoryCertSource, applyConfig, workload } from './testdata/mesh-fixture.ts';
 
 /** Lines the process (and its worker threads, whose stderr the main thread forwards) writes to stderr. */
@@ -62,4 +62,11 @@ test('a worker that dies is started again and binds its listeners again; meanwhi
   await until('worker 1 to listen again', () => listening().length === 2);
   assert.deepEqual(await plane.connections(), []);
   assert.equal(logs().filter((l) => l.msg === 'data-plane worker exited: starting it again').length, 1, 'it died once and lives on');
+});
+
+test('regression: a worker\'s drain is waited for up to its deadline, not the usual 10 s answer time (a worker holding a connection to a 20 s deadline failed the drain); a stop only briefly before terminate()', () => {
+  assert.equal(callTimeoutMs('drainConnections', [20_000]), 30_000);
+  assert.ok(callTimeoutMs('drainConnections', [3_000]) > 3_000 + 1_000, 'the deadline and the closes\' grace');
+  assert.ok(callTimeoutMs('stop', []) < callTimeoutMs('connections', []));
+  assert.equal(callTimeoutMs('connections', []), 10_000);
 });

@@ -37,6 +37,22 @@ const log = logger('daemon');
 const WORKER_ENTRY = new URL(import.meta.url.endsWith('.ts') ? './data-plane-worker.ts' : './data-plane-worker.mjs', import.meta.url);
 /** An answer from a worker slower than this is an error (the admin API must not hang on a stuck worker). */
 const CALL_TIMEOUT_MS = 10_000;
+/** How long a stopping worker gets to close its listeners and connections before it is terminated. */
+const STOP_TIMEOUT_MS = 2_000;
+
+/**
+ * How long `call` waits for a worker's answer. A drain lasts up to its
+ * deadline (20 s by default, past the usual 10 s: a worker holding a
+ * connection to the deadline failed the node's drain), plus the usual time to
+ * answer. A stop is bounded tighter: terminate() ends a worker that does not
+ * stop, and once one held the node's exit for the whole usual 10 s (routed
+ * profile, two workers, after a drain deadline).
+ */
+export function callTimeoutMs<C extends WorkerCall>(call: C, args: WorkerCalls[C]['args']): number {
+  if (call === 'drainConnections') return (args[0] as number) + CALL_TIMEOUT_MS;
+  if (call === 'stop') return STOP_TIMEOUT_MS;
+  return CALL_TIMEOUT_MS;
+}
 const RESTART_DELAY_MS = 1_000;
 const MAX_RESTART_DELAY_MS = 30_000;
 /** A worker that ran this long before it died restarts after the first delay again. */
@@ -330,11 +346,12 @@ class WorkerThread {
   call<C extends WorkerCall>(call: C, ...args: WorkerCalls[C]['args']): Promise<WorkerCalls[C]['result']> {
     if (!this.#ready) return Promise.reject(new NodemeshError(ErrorCode.DATA_PLANE_WORKER, `data-plane worker ${this.index} is not running (it is starting again)`));
     const id = this.#nextCall++;
+    const timeoutMs = callTimeoutMs(call, args);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new NodemeshError(ErrorCode.DATA_PLANE_WORKER, `data-plane worker ${this.index} did not answer ${call} within ${CALL_TIMEOUT_MS} ms`));
-      }, CALL_TIMEOUT_MS);
+        reject(new NodemeshError(ErrorCode.DATA_PLANE_WORKER, `data-plane worker ${this.index} did not answer ${call} within ${timeoutMs} ms`));
+      }, timeoutMs);
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
       this.#worker.postMessage({ type: 'call', id, call, args } satisfies ToWorker);
     });
