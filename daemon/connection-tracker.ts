@@ -160,6 +160,17 @@ export class ConnectionTracker {
     return new Promise((resolve) => this.#drained.push(resolve));
   }
 
+  /** Whether every connection closed within `ms`. */
+  async idleWithin(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+    try {
+      return await Promise.race([this.idle().then(() => true as const), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Tears down every open connection, recording `reason` in its close log line. */
   destroyAll(reason: string): void {
     for (const entry of [...this.#entries.values()]) {
@@ -177,13 +188,7 @@ export class ConnectionTracker {
    */
   async closeAll(reason: string, graceMs: number): Promise<number> {
     this.destroyAll(reason);
-    let timer: NodeJS.Timeout | undefined;
-    const late = await Promise.race([
-      this.idle().then(() => false),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs))),
-    ]);
-    clearTimeout(timer);
-    if (!late) return 0;
+    if (await this.idleWithin(graceMs)) return 0;
     const stuck = [...this.#entries.values()];
     for (const entry of stuck) {
       entry.closeReason = `${reason}; its close did not come within ${graceMs} ms`;

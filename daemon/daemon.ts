@@ -239,11 +239,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       httpInbound.drain();
       pool.close();
       log.info('draining connections', { open: tracker.size, deadlineMs });
-      let timer: NodeJS.Timeout | undefined;
-      const deadline = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), deadlineMs)));
-      const outcome = await Promise.race([tracker.idle().then(() => 'idle' as const), deadline]);
-      clearTimeout(timer);
-      if (outcome === 'deadline') {
+      if (!(await tracker.idleWithin(deadlineMs))) {
         log.warn('drain deadline reached: closing the remaining connections', { open: tracker.size });
         const stuck = await tracker.closeAll('drain deadline reached', CLOSE_GRACE_MS);
         if (stuck) log.warn('connections closed at the drain deadline did not report their close: stopping without them', { connections: stuck, graceMs: CLOSE_GRACE_MS });

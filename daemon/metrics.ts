@@ -141,16 +141,20 @@ export class SeriesIndex {
   }
 
   /**
-   * Indexes `metric` with these labels, and returns prom-client's hash of them:
-   * called on every increment, so it allocates only for a new label set object,
-   * and keeps nothing per label set object but the shared hash: each open
-   * connection holds a label set of its own, and a key string per label set
-   * was 0.4 KiB of each held connection's heap on each node.
+   * What indexes `metric` with a label set and returns prom-client's hash of
+   * it: called on every increment (`indexed`), so it allocates only for a new
+   * label set object, and keeps nothing per label set object but the shared
+   * hash: each open connection holds a label set of its own, and a key string
+   * per label set was 0.4 KiB of each held connection's heap on each node.
    */
-  note(metric: IndexedMetric, labels: Labels): string {
+  noter(metric: IndexedMetric): (labels: Labels) => string {
     let series = this.#series.get(metric);
     if (!series) this.#series.set(metric, (series = { known: new Map(), hashes: new WeakMap() }));
     const { known, hashes } = series;
+    return (labels) => this.#note(metric, known, hashes, labels);
+  }
+
+  #note(metric: IndexedMetric, known: Map<string, string>, hashes: WeakMap<Labels, string>, labels: Labels): string {
     let hash = hashes.get(labels);
     if (hash === undefined) {
       const built = seriesHash(metric, labels);
@@ -269,7 +273,7 @@ const INDEXED = Symbol('nodemesh.indexed');
 /**
  * Makes every `inc`/`observe` with labels also note them in `series`; once per
  * metric. An increment of a series that exists updates it in place, found by
- * the hash `series.note` keeps per label set object: prom-client hashes every
+ * the hash the series index keeps per label set object: prom-client hashes every
  * label value on each call, and for a request's ten labels that was 2.6 KiB
  * per request, 8% of what an HTTP request allocated through both nodes
  * (l7-inprocess.ts). A new series, or a value prom-client would reject,
@@ -280,10 +284,11 @@ function indexed<M extends IndexedMetric>(metric: M, series: SeriesIndex): M {
   if (m[INDEXED]) return metric;
   m[INDEXED] = true;
   const state = internals(metric);
+  const note = series.noter(metric);
   if (metric instanceof Histogram) {
     const observe = metric.observe.bind(metric) as (labels: Labels, value: number) => void;
     (metric as Histogram<string>).observe = ((labels: Labels, value: number) => {
-      const s = state.hashMap[series.note(metric, labels)];
+      const s = state.hashMap[note(labels)];
       if (!s || !Number.isFinite(value)) return observe(labels, value);
       s.sum += value;
       s.count += 1;
@@ -293,7 +298,7 @@ function indexed<M extends IndexedMetric>(metric: M, series: SeriesIndex): M {
   } else {
     const inc = metric.inc.bind(metric) as (labels: Labels, value?: number) => void;
     (metric as Counter<string>).inc = ((labels: Labels, value: number = 1) => {
-      const s = state.hashMap[series.note(metric, labels)];
+      const s = state.hashMap[note(labels)];
       if (!s || !Number.isFinite(value) || value < 0) return inc(labels, value);
       s.value += value;
     }) as Counter<string>['inc'];
